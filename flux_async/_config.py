@@ -1,0 +1,142 @@
+"""Policy objects (frozen; change them with `dataclasses.replace`) and environment reading.
+
+This is the only module that reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+from ._errors import ConfigurationError
+
+__all__ = ["Limits", "PollPolicy", "RetryPolicy", "Timeouts", "env_api_key"]
+
+
+def _positive(owner: str, name: str, value: float | None, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ConfigurationError(f"{owner}.{name} must be a number, got {value!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigurationError(f"{owner}.{name} must be a finite number > 0, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """How hard one client may push its provider.
+
+    Attributes:
+        max_jobs_in_flight: jobs submitted and not yet finished; `submit` waits for a slot.
+        max_connections: HTTP requests to the provider at once (creates and polls together).
+        polls_per_second: the aggregate poll rate, however many jobs are outstanding.
+        creates_per_second: the create rate (``None``: no limit beyond the others).
+    """
+
+    max_jobs_in_flight: int = 256
+    max_connections: int = 32
+    polls_per_second: float = 50.0
+    creates_per_second: float | None = None
+
+    def __post_init__(self) -> None:
+        _positive("Limits", "max_jobs_in_flight", self.max_jobs_in_flight)
+        _positive("Limits", "max_connections", self.max_connections)
+        _positive("Limits", "polls_per_second", self.polls_per_second)
+        _positive("Limits", "creates_per_second", self.creates_per_second, allow_none=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class PollPolicy:
+    """When each job is polled.
+
+    The first check comes after ``wait_first`` (default: the provider's typical latency);
+    later checks wait ``wait_initial * wait_exp_base ** n`` seconds, capped at ``wait_max``,
+    with full jitter when ``wait_jitter`` is true. ``timeout`` is each job's deadline,
+    counted from its submission: the job then ends ``timed_out`` and is never polled again.
+    """
+
+    wait_first: float | None = None
+    wait_initial: float = 0.5
+    wait_max: float = 15.0
+    wait_exp_base: float = 2.0
+    wait_jitter: bool = True
+    timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        _positive("PollPolicy", "wait_first", self.wait_first, allow_none=True)
+        _positive("PollPolicy", "wait_initial", self.wait_initial)
+        _positive("PollPolicy", "wait_max", self.wait_max)
+        _positive("PollPolicy", "timeout", self.timeout)
+        if not self.wait_exp_base >= 1:
+            raise ConfigurationError(
+                f"PollPolicy.wait_exp_base must be >= 1, got {self.wait_exp_base!r}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """How failed requests are retried.
+
+    A create is resent only when it provably did no work (never sent, or refused with
+    429/503). Queries are retried freely. All retries draw on one budget per client:
+    ``budget_ratio`` retries are earned per successful request, on top of a reserve of
+    ``budget_reserve``, so an outage does not turn into a retry storm.
+
+    Attributes:
+        attempts: tries per request, the first included.
+        wait_initial, wait_max, wait_exp_base: exponential backoff between tries (full jitter).
+        retry_after_max: the longest ``Retry-After`` honoured; longer asks give up.
+        budget_ratio, budget_reserve: the shared retry budget (see above).
+    """
+
+    attempts: int = 6
+    wait_initial: float = 0.25
+    wait_max: float = 20.0
+    wait_exp_base: float = 2.0
+    retry_after_max: float = 60.0
+    budget_ratio: float = 0.2
+    budget_reserve: float = 20.0
+
+    def __post_init__(self) -> None:
+        _positive("RetryPolicy", "attempts", self.attempts)
+        _positive("RetryPolicy", "wait_initial", self.wait_initial)
+        _positive("RetryPolicy", "wait_max", self.wait_max)
+        _positive("RetryPolicy", "retry_after_max", self.retry_after_max)
+        if not self.wait_exp_base >= 1:
+            raise ConfigurationError(
+                f"RetryPolicy.wait_exp_base must be >= 1, got {self.wait_exp_base!r}"
+            )
+        if self.budget_ratio < 0 or self.budget_reserve < 0:
+            raise ConfigurationError("RetryPolicy budget_ratio and budget_reserve must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeouts:
+    """Network timeouts, in seconds.
+
+    There is deliberately no total timeout on a create: it would count time spent waiting
+    for a pooled connection and hide whether the request was sent, turning a harmless delay
+    into a job of unknown fate. A job's overall deadline is `PollPolicy.timeout`.
+
+    Attributes:
+        connect: establishing a TCP/TLS connection (a failure here is safe to retry).
+        pool: waiting for a free connection from the pool (also safe to retry).
+        read: waiting for response bytes of a create or query once the request was sent.
+        read_sync: the same for providers that answer only when the image is ready.
+    """
+
+    connect: float = 10.0
+    pool: float = 60.0
+    read: float = 60.0
+    read_sync: float = 300.0
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            _positive("Timeouts", field.name, getattr(self, field.name))
+
+
+def env_api_key(variable: str) -> str | None:
+    """Return the API key from environment variable ``variable``, or ``None``."""
+    value = os.environ.get(variable, "").strip()
+    return value or None

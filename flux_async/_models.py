@@ -1,0 +1,135 @@
+"""Public data types: the request, job snapshots, statuses and results."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "Generation",
+    "GenerationRequest",
+    "Image",
+    "JobSnapshot",
+    "JobStatus",
+]
+
+
+class JobStatus(str, enum.Enum):
+    """Where a job is in its life.
+
+    ``allocated → submitted → queued → running → (succeeded | failed | timed_out | cancelled |
+    unknown)``. The last five are terminal and absorbing: nothing changes them afterwards.
+    """
+
+    ALLOCATED = "allocated"
+    """Known locally (local id, callback token); the create request may be on its way."""
+    SUBMITTED = "submitted"
+    """The provider accepted the job and gave it an id."""
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    """The job's deadline passed; it is no longer polled. Its provider id is kept."""
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+    """The create may or may not have reached the provider; it was not resent."""
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the job has ended (nothing will change it any more)."""
+        return self in _TERMINAL
+
+    @property
+    def rank(self) -> int:
+        """Order of progress; a job never moves to a lower rank."""
+        return _RANK[self]
+
+
+_TERMINAL = frozenset(
+    {
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.TIMED_OUT,
+        JobStatus.CANCELLED,
+        JobStatus.UNKNOWN,
+    }
+)
+_RANK = {
+    JobStatus.ALLOCATED: 0,
+    JobStatus.SUBMITTED: 1,
+    JobStatus.QUEUED: 2,
+    JobStatus.RUNNING: 3,
+    **{status: 4 for status in _TERMINAL},
+}
+
+
+class GenerationRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One generation request, in the shape every provider understands.
+
+    Each provider maps what it can and raises `ValidationError` for what it cannot; fields
+    left as ``None`` take the provider's default. ``extra`` passes documented
+    provider-specific fields through (still validated).
+    """
+
+    prompt: str
+    image_url: str | None = None
+    aspect_ratio: str | None = None
+    width: int | None = None
+    height: int | None = None
+    num_images: int | None = None
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    strength: float | None = None
+    model: str | None = None
+    extra: Mapping[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Image(msgspec.Struct, frozen=True, kw_only=True):
+    """One generated image.
+
+    ``url`` is where the provider serves it (often for a limited time: download it soon), or
+    a ``data:`` URL when the provider returned the bytes inline.
+    """
+
+    url: str
+    width: int | None = None
+    height: int | None = None
+    content_type: str | None = None
+
+
+class Generation(msgspec.Struct, frozen=True, kw_only=True):
+    """The result of a succeeded job."""
+
+    images: tuple[Image, ...]
+    provider: str
+    model: str
+    job_id: str
+    """The provider's id of the job."""
+    local_id: str
+    cost: Decimal | None = None
+    """What the provider charged, in its own unit (USD for ShortAPI), when it said."""
+    seed: int | None = None
+
+
+class JobSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """An immutable view of a job at one moment."""
+
+    local_id: str
+    provider: str
+    model: str
+    status: JobStatus
+    id: str | None
+    """The provider's job id; ``None`` until the provider accepted the job."""
+    cost: Decimal | None = None
+    created_at: float
+    """``time.time()`` when the job was allocated."""
+    finished_at: float | None = None
+    polls: int = 0
+    error: str | None = None
+    """Why the job ended other than succeeded, in one line."""

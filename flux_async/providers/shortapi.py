@@ -1,0 +1,410 @@
+"""ShortAPI (https://shortapi.ai): FLUX 1.0 text-to-image and image-to-image jobs.
+
+Wire format: providers.md section 1. ``POST /api/v1/job/create`` with
+``{"model", "args", "callback_url"?}`` answers ``{"code": 0, "data": {"amount", "job_id"}}``;
+``GET /api/v1/job/query?id=`` answers ``{"code": 0, "data": {"status", "result"}}`` with
+``status`` 2 once the images are ready.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from fractions import Fraction
+from typing import Any
+
+import msgspec
+
+from .._errors import (
+    BadRequestError,
+    InsufficientCreditsError,
+    Phase,
+    ProviderUnavailableError,
+    UnknownStatusError,
+)
+from .._models import GenerationRequest, Image, JobStatus
+from ._base import (
+    Accepted,
+    CallbackUpdate,
+    HTTPRequest,
+    HTTPResponse,
+    Prepared,
+    Provider,
+    Update,
+    decode_json,
+    provider_message,
+    to_decimal,
+)
+
+__all__ = ["ShortAPI"]
+
+TEXT_TO_IMAGE = "shortapi/flux-1.0/text-to-image"
+IMAGE_TO_IMAGE = "shortapi/flux-1.0/image-to-image"
+ASPECT_RATIOS = ("1:1", "9:16", "16:9", "4:3", "3:4", "3:2", "2:3", "21:9")
+NUM_IMAGES = (1, 2, 4, 8)
+PERFORMANCES = ("schnell", "dev")
+_RATIOS = {Fraction(*map(int, ratio.split(":"))): ratio for ratio in ASPECT_RATIOS}
+_SUPPORTED = ("prompt", "image_url", "aspect_ratio", "width/height", "num_images", "model")
+_EXTRA_KEYS = ("performance",)
+
+# Status values (providers.md 1.4): numeric 2 is documented; 0/1 running and >= 3 failed are
+# inferred from third-party clients; ShortAPI's own skill says "succeeded". Strings are
+# compared lower-cased. Anything else is an UnknownStatusError, never an endless poll.
+_NUMERIC_STATUS = {0: JobStatus.QUEUED, 1: JobStatus.RUNNING, 2: JobStatus.SUCCEEDED}
+_STRING_STATUS = {
+    "succeeded": JobStatus.SUCCEEDED,
+    "completed": JobStatus.SUCCEEDED,
+    "success": JobStatus.SUCCEEDED,
+    "failed": JobStatus.FAILED,
+    "refunded": JobStatus.FAILED,
+    "pending": JobStatus.QUEUED,
+    "queued": JobStatus.QUEUED,
+    "processing": JobStatus.RUNNING,
+    "running": JobStatus.RUNNING,
+}
+# "upstream model provider unstable" (providers.md 1.5, inferred): the job was not created.
+_CODE_UPSTREAM_UNAVAILABLE = 3000
+
+
+# Wire structs declare only the fields read; unknown fields are ignored.
+class _CreateData(msgspec.Struct):
+    job_id: str | None = None
+    id: str | None = None  # some clients fall back to data.id (providers.md 1.3)
+    amount: Any = None
+
+
+class _CreateEnvelope(msgspec.Struct):
+    code: Any = None
+    data: _CreateData | None = None
+    info: Any = None
+    message: Any = None
+
+
+class _WireImage(msgspec.Struct):
+    url: Any = None
+    width: Any = None
+    height: Any = None
+    content_type: Any = None
+
+
+class _WireResult(msgspec.Struct):
+    images: list[_WireImage] | None = None
+
+
+class _QueryData(msgspec.Struct):
+    status: Any = None
+    result: _WireResult | None = None
+    refunded: Any = None
+    error: Any = None
+    job_id: Any = None
+    id: Any = None
+    amount: Any = None
+    seed: Any = None
+
+
+class _QueryEnvelope(msgspec.Struct):
+    code: Any = None
+    data: _QueryData | None = None
+    info: Any = None
+    message: Any = None
+
+
+_create_decoder = msgspec.json.Decoder(_CreateEnvelope)
+_query_decoder = msgspec.json.Decoder(_QueryEnvelope)
+_encoder = msgspec.json.Encoder()
+
+
+class ShortAPI(Provider):
+    """ShortAPI's FLUX 1.0 models.
+
+    The model is chosen by the request: ``shortapi/flux-1.0/image-to-image`` when
+    ``image_url`` is given, else ``shortapi/flux-1.0/text-to-image``. ``model="schnell"``
+    (or ``extra={"performance": "schnell"}``) picks the cheaper mode; the default is ``dev``.
+
+    Args:
+        api_key: the key; when omitted, read from the ``SHORTAPI_KEY`` environment variable.
+        base_url: the API's address (a FakeProvider's ``url`` in tests).
+    """
+
+    name = "shortapi"
+    env_var = "SHORTAPI_KEY"
+    default_base_url = "https://api.shortapi.ai"
+    typical_latency = 8.0
+
+    def prepare(self, request: GenerationRequest) -> Prepared:
+        """Validate a request against ShortAPI's documented FLUX arguments (providers.md 1.2)."""
+        args: dict[str, Any] = {"prompt": self._check_prompt(request.prompt)}
+        for field in ("seed", "steps", "guidance", "strength"):
+            value = getattr(request, field)
+            if value is not None:
+                raise self._unsupported(field, value, _SUPPORTED)
+
+        performance = None
+        for key, value in request.extra.items():
+            if key not in _EXTRA_KEYS:
+                raise self._invalid(f"extra[{key!r}]", value, ", ".join(_EXTRA_KEYS))
+            performance = self._check_choice("extra['performance']", value, PERFORMANCES)
+
+        model = TEXT_TO_IMAGE if request.image_url is None else IMAGE_TO_IMAGE
+        if request.model is not None:
+            if request.model in PERFORMANCES:
+                if performance is not None and performance != request.model:
+                    raise self._invalid(
+                        "model", request.model, f"the same as extra['performance'] ({performance})"
+                    )
+                performance = request.model
+            elif request.model == IMAGE_TO_IMAGE and request.image_url is None:
+                raise self._invalid("image_url", None, f"an http(s) URL (required by {model})")
+            elif request.model not in (TEXT_TO_IMAGE, IMAGE_TO_IMAGE) or (
+                request.model == TEXT_TO_IMAGE and request.image_url is not None
+            ):
+                raise self._invalid(
+                    "model",
+                    request.model,
+                    f"{', '.join(PERFORMANCES)}, {TEXT_TO_IMAGE} (without image_url) "
+                    f"or {IMAGE_TO_IMAGE} (with image_url)",
+                )
+        if request.image_url is not None:
+            args["image_url"] = self._check_url("image_url", request.image_url)
+
+        args["aspect_ratio"] = self._aspect_ratio(request)
+        if request.num_images is not None:
+            args["num_images"] = self._check_choice("num_images", request.num_images, NUM_IMAGES)
+        if performance is not None:
+            args["performance"] = performance
+        return Prepared(model=model, args=args)
+
+    def _aspect_ratio(self, request: GenerationRequest) -> str:
+        if request.width is not None or request.height is not None:
+            # ShortAPI takes only an aspect ratio; sizes map to one when the ratio is exact.
+            width = self._check_int("width", request.width, 1)
+            height = self._check_int("height", request.height, 1)
+            ratio = _RATIOS.get(Fraction(width, height))
+            if ratio is None:
+                raise self._invalid(
+                    "width/height",
+                    f"{width}x{height}",
+                    f"a size whose ratio is one of {', '.join(ASPECT_RATIOS)} "
+                    "(ShortAPI takes aspect_ratio, not sizes)",
+                )
+            if request.aspect_ratio is not None and request.aspect_ratio != ratio:
+                raise self._invalid(
+                    "aspect_ratio", request.aspect_ratio, f"{ratio} (to match width/height)"
+                )
+            return ratio
+        if request.aspect_ratio is None:
+            return "1:1"  # documented as required; a square is the least surprising default
+        return str(self._check_choice("aspect_ratio", request.aspect_ratio, ASPECT_RATIOS))
+
+    def build_create(
+        self, prepared: Prepared, *, callback_url: str | None, webhook_secret: str | None
+    ) -> HTTPRequest:
+        """Return ``POST /api/v1/job/create`` for a prepared job."""
+        body: dict[str, Any] = {"model": prepared.model, "args": prepared.args}
+        if callback_url is not None:
+            body["callback_url"] = callback_url
+        return HTTPRequest(
+            "POST",
+            f"{self.base_url}/api/v1/job/create",
+            operation="create",
+            headers={
+                "Authorization": f"Bearer {self._api_key}",
+                "Content-Type": "application/json",
+            },
+            body=_encoder.encode(body),
+        )
+
+    def parse_create(self, response: HTTPResponse) -> Accepted:
+        """Decode ``{"code": 0, "data": {"amount", "job_id"}}``."""
+        if not 200 <= response.status < 300:
+            raise self._http_error(response, "create")
+        try:
+            envelope = _create_decoder.decode(response.body)
+        except msgspec.DecodeError as exc:
+            # A 2xx answer we cannot read may still mean a created (and paid) job.
+            raise self._undecodable(
+                response, "create", str(exc), phase=Phase.AMBIGUOUS
+            ) from exc
+        if envelope.code not in (0, "0"):
+            raise self._code_error(response, "create", envelope.code, envelope)
+        data = envelope.data
+        job_id = data and (data.job_id or data.id)
+        if not job_id:
+            raise self._undecodable(
+                response, "create", "code 0 but no data.job_id", phase=Phase.AMBIGUOUS
+            )
+        return Accepted(job_id=job_id, cost=to_decimal(data.amount if data else None))
+
+    def build_query(self, job_id: str) -> HTTPRequest:
+        """Return ``GET /api/v1/job/query?id=<job_id>``."""
+        return HTTPRequest(
+            "GET",
+            f"{self.base_url}/api/v1/job/query?id={urllib.parse.quote(job_id, safe='')}",
+            operation="query",
+            headers={"Authorization": f"Bearer {self._api_key}"},
+        )
+
+    def parse_query(self, response: HTTPResponse) -> Update:
+        """Decode ``{"code": 0, "data": {"status", "result": {"images": [{"url"}]}}}``."""
+        if not 200 <= response.status < 300:
+            raise self._http_error(response, "query")
+        try:
+            envelope = _query_decoder.decode(response.body)
+        except msgspec.DecodeError as exc:
+            raise self._undecodable(
+                response, "query", str(exc), phase=Phase.DEFINITIVE
+            ) from exc
+        if envelope.code not in (0, "0"):
+            raise self._code_error(response, "query", envelope.code, envelope)
+        if envelope.data is None:
+            raise self._undecodable(response, "query", "no data", phase=Phase.DEFINITIVE)
+        return self._update(envelope.data, response)
+
+    def parse_callback(self, body: bytes) -> CallbackUpdate:
+        """Decode a callback body.
+
+        Its shape is undocumented (providers.md 1.6), so this accepts the query envelope
+        ``{code, data}`` or a bare data object, with the job id in ``job_id`` or ``id`` at
+        either level.
+        """
+        raw = decode_json(body)
+        if not isinstance(raw, dict):
+            raise ValueError("callback body is not a JSON object")
+        inner = raw.get("data") if isinstance(raw.get("data"), dict) else raw
+        data = msgspec.convert(inner, _QueryData)
+        job_id = None
+        for candidate in (data.job_id, data.id, raw.get("job_id"), raw.get("id")):
+            if isinstance(candidate, str) and candidate:
+                job_id = candidate
+                break
+        response = HTTPResponse(200, {}, body)
+        return CallbackUpdate(job_id=job_id, update=self._update(data, response))
+
+    def _update(self, data: _QueryData, response: HTTPResponse) -> Update:
+        status = _status(data.status)
+        if status is None:
+            raise UnknownStatusError(
+                f"shortapi query: unknown job status {data.status!r}",
+                provider=self.name,
+                phase=Phase.DEFINITIVE,
+                operation="query",
+                status=response.status,
+                payload=_payload(response.body),
+            )
+        refunded = data.refunded is True
+        if refunded and status is not JobStatus.SUCCEEDED:
+            status = JobStatus.FAILED
+        error = None
+        images: tuple[Image, ...] = ()
+        if status is JobStatus.FAILED:
+            error = _failure_reason(data) or ("refunded" if refunded else "generation failed")
+        elif status is JobStatus.SUCCEEDED:
+            images = _images(data.result)
+            if not images:
+                raise self._undecodable(
+                    response,
+                    "query",
+                    "status succeeded but result.images holds no URL",
+                    phase=Phase.DEFINITIVE,
+                )
+        seed = data.seed if isinstance(data.seed, int) and not isinstance(data.seed, bool) else None
+        return Update(
+            status=status, images=images, cost=to_decimal(data.amount), error=error, seed=seed
+        )
+
+    def _http_error(self, response: HTTPResponse, operation: str) -> Exception:
+        body = _payload(response.body)
+        return self._error(
+            response,
+            operation,
+            message=provider_message(body, "info", "message", "error"),
+            code=body.get("code") if isinstance(body, dict) else None,
+            payload=body,
+        )
+
+    def _code_error(
+        self, response: HTTPResponse, operation: str, code: Any, envelope: Any
+    ) -> Exception:
+        message = None
+        for value in (envelope.info, envelope.message):
+            if isinstance(value, str) and value.strip():
+                message = value.strip()[:500]
+                break
+        payload = _payload(response.body)
+        if code == _CODE_UPSTREAM_UNAVAILABLE:
+            return self._error(
+                response,
+                operation,
+                message=message,
+                code=code,
+                payload=payload,
+                phase=Phase.REFUSED,
+                kind=ProviderUnavailableError,
+            )
+        lowered = (message or "").lower()
+        kind = (
+            InsufficientCreditsError
+            if "balance" in lowered or "insufficient" in lowered or "credit" in lowered
+            else BadRequestError
+        )
+        return self._error(
+            response,
+            operation,
+            message=message,
+            code=code,
+            payload=payload,
+            phase=Phase.DEFINITIVE,
+            kind=kind,
+        )
+
+
+def _status(value: Any) -> JobStatus | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text.lstrip("-").isdigit():
+            value = int(text)
+        else:
+            return _STRING_STATUS.get(text)
+    if isinstance(value, int):
+        if value >= 3:
+            return JobStatus.FAILED
+        return _NUMERIC_STATUS.get(value)
+    return None
+
+
+def _images(result: _WireResult | None) -> tuple[Image, ...]:
+    if result is None or not result.images:
+        return ()
+    return tuple(
+        Image(
+            url=image.url,
+            width=image.width if _is_int(image.width) else None,
+            height=image.height if _is_int(image.height) else None,
+            content_type=image.content_type if isinstance(image.content_type, str) else None,
+        )
+        for image in result.images
+        if isinstance(image.url, str) and image.url
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _failure_reason(data: _QueryData) -> str | None:
+    # The failure field is undocumented (providers.md 1.4): clients probe data.error as a
+    # string or {message}.
+    error = data.error
+    if isinstance(error, dict):
+        error = error.get("message")
+    if isinstance(error, str) and error.strip():
+        return error.strip()[:500]
+    return None
+
+
+def _payload(body: bytes) -> Any:
+    try:
+        return decode_json(body)
+    except msgspec.DecodeError:
+        return body[:2048]
