@@ -1,0 +1,530 @@
+"""`FluxClient`: submits jobs, tracks them, and resolves them by polling or callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import time
+from collections.abc import Generator
+from typing import Any
+
+import aiohttp
+import anyio
+import msgspec
+
+from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
+from ._errors import (
+    ClientStateError,
+    FluxError,
+    JobCancelledError,
+    JobFailedError,
+    JobTimeoutError,
+    JobUnknownError,
+    Phase,
+    RateLimitedError,
+    RequestError,
+    ValidationError,
+)
+from ._models import Generation, GenerationRequest, JobSnapshot, JobStatus
+from ._registry import Entry, Registry
+from ._retry import RetryBudget, TokenBucket, retry_wait, wait_table
+from ._scheduler import PollScheduler
+from ._transport import Transport
+from .providers._base import HTTPRequest, HTTPResponse, Prepared, Provider, Update
+
+__all__ = ["FluxClient", "Job"]
+
+logger = logging.getLogger("flux_async")
+
+_REQUEST_FIELDS = tuple(
+    name for name in GenerationRequest.__struct_fields__ if name != "prompt"
+)
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Job:
+    """A handle on one submitted job: its ids, its state, and its result.
+
+    ``await job`` (or ``await job.result(timeout=...)``) returns the `Generation` or raises
+    the error that ended the job.
+    """
+
+    __slots__ = ("_entry",)
+
+    def __init__(self, entry: Entry) -> None:
+        self._entry = entry
+
+    def __repr__(self) -> str:
+        entry = self._entry
+        return (
+            f"<Job {entry.local_id} {entry.provider} {entry.status.value}"
+            f"{f' id={entry.job_id}' if entry.job_id else ''}>"
+        )
+
+    @property
+    def local_id(self) -> str:
+        """The client's own id for the job (also in its callback address)."""
+        return self._entry.local_id
+
+    @property
+    def id(self) -> str | None:
+        """The provider's id for the job, once it accepted it."""
+        return self._entry.job_id
+
+    @property
+    def status(self) -> JobStatus:
+        """The job's status now."""
+        return self._entry.status
+
+    @property
+    def cost(self) -> Any:
+        """What the provider charged (a `Decimal` in its unit), when it said."""
+        return self._entry.cost
+
+    def done(self) -> bool:
+        """Whether the job has reached a terminal state."""
+        return self._entry.status.is_terminal
+
+    def snapshot(self) -> JobSnapshot:
+        """Return an immutable view of the job now."""
+        return self._entry.snapshot()
+
+    # The public API takes a timeout (as asyncio.Future.result-like handles do); it is
+    # implemented with anyio.fail_after.
+    async def result(self, timeout: float | None = None) -> Generation:  # noqa: ASYNC109
+        """Wait for the job to end and return its `Generation`.
+
+        Args:
+            timeout: seconds to wait; on expiry `TimeoutError` is raised and the job goes on
+                (its own deadline is `PollPolicy.timeout`).
+
+        Raises:
+            JobError: the job ended failed, timed out, cancelled or unknown.
+            ProviderError: the provider's answer about the job could not be used (e.g.
+                `UnknownStatusError`, carrying the raw payload); the job ended ``failed``.
+        """
+        entry = self._entry
+        if not entry.status.is_terminal:
+            if entry.waiter is None:
+                entry.waiter = asyncio.get_running_loop().create_future()
+            with anyio.fail_after(timeout):
+                # shield: one waiter cancelled by its timeout must not cancel the others.
+                await asyncio.shield(entry.waiter)
+        return outcome_of(entry)
+
+    def __await__(self) -> Generator[Any, None, Generation]:
+        return self.result().__await__()
+
+
+def outcome_of(entry: Entry) -> Generation:
+    """Return the `Generation` of a finished entry, or raise the error that ended it."""
+    if entry.status is JobStatus.SUCCEEDED:
+        return Generation(
+            images=entry.images,
+            provider=entry.provider,
+            model=entry.model,
+            job_id=entry.job_id or "",
+            local_id=entry.local_id,
+            cost=entry.cost,
+            seed=entry.seed,
+        )
+    if entry.error is not None:
+        raise entry.error
+    raise JobFailedError(  # pragma: no cover - every terminal path records an error
+        f"job {entry.local_id} ended {entry.status.value}",
+        provider=entry.provider,
+        job=entry.snapshot(),
+    )
+
+
+class FluxClient:
+    """An asyncio client for one hosted FLUX provider.
+
+    Use it as an async context manager; nothing happens on the network until it is opened::
+
+        async with FluxClient(ShortAPI()) as client:
+            generation = await client.generate("a red fox", aspect_ratio="16:9")
+
+    Args:
+        provider: the provider to talk to (`ShortAPI`, ...), holding its API key.
+        limits: caps on jobs in flight, connections, and poll and create rates.
+        poll: when jobs are polled and their deadline.
+        retry: how failed requests are retried (a create only when provably not acted on).
+        timeouts: network timeouts.
+        session: an `aiohttp.ClientSession` to use; the client never closes one passed in.
+        seed: seeds the jitter, for reproducible schedules in tests.
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        limits: Limits | None = None,
+        poll: PollPolicy | None = None,
+        retry: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
+        session: aiohttp.ClientSession | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if not isinstance(provider, Provider):
+            raise TypeError(f"provider must be a flux_async Provider, got {provider!r}")
+        self._provider = provider
+        self._limits = limits or Limits()
+        self._poll_policy = poll or PollPolicy()
+        self._retry_policy = retry or RetryPolicy()
+        self._timeouts = timeouts or Timeouts()
+        self._session = session
+        self._rng = random.Random(seed)
+        self._state = _State.UNOPENED
+        self._registry = Registry(clock=time.time, on_finished=self._on_finished)
+        self._retry_budget = RetryBudget(
+            ratio=self._retry_policy.budget_ratio, reserve=self._retry_policy.budget_reserve
+        )
+        self._retry_table = wait_table(
+            self._retry_policy.wait_initial,
+            self._retry_policy.wait_exp_base,
+            self._retry_policy.wait_max,
+        )
+        self._create_rate = (
+            TokenBucket(self._limits.creates_per_second)
+            if self._limits.creates_per_second
+            else None
+        )
+        self._creates_paused_until = 0.0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # Built in __aenter__: they need a running event loop.
+        self._transport: Transport | None = None
+        self._scheduler: PollScheduler | None = None
+        self._http_slots: anyio.CapacityLimiter | None = None
+        self._job_slots: anyio.Semaphore | None = None
+
+    def __repr__(self) -> str:
+        return f"<FluxClient {self._provider!r} {self._state.value}>"
+
+    @property
+    def provider(self) -> Provider:
+        """The provider this client talks to."""
+        return self._provider
+
+    @property
+    def outstanding(self) -> int:
+        """Jobs submitted (or being submitted) and not yet finished."""
+        return self._registry.active
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> FluxClient:
+        if self._state is not _State.UNOPENED:
+            raise ClientStateError(
+                "a FluxClient can be opened only once; create a new one",
+                provider=self._provider.name,
+            )
+        self._state = _State.OPEN
+        self._http_slots = anyio.CapacityLimiter(self._limits.max_connections)
+        self._job_slots = anyio.Semaphore(self._limits.max_jobs_in_flight)
+        self._transport = Transport(
+            limits=self._limits, timeouts=self._timeouts, session=self._session
+        )
+        await self._transport.open()
+        slots = self._http_slots
+        self._scheduler = PollScheduler(
+            policy=self._poll_policy,
+            first_wait=self._poll_policy.wait_first or self._provider.typical_latency,
+            polls_per_second=self._limits.polls_per_second,
+            acquire_slot=slots.acquire,
+            release_slot=slots.release,
+            poll=self._poll,
+            on_deadline=self._on_deadline,
+            rng=self._rng if self._poll_policy.wait_jitter else None,
+        )
+        self._scheduler.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the client: cancel jobs still in flight, stop polling, close the session.
+
+        Jobs not finished end ``cancelled``. Calling it again does nothing.
+        """
+        if self._state is _State.CLOSED:
+            return
+        was_open = self._state is _State.OPEN
+        self._state = _State.CLOSED
+        if not was_open:
+            return
+        for entry in self._registry.entries():
+            if not entry.status.is_terminal:
+                in_create = entry.status is JobStatus.ALLOCATED
+                self._registry.advance(
+                    entry,
+                    JobStatus.CANCELLED,
+                    error=JobCancelledError(
+                        f"job {entry.local_id} cancelled: the client closed"
+                        + (
+                            " while its create request was in flight (the provider may "
+                            "have created it)"
+                            if in_create
+                            else f" (provider job id {entry.job_id})"
+                        ),
+                        provider=self._provider.name,
+                        job=entry.snapshot(),
+                    ),
+                )
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if self._scheduler is not None:
+            await self._scheduler.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._transport is not None:
+            await self._transport.close()
+
+    def _require_open(self) -> None:
+        if self._state is not _State.OPEN:
+            raise ClientStateError(
+                "the client is not open: use `async with FluxClient(...) as client:`"
+                if self._state is _State.UNOPENED
+                else "the client is closed",
+                provider=self._provider.name,
+            )
+
+    # -- public operations ----------------------------------------------------------------------
+
+    async def generate(self, prompt: str, /, **params: Any) -> Generation:
+        """Submit a job and wait for its result (see `submit` for the parameters)."""
+        job = await self.submit(prompt, **params)
+        return await job.result()
+
+    async def submit(self, prompt: str, /, **params: Any) -> Job:
+        """Submit one generation job; return once the provider accepted it.
+
+        Args:
+            prompt: what to draw.
+            params: ``image_url``, ``aspect_ratio``, ``width``, ``height``, ``num_images``,
+                ``seed``, ``steps``, ``guidance``, ``strength``, ``model``, ``extra``; each
+                provider validates what it supports before anything is sent.
+
+        Raises:
+            ValidationError: a parameter is unknown, of the wrong type, or not allowed by
+                the provider. Nothing was sent.
+            RequestError: the provider refused the create (no job exists).
+            JobUnknownError: the create may or may not have reached the provider; it was
+                not resent.
+        """
+        self._require_open()
+        request = make_request(self._provider.name, prompt, params)
+        prepared = self._provider.prepare(request)
+        return Job(await self.start_job(request, prepared))
+
+    async def start_job(self, request: GenerationRequest, prepared: Prepared) -> Entry:
+        """Allocate a job, send its create, and return once that settled.
+
+        Cancelling the caller does not cancel the create: a request already on its way may
+        create a paid job, so it runs to its end in a task of the client's and the job stays
+        tracked.
+        """
+        assert self._job_slots is not None
+        await self._job_slots.acquire()
+        if self._state is not _State.OPEN:
+            self._job_slots.release()
+            self._require_open()
+        entry = self._registry.allocate(self._provider.name, prepared.model)
+        entry.request = request
+        task = self._spawn(self._create(entry, prepared))
+        await asyncio.shield(task)
+        if entry.job_id is None and entry.status.is_terminal:
+            assert entry.error is not None
+            raise entry.error
+        return entry
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _on_finished(self, entry: Entry) -> None:
+        if self._job_slots is not None:
+            self._job_slots.release()
+        self._registry.release(entry)
+
+    async def _send(self, request: HTTPRequest, *, long_read: bool = False) -> HTTPResponse:
+        assert self._http_slots is not None and self._transport is not None
+        async with self._http_slots:
+            return await self._transport.send(
+                request, provider=self._provider.name, long_read=long_read
+            )
+
+    async def _wait_for_create_lane(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            pause = self._creates_paused_until - loop.time()
+            if pause <= 0:
+                break
+            await asyncio.sleep(pause)
+        if self._create_rate is not None:
+            delay = self._create_rate.reserve(loop.time())
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    async def _create(self, entry: Entry, prepared: Prepared) -> None:
+        provider = self._provider
+        request = provider.build_create(prepared, callback_url=None, webhook_secret=None)
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            attempt += 1
+            await self._wait_for_create_lane()
+            if entry.status.is_terminal:
+                return  # cancelled (client closing) before it was sent
+            try:
+                response = await self._send(request, long_read=provider.synchronous)
+                accepted = provider.parse_create(response)
+            except RequestError as error:
+                if entry.status.is_terminal:
+                    return
+                wait = retry_wait(
+                    error,
+                    attempt=attempt,
+                    policy=self._retry_policy,
+                    table=self._retry_table,
+                    rng=self._rng,
+                )
+                if isinstance(error, RateLimitedError):
+                    # One 429 slows every create of this provider, not just this job.
+                    pause = wait if wait is not None else self._retry_table[0]
+                    self._creates_paused_until = max(
+                        self._creates_paused_until, loop.time() + pause
+                    )
+                if wait is not None and self._retry_budget.try_spend():
+                    logger.info(
+                        "%s create of job %s failed (%s); retrying in %.2fs",
+                        provider.name,
+                        entry.local_id,
+                        error,
+                        wait,
+                    )
+                    await asyncio.sleep(wait)
+                    continue
+                self._fail_create(entry, error)
+                return
+            self._retry_budget.record_success()
+            self._registry.accept(entry, accepted.job_id, accepted.cost)
+            if accepted.update is not None:
+                self._apply(entry, accepted.update)
+            if not entry.status.is_terminal:
+                assert self._scheduler is not None
+                self._scheduler.add(entry)
+            return
+
+    def _fail_create(self, entry: Entry, error: RequestError) -> None:
+        if error.phase is Phase.AMBIGUOUS:
+            evidence = str(error)
+            unknown = JobUnknownError(
+                f"job {entry.local_id}: the create may or may not have reached "
+                f"{self._provider.name} ({evidence}); it was not resent, to avoid paying twice",
+                provider=self._provider.name,
+                evidence=evidence,
+            )
+            unknown.__cause__ = error
+            self._registry.advance(entry, JobStatus.UNKNOWN, error=unknown)
+            unknown.job = entry.snapshot()
+            logger.warning("%s", unknown)
+        else:
+            self._registry.advance(entry, JobStatus.FAILED, error=error)
+
+    def _apply(self, entry: Entry, update: Update) -> None:
+        """Apply a provider update (from a poll or a callback) to an entry."""
+        error: FluxError | None = None
+        if update.status is JobStatus.FAILED:
+            error = JobFailedError(
+                f"job {entry.local_id} (provider id {entry.job_id}) failed"
+                + (f": {update.error}" if update.error else ""),
+                provider=entry.provider,
+                reason=update.error,
+            )
+        self._registry.advance(
+            entry,
+            update.status,
+            images=update.images,
+            cost=update.cost,
+            seed=update.seed,
+            error=error,
+        )
+        if isinstance(error, JobFailedError):
+            error.job = entry.snapshot()
+
+    async def _poll(self, entry: Entry) -> None:
+        assert self._transport is not None and self._scheduler is not None
+        if entry.job_id is None or entry.status.is_terminal:
+            return
+        entry.polls += 1
+        try:
+            response = await self._transport.send(
+                self._provider.build_query(entry.job_id), provider=self._provider.name
+            )
+            update = self._provider.parse_query(response)
+        except RequestError as error:
+            if entry.status.is_terminal:
+                return
+            if error.phase is Phase.DEFINITIVE:
+                # e.g. an unknown status value: end the job rather than poll forever.
+                self._registry.advance(entry, JobStatus.FAILED, error=error)
+                return
+            # A failed query is simply tried again later, by the job's backoff; beyond the
+            # shared retry budget it waits the longest backoff step.
+            at_least = float(getattr(error, "retry_after", None) or 0.0)
+            if not self._retry_budget.try_spend():
+                at_least = max(at_least, self._poll_policy.wait_max)
+            self._scheduler.schedule_next(entry, at_least=at_least)
+            return
+        self._retry_budget.record_success()
+        self._apply(entry, update)
+        if not entry.status.is_terminal:
+            self._scheduler.schedule_next(entry)
+
+    def _on_deadline(self, entry: Entry) -> None:
+        error = JobTimeoutError(
+            f"job {entry.local_id} (provider id {entry.job_id}) did not finish within "
+            f"{self._poll_policy.timeout:g}s; it is no longer polled",
+            provider=entry.provider,
+        )
+        if self._registry.advance(entry, JobStatus.TIMED_OUT, error=error):
+            error.job = entry.snapshot()
+
+
+def make_request(provider: str, prompt: Any, params: dict[str, Any]) -> GenerationRequest:
+    """Build a `GenerationRequest`, turning unknown names and wrong types into errors."""
+    unknown = sorted(set(params) - set(_REQUEST_FIELDS))
+    if unknown:
+        raise ValidationError(
+            f"{provider}: unknown parameter {unknown[0]!r}; allowed: {', '.join(_REQUEST_FIELDS)} "
+            "(provider-specific fields go in extra={...})",
+            provider=provider,
+            field=unknown[0],
+            value=params[unknown[0]],
+            allowed=", ".join(_REQUEST_FIELDS),
+        )
+    try:
+        return msgspec.convert({"prompt": prompt, **params}, GenerationRequest)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        field = text.rsplit("$.", 1)[-1].split("[", 1)[0] if "$." in text else None
+        raise ValidationError(
+            f"{provider}: {text}",
+            provider=provider,
+            field=field,
+            value=params.get(field) if field else prompt,
+            allowed=None,
+        ) from exc

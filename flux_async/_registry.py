@@ -1,0 +1,197 @@
+"""The in-memory job registry: one entry per job, its state machine, and its indexes.
+
+Plain synchronous code with no I/O: the client and the webhook receiver call it, and it
+wakes whoever awaits a job when the job ends. States move forward only (see
+`JobStatus.rank`); terminal states are absorbing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+from ._errors import FluxError
+from ._models import Image, JobSnapshot, JobStatus
+
+__all__ = ["Entry", "Registry"]
+
+
+class Entry:
+    """Everything known about one job. Mutated only through `Registry`."""
+
+    __slots__ = (
+        "attempt",
+        "cost",
+        "created_at",
+        "deadline",
+        "error",
+        "finished_at",
+        "images",
+        "job_id",
+        "local_id",
+        "model",
+        "next_poll",
+        "polls",
+        "provider",
+        "request",
+        "secret_hash",
+        "seed",
+        "status",
+        "token_hash",
+        "waiter",
+    )
+
+    def __init__(self, local_id: str, provider: str, model: str, created_at: float) -> None:
+        self.local_id = local_id
+        self.provider = provider
+        self.model = model
+        self.created_at = created_at
+        self.status = JobStatus.ALLOCATED
+        self.job_id: str | None = None
+        self.cost: Decimal | None = None
+        self.images: tuple[Image, ...] = ()
+        self.seed: int | None = None
+        self.error: FluxError | None = None
+        self.finished_at: float | None = None
+        self.token_hash: bytes | None = None
+        self.secret_hash: bytes | None = None
+        self.request: Any = None
+        self.waiter: asyncio.Future[None] | None = None
+        # Poll bookkeeping, owned by the scheduler (loop-clock seconds).
+        self.deadline: float = float("inf")
+        self.next_poll: float | None = None
+        self.attempt = 0
+        self.polls = 0
+
+    def __repr__(self) -> str:
+        return f"<Entry {self.local_id} {self.provider} {self.status.value} id={self.job_id}>"
+
+    def snapshot(self) -> JobSnapshot:
+        """Return an immutable view of the entry now."""
+        return JobSnapshot(
+            local_id=self.local_id,
+            provider=self.provider,
+            model=self.model,
+            status=self.status,
+            id=self.job_id,
+            cost=self.cost,
+            created_at=self.created_at,
+            finished_at=self.finished_at,
+            polls=self.polls,
+            error=str(self.error) if self.error is not None else None,
+        )
+
+
+class Registry:
+    """All jobs of one client, indexed by local id and by provider job id.
+
+    Args:
+        on_finished: called once per job, synchronously, when it reaches a terminal state.
+        clock: wall-clock time for ``created_at``/``finished_at`` (``time.time``).
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        on_finished: Callable[[Entry], None] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._on_finished = on_finished
+        self._by_local: dict[str, Entry] = {}
+        self._by_job_id: dict[tuple[str, str], Entry] = {}
+        self._active = 0
+
+    def __len__(self) -> int:
+        return len(self._by_local)
+
+    @property
+    def active(self) -> int:
+        """Jobs not yet in a terminal state."""
+        return self._active
+
+    def allocate(self, provider: str, model: str) -> Entry:
+        """Create the entry for a job about to be created (before any request is sent)."""
+        local_id = secrets.token_hex(8)
+        while local_id in self._by_local:  # pragma: no cover - 64 random bits
+            local_id = secrets.token_hex(8)
+        entry = Entry(local_id, provider, model, self._clock())
+        self._by_local[local_id] = entry
+        self._active += 1
+        return entry
+
+    def get(self, local_id: str) -> Entry | None:
+        """Return the entry with this local id, if the registry still holds it."""
+        return self._by_local.get(local_id)
+
+    def by_job_id(self, provider: str, job_id: str) -> Entry | None:
+        """Return the entry the provider knows as ``job_id``."""
+        return self._by_job_id.get((provider, job_id))
+
+    def entries(self) -> Iterator[Entry]:
+        """Iterate over a copy of the held entries."""
+        return iter(list(self._by_local.values()))
+
+    def accept(self, entry: Entry, job_id: str, cost: Decimal | None = None) -> bool:
+        """Record the provider's id for a job; move it to ``submitted`` if it was allocated.
+
+        The id is recorded even when the job already ended (a callback may have finished it
+        first, or the client closed meanwhile), so the job can still be found and named.
+        Returns whether the status changed.
+        """
+        if entry.job_id is None:
+            entry.job_id = job_id
+            if entry.local_id in self._by_local:
+                self._by_job_id[(entry.provider, job_id)] = entry
+        if cost is not None and entry.cost is None:
+            entry.cost = cost
+        return self.advance(entry, JobStatus.SUBMITTED)
+
+    def advance(
+        self,
+        entry: Entry,
+        status: JobStatus,
+        *,
+        images: tuple[Image, ...] = (),
+        cost: Decimal | None = None,
+        seed: int | None = None,
+        error: FluxError | None = None,
+    ) -> bool:
+        """Move a job forward to ``status``; ignore anything that is not progress.
+
+        Terminal states are absorbing and a job never moves to a lower rank, so duplicate,
+        late and out-of-order updates are no-ops. Returns whether the status changed.
+        """
+        current = entry.status
+        if current.is_terminal or status.rank <= current.rank:
+            return False
+        entry.status = status
+        if cost is not None:
+            entry.cost = cost
+        if status.is_terminal:
+            entry.images = images
+            if seed is not None:
+                entry.seed = seed
+            entry.error = error
+            entry.finished_at = self._clock()
+            self._active -= 1
+            waiter = entry.waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            if self._on_finished is not None:
+                self._on_finished(entry)
+        return True
+
+    def release(self, entry: Entry) -> None:
+        """Forget a finished job (its `Job` handle keeps working)."""
+        if not entry.status.is_terminal:
+            raise ValueError(f"cannot release job {entry.local_id}: it is still {entry.status}")
+        if self._by_local.get(entry.local_id) is entry:
+            del self._by_local[entry.local_id]
+        if entry.job_id is not None:
+            key = (entry.provider, entry.job_id)
+            if self._by_job_id.get(key) is entry:
+                del self._by_job_id[key]

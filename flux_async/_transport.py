@@ -1,0 +1,150 @@
+"""The one place that talks HTTP: owns the aiohttp session, maps its errors to ours.
+
+Every aiohttp exception becomes a `TransportError` whose `Phase` says whether the request
+could have reached the provider. That phase is what keeps a paid create from being sent
+twice, so the mapping is a table (`phase_for_exception`) with a test of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from ._config import Limits, Timeouts
+from ._errors import Phase, TransportError
+from .providers._base import HTTPRequest, HTTPResponse
+
+__all__ = ["Transport", "phase_for_exception"]
+
+# Responses larger than this are refused rather than buffered (a base64 image batch is the
+# largest legitimate answer).
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+
+def phase_for_exception(exc: BaseException) -> Phase:
+    """Return how far a request that raised ``exc`` got.
+
+    Only failures before the connection was established are ``NOT_SENT``: once a request
+    was written, a reset, a disconnect or a read timeout may come after the provider acted.
+    """
+    # ClientConnectorError subclasses ClientOSError; it must be checked first.
+    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
+        return Phase.NOT_SENT
+    if isinstance(exc, aiohttp.InvalidURL):
+        return Phase.NOT_SENT
+    return Phase.AMBIGUOUS
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return "timed out connecting (nothing was sent)"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"could not connect to {exc.host}:{exc.port} (nothing was sent)"
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return "timed out waiting for the response after the request was sent"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "server disconnected after the request was sent"
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return "timed out after the request was sent"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+class Transport:
+    """Sends `HTTPRequest`s over one aiohttp session.
+
+    Args:
+        session: a session owned by the caller (never closed here), or ``None`` to create one
+            on `open` and close it on `close`.
+    """
+
+    def __init__(
+        self,
+        *,
+        limits: Limits,
+        timeouts: Timeouts,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self._limits = limits
+        self._timeouts = timeouts
+        self._session = session
+        self._owns_session = session is None
+        # No total: it would count time queued for a pooled connection and so hide whether
+        # the request was sent (Timeouts' docstring).
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=timeouts.pool,
+            sock_connect=timeouts.connect,
+            sock_read=timeouts.read,
+        )
+        self._timeout_sync = aiohttp.ClientTimeout(
+            total=None,
+            connect=timeouts.pool,
+            sock_connect=timeouts.connect,
+            sock_read=timeouts.read_sync,
+        )
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The session in use (after `open`)."""
+        if self._session is None:
+            raise RuntimeError("transport not open")
+        return self._session
+
+    async def open(self) -> None:
+        """Create the session if the caller gave none."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._limits.max_connections, limit_per_host=0, ttl_dns_cache=300
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                # The client never reads cookies; a shared jar only costs CPU per request.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=True,
+            )
+
+    async def close(self) -> None:
+        """Close the session if this transport created it."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+
+    async def send(
+        self, request: HTTPRequest, *, provider: str, long_read: bool = False
+    ) -> HTTPResponse:
+        """Send ``request`` and return the whole response.
+
+        Raises:
+            TransportError: no usable response, with the phase it failed in.
+        """
+        session = self.session
+        try:
+            async with session.request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=request.body,
+                timeout=self._timeout_sync if long_read else self._timeout,
+                allow_redirects=False,
+            ) as response:
+                if (response.content_length or 0) > MAX_RESPONSE_BYTES:
+                    raise TransportError(
+                        f"{provider} {request.operation}: response of "
+                        f"{response.content_length} bytes is over the "
+                        f"{MAX_RESPONSE_BYTES} byte limit",
+                        provider=provider,
+                        phase=Phase.AMBIGUOUS,
+                        operation=request.operation,
+                        status=response.status,
+                    )
+                body = await response.read()
+                return HTTPResponse(response.status, response.headers, body)
+        except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError) as exc:
+            raise TransportError(
+                f"{provider} {request.operation}: {_describe(exc)}",
+                provider=provider,
+                phase=phase_for_exception(exc),
+                operation=request.operation,
+            ) from exc
