@@ -43,6 +43,7 @@ ASPECT_RATIOS = ("1:1", "9:16", "16:9", "4:3", "3:4", "3:2", "2:3", "21:9")
 NUM_IMAGES = (1, 2, 4, 8)
 PERFORMANCES = ("schnell", "dev")
 _RATIOS = {Fraction(*map(int, ratio.split(":"))): ratio for ratio in ASPECT_RATIOS}
+_SIZE_TOLERANCE = Fraction(3, 100)
 _SUPPORTED = ("prompt", "image_url", "aspect_ratio", "width/height", "num_images", "model")
 _EXTRA_KEYS = ("performance",)
 
@@ -175,10 +176,13 @@ class ShortAPI(Provider):
 
     def _aspect_ratio(self, request: GenerationRequest) -> str:
         if request.width is not None or request.height is not None:
-            # ShortAPI takes only an aspect ratio; sizes map to one when the ratio is exact.
+            # ShortAPI takes only an aspect ratio; a size maps to the nearest documented one
+            # within 3% (1344x768 is the usual "16:9" FLUX size, though it is 7:4).
             width = self._check_int("width", request.width, 1)
             height = self._check_int("height", request.height, 1)
-            ratio = _RATIOS.get(Fraction(width, height))
+            wanted = Fraction(width, height)
+            nearest = min(_RATIOS, key=lambda known: abs(known - wanted) / known)
+            ratio = _RATIOS[nearest] if abs(nearest - wanted) / nearest <= _SIZE_TOLERANCE else None
             if ratio is None:
                 raise self._invalid(
                     "width/height",

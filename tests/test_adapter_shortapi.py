@@ -1,0 +1,286 @@
+"""ShortAPI adapter: requests built and responses decoded, from bytes (providers.md 1)."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from flux_async import (
+    BadRequestError,
+    ConfigurationError,
+    GenerationRequest,
+    InsufficientCreditsError,
+    JobStatus,
+    Phase,
+    ProviderUnavailableError,
+    RateLimitedError,
+    UnexpectedResponseError,
+    UnknownStatusError,
+    ValidationError,
+)
+from flux_async.providers import ShortAPI
+from flux_async.providers._base import HTTPResponse
+
+KEY = "sk-secret-key-123"
+
+
+@pytest.fixture
+def api() -> ShortAPI:
+    return ShortAPI(KEY, base_url="https://api.example.test/")
+
+
+def ok(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> HTTPResponse:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return HTTPResponse(status, headers or {}, raw)
+
+
+# -- configuration -----------------------------------------------------------------------
+
+
+def test_key_from_environment_and_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHORTAPI_KEY", KEY)
+    api = ShortAPI()
+    assert KEY not in repr(api) and KEY not in str(api)
+    request = api.build_create(
+        api.prepare(GenerationRequest(prompt="p")), callback_url=None, webhook_secret=None
+    )
+    assert request.headers["Authorization"] == f"Bearer {KEY}"
+    assert KEY not in repr(request)
+
+
+def test_missing_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SHORTAPI_KEY", raising=False)
+    with pytest.raises(ConfigurationError, match="SHORTAPI_KEY"):
+        ShortAPI()
+
+
+# -- building requests --------------------------------------------------------------------
+
+
+def test_text_to_image_request(api: ShortAPI) -> None:
+    prepared = api.prepare(
+        GenerationRequest(prompt="a fox", aspect_ratio="16:9", num_images=4, model="schnell")
+    )
+    request = api.build_create(prepared, callback_url="https://cb/x", webhook_secret=None)
+    assert request.method == "POST"
+    assert request.url == "https://api.example.test/api/v1/job/create"
+    assert request.headers["Content-Type"] == "application/json"
+    assert json.loads(request.body or b"") == {
+        "model": "shortapi/flux-1.0/text-to-image",
+        "args": {"prompt": "a fox", "aspect_ratio": "16:9", "num_images": 4,
+                 "performance": "schnell"},
+        "callback_url": "https://cb/x",
+    }
+
+
+def test_image_url_selects_image_to_image(api: ShortAPI) -> None:
+    prepared = api.prepare(GenerationRequest(prompt="a bear", image_url="https://i/x.jpg"))
+    request = api.build_create(prepared, callback_url=None, webhook_secret=None)
+    body = json.loads(request.body or b"")
+    assert body == {
+        "model": "shortapi/flux-1.0/image-to-image",
+        "args": {"prompt": "a bear", "image_url": "https://i/x.jpg", "aspect_ratio": "1:1"},
+    }
+
+
+def test_query_request(api: ShortAPI) -> None:
+    request = api.build_query("6a2753bc6797e45ded9f3025")
+    assert request.method == "GET" and request.body is None
+    assert request.url == "https://api.example.test/api/v1/job/query?id=6a2753bc6797e45ded9f3025"
+    assert request.headers == {"Authorization": f"Bearer {KEY}"}
+    assert api.build_query("a/b&c").url.endswith("?id=a%2Fb%26c")
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "ratio"), [(1024, 1024, "1:1"), (1344, 768, "16:9"), (768, 1024, "3:4"),
+                                   (2100, 900, "21:9")]
+)
+def test_sizes_map_to_exact_aspect_ratios(api: ShortAPI, width: int, height: int,
+                                          ratio: str) -> None:
+    prepared = api.prepare(GenerationRequest(prompt="p", width=width, height=height))
+    assert prepared.args["aspect_ratio"] == ratio
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "   "}, "prompt"),
+        ({"num_images": 3}, "num_images"),
+        ({"num_images": 16}, "num_images"),
+        ({"num_images": True}, "num_images"),
+        ({"aspect_ratio": "5:4"}, "aspect_ratio"),
+        ({"aspect_ratio": "16x9"}, "aspect_ratio"),
+        ({"model": "pro"}, "model"),
+        ({"extra": {"performance": "turbo"}}, "extra['performance']"),
+        ({"extra": {"negative_prompt": "x"}}, "extra['negative_prompt']"),
+        ({"image_url": "ftp://x/y.png"}, "image_url"),
+        ({"image_url": "not a url"}, "image_url"),
+        ({"image_url": "data:image/png;base64,AAAA"}, "image_url"),
+        ({"seed": 5}, "seed"),
+        ({"steps": 20}, "steps"),
+        ({"guidance": 3.5}, "guidance"),
+        ({"strength": 0.5}, "strength"),
+        ({"width": 1000, "height": 700}, "width/height"),
+        ({"width": 1024}, "height"),
+        ({"model": "shortapi/flux-1.0/image-to-image"}, "image_url"),
+        ({"model": "shortapi/flux-1.0/text-to-image", "image_url": "https://i/x"}, "model"),
+    ],
+)
+def test_validation_names_the_field(api: ShortAPI, params: dict[str, Any], field: str) -> None:
+    request = GenerationRequest(**{"prompt": "p", **params})
+    with pytest.raises(ValidationError) as info:
+        api.prepare(request)
+    assert info.value.field == field
+    assert info.value.provider == "shortapi"
+    assert field in str(info.value) and "allowed" in str(info.value)
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 8])
+@pytest.mark.parametrize("ratio", ["1:1", "9:16", "16:9", "4:3", "3:4", "3:2", "2:3", "21:9"])
+def test_every_documented_value_is_accepted(api: ShortAPI, n: int, ratio: str) -> None:
+    prepared = api.prepare(GenerationRequest(prompt="p", num_images=n, aspect_ratio=ratio))
+    assert prepared.args["num_images"] == n and prepared.args["aspect_ratio"] == ratio
+
+
+# -- decoding create responses ------------------------------------------------------------------
+
+
+def test_create_response_from_the_docs(api: ShortAPI) -> None:
+    accepted = api.parse_create(ok({"code": 0, "data": {"amount": "0.02",
+                                                         "job_id": "6a2753bc6797e45ded9f3025"}}))
+    assert accepted.job_id == "6a2753bc6797e45ded9f3025"
+    assert accepted.cost == Decimal("0.02")
+
+
+@pytest.mark.parametrize(
+    ("data", "cost"),
+    [({"amount": 0.002, "job_id": "j"}, Decimal("0.002")),
+     ({"id": "j"}, None),  # data.id fallback (providers.md 1.3)
+     ({"amount": "n/a", "job_id": "j"}, None)],  # an unreadable charge never loses the job
+)
+def test_create_response_variants(api: ShortAPI, data: dict[str, Any],
+                                  cost: Decimal | None) -> None:
+    accepted = api.parse_create(ok({"code": 0, "data": data}))
+    assert accepted.job_id == "j" and accepted.cost == cost
+
+
+@pytest.mark.parametrize(
+    ("response", "kind", "phase"),
+    [
+        (ok({"code": 1, "info": "invalid model: x"}), BadRequestError, Phase.DEFINITIVE),
+        (ok({"code": 3000, "message": "upstream unstable"}), ProviderUnavailableError,
+         Phase.REFUSED),
+        (ok({"code": 7, "info": "insufficient balance"}), InsufficientCreditsError,
+         Phase.DEFINITIVE),
+        (ok({"message": "slow down"}, 429, {"Retry-After": "3"}), RateLimitedError,
+         Phase.REFUSED),
+        (ok(b"<html>bad gateway</html>", 502), ProviderUnavailableError, Phase.AMBIGUOUS),
+        (ok({"code": 0, "data": {}}), UnexpectedResponseError, Phase.AMBIGUOUS),
+        (ok(b"{not json"), UnexpectedResponseError, Phase.AMBIGUOUS),
+    ],
+)
+def test_create_errors(api: ShortAPI, response: HTTPResponse, kind: type, phase: Phase) -> None:
+    with pytest.raises(kind) as info:
+        api.parse_create(response)
+    assert info.value.phase is phase
+    assert info.value.operation == "create"
+    assert KEY not in str(info.value)
+
+
+def test_create_error_carries_the_provider_message(api: ShortAPI) -> None:
+    with pytest.raises(BadRequestError) as info:
+        api.parse_create(ok({"code": 1, "info": "invalid model: foo"}))
+    assert info.value.provider_message == "invalid model: foo"
+    assert info.value.code == 1
+    assert "invalid model: foo" in str(info.value)
+    with pytest.raises(RateLimitedError) as rate:
+        api.parse_create(ok({}, 429, {"Retry-After": "4"}))
+    assert rate.value.retry_after == 4.0
+
+
+# -- decoding query responses ---------------------------------------------------------------------
+
+
+def query(data: dict[str, Any]) -> HTTPResponse:
+    return ok({"code": 0, "data": data})
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (0, JobStatus.QUEUED),
+        (1, JobStatus.RUNNING),
+        (3, JobStatus.FAILED),
+        (4, JobStatus.FAILED),
+        (9, JobStatus.FAILED),
+        ("1", JobStatus.RUNNING),
+        ("pending", JobStatus.QUEUED),
+        ("Processing", JobStatus.RUNNING),
+        ("failed", JobStatus.FAILED),
+    ],
+)
+def test_query_statuses(api: ShortAPI, status: Any, expected: JobStatus) -> None:
+    assert api.parse_query(query({"status": status})).status is expected
+
+
+@pytest.mark.parametrize("status", [2, "2", "succeeded", "completed", "success", "SUCCESS "])
+def test_query_success_spellings(api: ShortAPI, status: Any) -> None:
+    update = api.parse_query(query({"status": status, "result": {"images": [
+        {"url": "https://cdn/1.png"}, {"url": "https://cdn/2.png"}]}}))
+    assert update.status is JobStatus.SUCCEEDED
+    assert [image.url for image in update.images] == ["https://cdn/1.png", "https://cdn/2.png"]
+
+
+def test_refunded_means_failed_with_reason(api: ShortAPI) -> None:
+    update = api.parse_query(query({"status": 1, "refunded": True,
+                                    "error": {"message": "nsfw"}}))
+    assert update.status is JobStatus.FAILED and update.error == "nsfw"
+    assert api.parse_query(query({"status": 3, "error": "boom"})).error == "boom"
+
+
+@pytest.mark.parametrize("status", [-1, "weird", None, 2.5, True, [2], {"s": 2}])
+def test_unknown_status_is_a_typed_error_with_the_payload(api: ShortAPI, status: Any) -> None:
+    with pytest.raises(UnknownStatusError) as info:
+        api.parse_query(query({"status": status, "id": "j"}))
+    assert info.value.phase is Phase.DEFINITIVE
+    assert info.value.payload == {"code": 0, "data": {"status": status, "id": "j"}}
+
+
+@pytest.mark.parametrize(
+    "response",
+    [ok({"code": 0, "data": {"status": 2, "result": {"images": []}}}),
+     ok({"code": 0, "data": {"status": 2}}),
+     ok({"code": 0}),
+     ok(b"[]"),
+     ok({"code": 0, "data": "nope"})],
+)
+def test_unusable_query_answers_are_typed(api: ShortAPI, response: HTTPResponse) -> None:
+    with pytest.raises(UnexpectedResponseError):
+        api.parse_query(response)
+
+
+def test_query_nonzero_code(api: ShortAPI) -> None:
+    with pytest.raises(BadRequestError, match="job not found"):
+        api.parse_query(ok({"code": 1, "info": "job not found"}))
+
+
+# -- callbacks (body undocumented: providers.md 1.6) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"code": 0, "data": {"job_id": "j1", "status": 2,
+                             "result": {"images": [{"url": "https://x/1.png"}]}}},
+        {"job_id": "j1", "status": 2, "result": {"images": [{"url": "https://x/1.png"}]}},
+        {"id": "j1", "data": {"status": 2, "result": {"images": [{"url": "https://x/1.png"}]}}},
+    ],
+)
+def test_callback_shapes(api: ShortAPI, body: dict[str, Any]) -> None:
+    callback = api.parse_callback(json.dumps(body).encode())
+    assert callback.job_id == "j1"
+    assert callback.update.status is JobStatus.SUCCEEDED

@@ -1,0 +1,165 @@
+"""Table tests of the sans-IO retry decisions: phases, Retry-After, backoff, budgets."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import aiohttp
+import pytest
+
+from flux_async import Phase, ProviderError, RateLimitedError, RetryPolicy, TransportError
+from flux_async._retry import (
+    RetryBudget,
+    TokenBucket,
+    classify_status,
+    is_resend_safe,
+    jittered,
+    parse_retry_after,
+    retry_wait,
+    wait_table,
+)
+from flux_async._transport import phase_for_exception
+
+
+@pytest.mark.parametrize(
+    ("status", "phase"),
+    [
+        (400, Phase.DEFINITIVE),
+        (401, Phase.DEFINITIVE),
+        (403, Phase.DEFINITIVE),
+        (404, Phase.DEFINITIVE),
+        (422, Phase.DEFINITIVE),
+        (429, Phase.REFUSED),
+        (503, Phase.REFUSED),
+        (500, Phase.AMBIGUOUS),
+        (502, Phase.AMBIGUOUS),
+        (504, Phase.AMBIGUOUS),
+        (520, Phase.AMBIGUOUS),
+    ],
+)
+def test_status_phase(status: int, phase: Phase) -> None:
+    assert classify_status(status) is phase
+
+
+@pytest.mark.parametrize(
+    ("operation", "phase", "safe"),
+    [
+        ("create", Phase.NOT_SENT, True),
+        ("create", Phase.REFUSED, True),
+        ("create", Phase.DEFINITIVE, False),
+        ("create", Phase.AMBIGUOUS, False),  # could pay twice
+        ("query", Phase.NOT_SENT, True),
+        ("query", Phase.REFUSED, True),
+        ("query", Phase.AMBIGUOUS, True),
+        ("query", Phase.DEFINITIVE, False),
+    ],
+)
+def test_resend_safety(operation: str, phase: Phase, safe: bool) -> None:
+    assert is_resend_safe(operation, phase) is safe
+
+
+def _conn_key() -> object:
+    return type("Key", (), {"host": "127.0.0.1", "port": 1, "ssl": False})()
+
+
+@pytest.mark.parametrize(
+    ("exc", "phase"),
+    [
+        (aiohttp.ClientConnectorError(_conn_key(), OSError(111, "refused")), Phase.NOT_SENT),  # type: ignore[arg-type]
+        (aiohttp.ConnectionTimeoutError("connect"), Phase.NOT_SENT),
+        (aiohttp.InvalidURL("nope"), Phase.NOT_SENT),
+        (aiohttp.SocketTimeoutError("read"), Phase.AMBIGUOUS),
+        (aiohttp.ServerDisconnectedError(), Phase.AMBIGUOUS),
+        (aiohttp.ClientOSError(104, "reset by peer"), Phase.AMBIGUOUS),
+        (aiohttp.ClientPayloadError("truncated"), Phase.AMBIGUOUS),
+        (asyncio.TimeoutError(), Phase.AMBIGUOUS),
+    ],
+)
+def test_exception_phase(exc: BaseException, phase: Phase) -> None:
+    assert phase_for_exception(exc) is phase
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("3", 3.0),
+        (" 2.5 ", 2.5),
+        ("-4", 0.0),
+        ("soon", None),
+        ("nan", None),
+        ("inf", None),
+        ("Wed, 21 Oct 2015 07:28:10 GMT", 10.0),
+        ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),
+    ],
+)
+def test_parse_retry_after(value: str | None, expected: float | None) -> None:
+    now = 1445412480.0  # 2015-10-21 07:28:00 GMT
+    assert parse_retry_after(value, now=now) == expected
+
+
+def _error(cls: type[ProviderError] | type[TransportError], operation: str, phase: Phase,
+           **kw: object) -> ProviderError | TransportError:
+    return cls("x", provider="p", phase=phase, operation=operation, **kw)  # type: ignore[arg-type]
+
+
+def test_retry_wait_honours_retry_after_up_to_a_cap() -> None:
+    policy = RetryPolicy(attempts=5, retry_after_max=10)
+    table = wait_table(0.25, 2, 20)
+    ok = _error(RateLimitedError, "create", Phase.REFUSED, retry_after=7.0)
+    too_long = _error(RateLimitedError, "create", Phase.REFUSED, retry_after=11.0)
+    assert retry_wait(ok, attempt=1, policy=policy, table=table, rng=None) == 7.0
+    assert retry_wait(too_long, attempt=1, policy=policy, table=table, rng=None) is None
+
+
+def test_retry_wait_never_resends_an_ambiguous_create() -> None:
+    policy = RetryPolicy()
+    table = wait_table(0.25, 2, 20)
+    ambiguous = _error(TransportError, "create", Phase.AMBIGUOUS)
+    assert retry_wait(ambiguous, attempt=1, policy=policy, table=table, rng=None) is None
+    same_for_query = _error(TransportError, "query", Phase.AMBIGUOUS)
+    assert retry_wait(same_for_query, attempt=1, policy=policy, table=table, rng=None) == 0.25
+
+
+def test_retry_wait_stops_after_attempts() -> None:
+    policy = RetryPolicy(attempts=3)
+    table = wait_table(0.25, 2, 20)
+    refused = _error(ProviderError, "create", Phase.REFUSED)
+    assert retry_wait(refused, attempt=2, policy=policy, table=table, rng=None) == 0.5
+    assert retry_wait(refused, attempt=3, policy=policy, table=table, rng=None) is None
+
+
+def test_wait_table_is_backoff_expo_capped() -> None:
+    assert wait_table(0.5, 2, 3, size=5) == (0.5, 1.0, 2.0, 3, 3)
+
+
+def test_full_jitter_stays_within_the_step() -> None:
+    table = wait_table(1, 2, 8)
+    rng = random.Random(1)
+    draws = [jittered(table, 3, rng) for _ in range(500)]
+    assert all(0 <= d <= 8 for d in draws)
+    assert min(draws) < 1 and max(draws) > 7  # spread over the whole range
+    assert jittered(table, 99, None) == 8
+
+
+def test_retry_budget_is_shared_and_refills_on_success() -> None:
+    budget = RetryBudget(ratio=0.5, reserve=2)
+    assert budget.try_spend() and budget.try_spend()
+    assert not budget.try_spend()
+    budget.record_success()
+    assert not budget.try_spend()
+    budget.record_success()
+    assert budget.try_spend()
+    for _ in range(100):
+        budget.record_success()
+    assert budget.tokens == 2
+
+
+def test_token_bucket_bounds_the_rate() -> None:
+    bucket = TokenBucket(10, burst=2)
+    delays = [bucket.reserve(0.0) for _ in range(6)]
+    assert delays == pytest.approx([0.0, 0.0, 0.1, 0.2, 0.3, 0.4])
+    # after a quiet second the burst is available again
+    assert bucket.reserve(10.0) == 0.0
