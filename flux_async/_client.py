@@ -202,7 +202,7 @@ class FluxClient:
         # Built in __aenter__: they need a running event loop.
         self._transport: Transport | None = None
         self._scheduler: PollScheduler | None = None
-        self._http_slots: anyio.CapacityLimiter | None = None
+        self._http_slots: anyio.Semaphore | None = None
         self._job_slots: anyio.Semaphore | None = None
 
     def __repr__(self) -> str:
@@ -227,7 +227,9 @@ class FluxClient:
                 provider=self._provider.name,
             )
         self._state = _State.OPEN
-        self._http_slots = anyio.CapacityLimiter(self._limits.max_connections)
+        # Semaphores, not CapacityLimiters: a poll's slot is taken by the scheduler's task
+        # and given back by the poll's own task.
+        self._http_slots = anyio.Semaphore(self._limits.max_connections)
         self._job_slots = anyio.Semaphore(self._limits.max_jobs_in_flight)
         self._transport = Transport(
             limits=self._limits, timeouts=self._timeouts, session=self._session
@@ -340,7 +342,9 @@ class FluxClient:
         entry = self._registry.allocate(self._provider.name, prepared.model)
         entry.request = request
         task = self._spawn(self._create(entry, prepared))
-        await asyncio.shield(task)
+        # asyncio.wait, not shield: the caller's cancellation must not reach the create,
+        # and the create's own cancellation (at close) must not surface as CancelledError.
+        await asyncio.wait((task,))
         if entry.job_id is None and entry.status.is_terminal:
             assert entry.error is not None
             raise entry.error
@@ -407,7 +411,10 @@ class FluxClient:
                     self._creates_paused_until = max(
                         self._creates_paused_until, loop.time() + pause
                     )
-                if wait is not None and self._retry_budget.try_spend():
+                # A retry the provider scheduled itself (Retry-After, with the whole create
+                # lane paused) is already paced; the budget guards the unpaced ones.
+                paced = getattr(error, "retry_after", None) is not None
+                if wait is not None and (paced or self._retry_budget.try_spend()):
                     logger.info(
                         "%s create of job %s failed (%s); retrying in %.2fs",
                         provider.name,

@@ -81,7 +81,9 @@ class RetryPolicy:
     A create is resent only when it provably did no work (never sent, or refused with
     429/503). Queries are retried freely. All retries draw on one budget per client:
     ``budget_ratio`` retries are earned per successful request, on top of a reserve of
-    ``budget_reserve``, so an outage does not turn into a retry storm.
+    ``budget_reserve``, so an outage does not turn into a retry storm. Retries the provider
+    paced itself with ``Retry-After`` (which pause every create) do not draw on the budget;
+    ``attempts`` still bounds them.
 
     Attributes:
         attempts: tries per request, the first included.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 import random
 from collections.abc import Awaitable, Callable
 
@@ -19,6 +20,8 @@ from ._registry import Entry
 from ._retry import TokenBucket, jittered, wait_table
 
 __all__ = ["PollScheduler"]
+
+logger = logging.getLogger("flux_async")
 
 _POLL = 0
 _DEADLINE = 1
@@ -177,5 +180,8 @@ class PollScheduler:
     async def _poll_and_release(self, entry: Entry) -> None:
         try:
             await self._poll(entry)
+        except Exception:  # a bug in one poll must not stop the others
+            logger.exception("polling job %s failed unexpectedly", entry.local_id)
+            self.schedule_next(entry)
         finally:
             self._release_slot()
