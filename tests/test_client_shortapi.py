@@ -118,11 +118,10 @@ async def test_429_pauses_creates_for_the_whole_provider() -> None:
     async with FakeProvider(latency=0.02, faults=Faults(retry_after=1), seed=3) as fake:
         async with client_for(fake) as client:
             first = asyncio.ensure_future(client.submit("[fault:429] first"))
-            while fake.create_attempts < 1:
-                await asyncio.sleep(0.005)
-            await asyncio.sleep(0.05)  # let the 429 answer arrive
+            await asyncio.sleep(0.2)  # the first create is sent and answered 429
+            assert fake.create_attempts == 1
             second = asyncio.ensure_future(client.submit("second"))
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.4)
             # Retry-After: 1 holds every create back, not just the one that got the 429.
             assert fake.create_attempts == 1
             await asyncio.gather(first, second)
