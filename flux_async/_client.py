@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 import random
 import time
-from collections.abc import Generator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,8 +18,10 @@ import anyio
 import msgspec
 
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
+from ._download import Downloader
 from ._errors import (
     ClientStateError,
+    ConfigurationError,
     FluxError,
     JobCancelledError,
     JobFailedError,
@@ -27,7 +32,15 @@ from ._errors import (
     RequestError,
     ValidationError,
 )
-from ._models import Generation, GenerationRequest, JobSnapshot, JobStatus
+from ._models import (
+    Event,
+    EventKind,
+    Generation,
+    GenerationRequest,
+    JobSnapshot,
+    JobStatus,
+    Outcome,
+)
 from ._registry import Entry, Registry
 from ._retry import RetryBudget, TokenBucket, retry_wait, wait_table
 from ._scheduler import PollScheduler
@@ -176,14 +189,18 @@ class FluxClient:
         if not isinstance(provider, Provider):
             raise TypeError(f"provider must be a flux_async Provider, got {provider!r}")
         self._provider = provider
-        self._limits = limits or Limits()
+        self._limits = limits or provider.default_limits
         self._poll_policy = poll or PollPolicy()
         self._retry_policy = retry or RetryPolicy()
         self._timeouts = timeouts or Timeouts()
         self._session = session
         self._rng = random.Random(seed)
         self._state = _State.UNOPENED
-        self._registry = Registry(clock=time.time, on_finished=self._on_finished)
+        self._registry = Registry(
+            clock=time.time, on_finished=self._on_finished, on_change=self._on_change
+        )
+        self._subscribers: list[Callable[[Event], None]] = []
+        self._creates: dict[str, asyncio.Task[Any]] = {}
         self._retry_budget = RetryBudget(
             ratio=self._retry_policy.budget_ratio, reserve=self._retry_policy.budget_reserve
         )
@@ -204,6 +221,7 @@ class FluxClient:
         self._scheduler: PollScheduler | None = None
         self._http_slots: anyio.Semaphore | None = None
         self._job_slots: anyio.Semaphore | None = None
+        self._downloader: Downloader | None = None
 
     def __repr__(self) -> str:
         return f"<FluxClient {self._provider!r} {self._state.value}>"
@@ -247,6 +265,9 @@ class FluxClient:
             rng=self._rng if self._poll_policy.wait_jitter else None,
         )
         self._scheduler.start()
+        self._downloader = Downloader(
+            limits=self._limits, timeouts=self._timeouts, retry=self._retry_policy, rng=self._rng
+        )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -264,29 +285,15 @@ class FluxClient:
         if not was_open:
             return
         for entry in self._registry.entries():
-            if not entry.status.is_terminal:
-                in_create = entry.status is JobStatus.ALLOCATED
-                self._registry.advance(
-                    entry,
-                    JobStatus.CANCELLED,
-                    error=JobCancelledError(
-                        f"job {entry.local_id} cancelled: the client closed"
-                        + (
-                            " while its create request was in flight (the provider may "
-                            "have created it)"
-                            if in_create
-                            else f" (provider job id {entry.job_id})"
-                        ),
-                        provider=self._provider.name,
-                        job=entry.snapshot(),
-                    ),
-                )
+            self.cancel_job(entry, "the client closed")
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         if self._scheduler is not None:
             await self._scheduler.stop()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._downloader is not None:
+            await self._downloader.close()
         if self._transport is not None:
             await self._transport.close()
 
@@ -342,6 +349,15 @@ class FluxClient:
         entry = self._registry.allocate(self._provider.name, prepared.model)
         entry.request = request
         task = self._spawn(self._create(entry, prepared))
+        self._creates[entry.local_id] = task
+        task.add_done_callback(lambda _: self._creates.pop(entry.local_id, None))
+        if self._provider.synchronous:
+            # The answer to a synchronous create is the image itself: the job counts as
+            # submitted once sent, and its deadline runs from now.
+            self._registry.advance(entry, JobStatus.SUBMITTED)
+            assert self._scheduler is not None
+            self._scheduler.add(entry, first_wait=float("inf"))
+            return entry
         # asyncio.wait, not shield: the caller's cancellation must not reach the create,
         # and the create's own cancellation (at close) must not surface as CancelledError.
         await asyncio.wait((task,))
@@ -349,6 +365,137 @@ class FluxClient:
             assert entry.error is not None
             raise entry.error
         return entry
+
+    async def job_result(self, entry: Entry) -> Generation:
+        """Wait for a job entry to end; see `Job.result`."""
+        return await Job(entry).result()
+
+    def cancel_job(self, entry: Entry, reason: str) -> bool:
+        """End a job ``cancelled`` locally (providers offer no cancel for these jobs).
+
+        A create still in flight is abandoned too. Returns whether the job was still open.
+        """
+        in_create = entry.status is JobStatus.ALLOCATED
+        error = JobCancelledError(
+            f"job {entry.local_id} cancelled: {reason}"
+            + (
+                " while its create request was in flight (the provider may have created it)"
+                if in_create
+                else f" (provider job id {entry.job_id})"
+            ),
+            provider=self._provider.name,
+        )
+        if not self._registry.advance(entry, JobStatus.CANCELLED, error=error):
+            return False
+        error.job = entry.snapshot()
+        task = self._creates.pop(entry.local_id, None)
+        if task is not None:
+            task.cancel()
+        return True
+
+    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``callback`` with every progress `Event`; return a function that stops it.
+
+        Callbacks run synchronously in the event loop: keep them quick. An exception in
+        one is logged and does not reach the client.
+        """
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _emit(
+        self, kind: EventKind, entry: Entry | None, detail: str | None = None
+    ) -> None:
+        if not self._subscribers:
+            return
+        event = Event(
+            kind=kind,
+            local_id=entry.local_id if entry is not None else None,
+            job_id=entry.job_id if entry is not None else None,
+            status=entry.status if entry is not None else None,
+            provider=self._provider.name,
+            time=time.monotonic(),
+            detail=detail,
+        )
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:
+                logger.exception("event subscriber %r failed", callback)
+
+    async def download(
+        self,
+        generation: Generation,
+        directory: str | os.PathLike[str],
+        *,
+        prefix: str = "",
+    ) -> tuple[Path, ...]:
+        """Save a generation's images into ``directory`` and return their paths.
+
+        Each image is streamed to a temporary file and renamed into place, so a file that
+        exists is complete. The content type must be an image and the size at most
+        `Limits.max_download_bytes`; transient failures are retried. No credentials are
+        sent to the image host.
+
+        Raises:
+            DownloadError: an image could not be fetched or saved.
+        """
+        self._require_open()
+        assert self._downloader is not None
+        paths = await self._downloader.save(generation, directory, prefix=prefix)
+        if self._subscribers:
+            for path in paths:
+                self._emit("downloaded", None, str(path))
+        return paths
+
+    def generate_many(
+        self,
+        requests: Iterable[str | GenerationRequest | Any] | AsyncIterable[Any],
+        *,
+        concurrency: int | None = None,
+        budget: Decimal | float | str | None = None,
+        download_to: str | os.PathLike[str] | None = None,
+    ) -> AsyncIterator[Outcome]:
+        """Generate many images; yield an `Outcome` per input as each finishes.
+
+        Args:
+            requests: prompts, mappings of `submit` parameters (with ``"prompt"``), or
+                `GenerationRequest`s, from any iterable or async iterable. It is read
+                lazily, one item at a time.
+            concurrency: jobs outstanding at once (default `Limits.max_jobs_in_flight`).
+            budget: stop submitting once committed charges plus the next job's estimated
+                cost would exceed this; the remaining inputs yield ``skipped`` outcomes
+                carrying `BudgetExceededError`. Jobs already paid for still finish.
+            download_to: save each job's images into this directory as soon as it
+                finishes (see `download`); the paths are in `Outcome.files`.
+
+        Every input yields exactly one outcome, failures included; nothing raises for one
+        input. Leaving the loop early (``break``, an exception, cancellation) cancels the
+        jobs still outstanding; wrap it in `contextlib.aclosing` to have that happen
+        before the ``async for`` statement ends rather than shortly after.
+        """
+        from ._batch import generate_many
+
+        self._require_open()
+        if concurrency is None:
+            concurrency = self._limits.max_jobs_in_flight
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        limit = None
+        if budget is not None:
+            try:
+                limit = Decimal(str(budget))
+            except ArithmeticError as exc:
+                raise ConfigurationError(f"budget must be a number, got {budget!r}") from exc
+            if not limit.is_finite() or limit < 0:
+                raise ConfigurationError(f"budget must be a number >= 0, got {budget!r}")
+        return generate_many(
+            self, requests, concurrency=concurrency, budget=limit, download_to=download_to
+        )
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -362,6 +509,16 @@ class FluxClient:
         if self._job_slots is not None:
             self._job_slots.release()
         self._registry.release(entry)
+
+    def _on_change(self, entry: Entry, previous: JobStatus) -> None:
+        if not self._subscribers:
+            return
+        if entry.status.is_terminal:
+            self._emit("finished", entry, str(entry.error) if entry.error else None)
+        elif entry.status is JobStatus.SUBMITTED:
+            self._emit("submitted", entry)
+        else:
+            self._emit("status", entry, previous.value)
 
     async def _send(self, request: HTTPRequest, *, long_read: bool = False) -> HTTPResponse:
         assert self._http_slots is not None and self._transport is not None
@@ -411,6 +568,7 @@ class FluxClient:
                     self._creates_paused_until = max(
                         self._creates_paused_until, loop.time() + pause
                     )
+                    self._emit("rate_limited", entry, f"creates paused for {pause:.2f}s")
                 # A retry the provider scheduled itself (Retry-After, with the whole create
                 # lane paused) is already paced; the budget guards the unpaced ones.
                 paced = getattr(error, "retry_after", None) is not None
@@ -422,6 +580,7 @@ class FluxClient:
                         error,
                         wait,
                     )
+                    self._emit("retried", entry, str(error))
                     await asyncio.sleep(wait)
                     continue
                 self._fail_create(entry, error)

@@ -32,18 +32,24 @@ class Limits:
         max_connections: HTTP requests to the provider at once (creates and polls together).
         polls_per_second: the aggregate poll rate, however many jobs are outstanding.
         creates_per_second: the create rate (``None``: no limit beyond the others).
+        max_downloads: image downloads at once (separate from API requests).
+        max_download_bytes: the largest image accepted; a bigger one is a `DownloadError`.
     """
 
     max_jobs_in_flight: int = 256
     max_connections: int = 32
     polls_per_second: float = 50.0
     creates_per_second: float | None = None
+    max_downloads: int = 8
+    max_download_bytes: int = 50 * 1024 * 1024
 
     def __post_init__(self) -> None:
         _positive("Limits", "max_jobs_in_flight", self.max_jobs_in_flight)
         _positive("Limits", "max_connections", self.max_connections)
         _positive("Limits", "polls_per_second", self.polls_per_second)
         _positive("Limits", "creates_per_second", self.creates_per_second, allow_none=True)
+        _positive("Limits", "max_downloads", self.max_downloads)
+        _positive("Limits", "max_download_bytes", self.max_download_bytes)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,8 @@ msgspec, OSError) are translated at one boundary and chained with ``from``.
     │       ├── BadRequestError               the provider rejected the arguments (4xx or a code)
     │       └── UnexpectedResponseError       undecodable body or an undocumented value
     │           └── UnknownStatusError        a status value outside the documented set
+    ├── DownloadError                         an image could not be saved (status, type, size)
+    ├── BudgetExceededError                   generate_many's budget stopped new submissions
     └── JobError                              a job ended in a state other than ``succeeded``
         ├── JobFailedError                    the provider reports the generation failed
         ├── JobTimeoutError (TimeoutError)    the job's deadline passed; provider id kept
@@ -43,8 +45,10 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceededError",
     "ClientStateError",
     "ConfigurationError",
+    "DownloadError",
     "FluxError",
     "InsufficientCreditsError",
     "JobCancelledError",
@@ -216,6 +220,33 @@ class UnexpectedResponseError(ProviderError):
 
 class UnknownStatusError(UnexpectedResponseError):
     """A job reported a status value outside the documented set (``payload`` holds it all)."""
+
+
+class DownloadError(FluxError):
+    """An image could not be downloaded and saved.
+
+    Attributes:
+        url: the image's address (``data:`` URLs are shortened).
+        status: the HTTP status, when a response arrived.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        url: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider)
+        self.url = url if len(url) <= 120 else url[:117] + "..."
+        self.status = status
+        self.retry_after = retry_after
+
+
+class BudgetExceededError(FluxError):
+    """The batch's budget would be exceeded, so this input was not submitted (nothing paid)."""
 
 
 class JobError(FluxError):

@@ -5,16 +5,19 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import msgspec
 
 __all__ = [
+    "Event",
     "Generation",
     "GenerationRequest",
     "Image",
     "JobSnapshot",
     "JobStatus",
+    "Outcome",
 ]
 
 
@@ -133,3 +136,62 @@ class JobSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     polls: int = 0
     error: str | None = None
     """Why the job ended other than succeeded, in one line."""
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What became of one input of `FluxClient.generate_many`.
+
+    Every input yields exactly one outcome, failures included: ``error`` is then set and
+    ``generation`` is ``None``.
+    """
+
+    index: int
+    """The input's position in the iterable, from 0."""
+    request: Any
+    """The input as given (a prompt string, a mapping or a `GenerationRequest`)."""
+    status: str
+    """A `JobStatus` value, ``"rejected"`` (invalid, never sent) or ``"skipped"`` (the
+    budget was reached, never sent)."""
+    generation: Generation | None = None
+    error: BaseException | None = None
+    job: JobSnapshot | None = None
+    cost: Decimal | None = None
+    files: tuple[Path, ...] = ()
+    """Where the images were saved, with ``download_to``."""
+    started_at: float
+    """``time.monotonic()`` when the input was taken up."""
+    finished_at: float
+
+    @property
+    def ok(self) -> bool:
+        """Whether the generation succeeded (and, with ``download_to``, was saved)."""
+        return self.generation is not None and self.error is None
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds from taking the input up to its outcome."""
+        return self.finished_at - self.started_at
+
+
+EventKind = Literal[
+    "submitted", "status", "finished", "retried", "rate_limited", "downloaded"
+]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """A progress event, for UIs, logs and metrics (see `FluxClient.subscribe`).
+
+    Kinds: ``submitted`` (the provider accepted a job), ``status`` (a job's status moved
+    on), ``finished`` (a job reached a terminal status), ``retried`` (a request is about to
+    be resent; ``detail`` says why), ``rate_limited`` (the provider answered 429; ``detail``
+    holds the pause), ``downloaded`` (an image was saved; ``detail`` is the path).
+    """
+
+    kind: EventKind
+    local_id: str | None
+    job_id: str | None
+    status: JobStatus | None
+    provider: str
+    time: float
+    """``time.monotonic()`` when it happened."""
+    detail: str | None = None

@@ -90,6 +90,8 @@ class Registry:
 
     Args:
         on_finished: called once per job, synchronously, when it reaches a terminal state.
+        on_change: called on every status change with the entry and its previous status
+            (before ``on_finished`` for a terminal one).
         clock: wall-clock time for ``created_at``/``finished_at`` (``time.time``).
     """
 
@@ -98,9 +100,11 @@ class Registry:
         *,
         clock: Callable[[], float],
         on_finished: Callable[[Entry], None] | None = None,
+        on_change: Callable[[Entry, JobStatus], None] | None = None,
     ) -> None:
         self._clock = clock
         self._on_finished = on_finished
+        self._on_change = on_change
         self._by_local: dict[str, Entry] = {}
         self._by_job_id: dict[tuple[str, str], Entry] = {}
         self._active = 0
@@ -171,6 +175,8 @@ class Registry:
         entry.status = status
         if cost is not None:
             entry.cost = cost
+        if self._on_change is not None and not status.is_terminal:
+            self._on_change(entry, current)
         if status.is_terminal:
             entry.images = images
             if seed is not None:
@@ -181,6 +187,8 @@ class Registry:
             waiter = entry.waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
+            if self._on_change is not None:
+                self._on_change(entry, current)
             if self._on_finished is not None:
                 self._on_finished(entry)
         return True

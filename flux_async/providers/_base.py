@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from .._config import env_api_key
+from .._config import Limits, env_api_key
 from .._errors import (
     AuthenticationError,
     BadRequestError,
@@ -114,6 +114,10 @@ class CallbackUpdate(msgspec.Struct, frozen=True, kw_only=True):
     secret: str | None = None
     """The secret echoed inside the body, if any (never logged)."""
 
+    def __repr__(self) -> str:
+        shown = None if self.secret is None else "<hidden>"
+        return f"CallbackUpdate(job_id={self.job_id!r}, update={self.update!r}, secret={shown})"
+
 
 class Provider(abc.ABC):
     """A hosted FLUX API: its credentials, its endpoints and its wire format.
@@ -131,6 +135,8 @@ class Provider(abc.ABC):
     synchronous: ClassVar[bool] = False
     """Whether the create response already carries the result (no polling)."""
     supports_callbacks: ClassVar[bool] = True
+    default_limits: ClassVar[Limits] = Limits()
+    """Admission defaults for this provider (used when the client is given none)."""
 
     def __init__(self, api_key: str | None = None, *, base_url: str | None = None) -> None:
         key = api_key if api_key is not None else env_api_key(self.env_var)
@@ -177,6 +183,10 @@ class Provider(abc.ABC):
         Raises:
             ProviderError: with the phase that says whether resending is safe.
         """
+
+    def estimate_cost(self, prepared: Prepared) -> Decimal | None:
+        """Return what a job will likely cost, from a published price list; else ``None``."""
+        return None
 
     def build_query(self, job_id: str) -> HTTPRequest:
         """Return the request that asks for a job's state."""
@@ -362,7 +372,10 @@ def provider_message(body: Any, *keys: str) -> str | None:
 
 def decode_json(body: bytes) -> Any:
     """Decode JSON bytes into plain Python objects, or raise `msgspec.DecodeError`."""
-    return _json_decoder.decode(body)
+    try:
+        return _json_decoder.decode(body)
+    except RecursionError as exc:  # msgspec raises this for nesting deeper than ~1000
+        raise msgspec.DecodeError("JSON nested too deeply") from exc
 
 
 _json_decoder = msgspec.json.Decoder()

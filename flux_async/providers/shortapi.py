@@ -9,11 +9,13 @@ Wire format: providers.md section 1. ``POST /api/v1/job/create`` with
 from __future__ import annotations
 
 import urllib.parse
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
 import msgspec
 
+from .._config import Limits
 from .._errors import (
     BadRequestError,
     InsufficientCreditsError,
@@ -44,6 +46,8 @@ NUM_IMAGES = (1, 2, 4, 8)
 PERFORMANCES = ("schnell", "dev")
 _RATIOS = {Fraction(*map(int, ratio.split(":"))): ratio for ratio in ASPECT_RATIOS}
 _SIZE_TOLERANCE = Fraction(3, 100)
+# Pricing per request (providers.md 1.2, the model pages).
+_PRICES = {"schnell": Decimal("0.002"), "dev": Decimal("0.02")}
 _SUPPORTED = ("prompt", "image_url", "aspect_ratio", "width/height", "num_images", "model")
 _EXTRA_KEYS = ("performance",)
 
@@ -130,6 +134,8 @@ class ShortAPI(Provider):
     env_var = "SHORTAPI_KEY"
     default_base_url = "https://api.shortapi.ai"
     typical_latency = 8.0
+    # Rate limits are undocumented (providers.md 1.5): modest defaults, 429s pace the rest.
+    default_limits = Limits(max_jobs_in_flight=256, max_connections=32, polls_per_second=40.0)
 
     def prepare(self, request: GenerationRequest) -> Prepared:
         """Validate a request against ShortAPI's documented FLUX arguments (providers.md 1.2)."""
@@ -198,6 +204,10 @@ class ShortAPI(Provider):
         if request.aspect_ratio is None:
             return "1:1"  # documented as required; a square is the least surprising default
         return str(self._check_choice("aspect_ratio", request.aspect_ratio, ASPECT_RATIOS))
+
+    def estimate_cost(self, prepared: Prepared) -> Decimal:
+        """Return the published price: $0.002 per schnell request, $0.02 per dev request."""
+        return _PRICES[prepared.args.get("performance", "dev")]
 
     def build_create(
         self, prepared: Prepared, *, callback_url: str | None, webhook_secret: str | None

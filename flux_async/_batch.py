@@ -1,0 +1,215 @@
+"""`FluxClient.generate_many`: thousands of inputs, lazily, one outcome each.
+
+The input is consumed one item at a time, and only ``concurrency`` jobs are outstanding at
+once, so memory does not grow with the input's length. Every input yields exactly one
+`Outcome`, failures included; leaving the loop early cancels what is outstanding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from ._errors import BudgetExceededError, FluxError, JobCancelledError, ValidationError
+from ._models import Generation, GenerationRequest, JobStatus, Outcome
+from ._registry import Entry
+
+if TYPE_CHECKING:
+    from ._client import FluxClient
+
+__all__ = ["BatchInput", "generate_many"]
+
+BatchInput = str | Mapping[str, Any] | GenerationRequest
+
+_DONE = object()
+
+
+async def _items(requests: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    if isinstance(requests, AsyncIterable):
+        async for item in requests:
+            yield item
+    else:
+        for item in requests:
+            yield item
+
+
+def _to_request(client: FluxClient, item: Any) -> GenerationRequest:
+    from ._client import make_request
+
+    name = client.provider.name
+    if isinstance(item, GenerationRequest):
+        return item
+    if isinstance(item, str):
+        return make_request(name, item, {})
+    if isinstance(item, Mapping):
+        params = dict(item)
+        if "prompt" not in params:
+            raise ValidationError(
+                f"{name}: a request mapping needs a 'prompt'", provider=name, field="prompt"
+            )
+        return make_request(name, params.pop("prompt"), params)
+    raise ValidationError(
+        f"{name}: each input must be a prompt string, a mapping with 'prompt', or a "
+        f"GenerationRequest; got {type(item).__name__}",
+        provider=name,
+        field="request",
+        value=item,
+    )
+
+
+class _Budget:
+    """Money committed by a batch: actual charges, plus estimates for jobs not yet priced."""
+
+    def __init__(self, limit: Decimal) -> None:
+        self.limit = limit
+        self.committed = Decimal(0)
+        self.largest_seen = Decimal(0)
+
+    def estimate(self, client: FluxClient, prepared: Any) -> Decimal:
+        estimate = client.provider.estimate_cost(prepared)
+        # Providers without a price list: assume the dearest job seen so far.
+        return estimate if estimate is not None else self.largest_seen
+
+    def settle(self, estimate: Decimal, entry: Entry | None) -> None:
+        if entry is None or (entry.job_id is None and entry.status is JobStatus.FAILED):
+            actual = Decimal(0)  # refused before any job existed: nothing was charged
+        elif entry.cost is not None:
+            actual = entry.cost
+        else:
+            actual = estimate  # unknown charge: assume the estimate was paid
+        self.largest_seen = max(self.largest_seen, actual)
+        self.committed += actual - estimate
+
+
+async def generate_many(
+    client: FluxClient,
+    requests: Iterable[BatchInput] | AsyncIterable[BatchInput],
+    *,
+    concurrency: int,
+    budget: Decimal | None,
+    download_to: str | os.PathLike[str] | None,
+) -> AsyncIterator[Outcome]:
+    """Yield one `Outcome` per input, in the order the jobs finish."""
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=concurrency)
+    slots = asyncio.Semaphore(concurrency)
+    tasks: set[asyncio.Task[None]] = set()
+    entries: dict[int, Entry] = {}
+    money = _Budget(budget) if budget is not None else None
+
+    async def finish(outcome: Outcome) -> None:
+        await queue.put(outcome)
+
+    async def run_one(index: int, item: Any, request: GenerationRequest, prepared: Any,
+                      estimate: Decimal, started: float) -> None:
+        entry: Entry | None = None
+        generation: Generation | None = None
+        error: BaseException | None = None
+        files: tuple[Any, ...] = ()
+        try:
+            entry = await client.start_job(request, prepared)
+            entries[index] = entry
+            generation = await client.job_result(entry)
+            if download_to is not None:
+                files = await client.download(generation, download_to, prefix=f"{index:06d}-")
+        except FluxError as exc:
+            error = exc
+            entry = entry or getattr(exc, "entry", None)
+        finally:
+            slots.release()
+            entries.pop(index, None)
+            if money is not None:
+                money.settle(estimate, entry)
+        job = entry.snapshot() if entry is not None else _snapshot_of(error)
+        status = job.status.value if job is not None else JobStatus.FAILED.value
+        await finish(
+            Outcome(
+                index=index,
+                request=item,
+                status=status,
+                generation=generation,
+                error=error,
+                job=job,
+                cost=job.cost if job is not None else None,
+                files=files,
+                started_at=started,
+                finished_at=time.monotonic(),
+            )
+        )
+
+    async def produce() -> None:
+        stop: BudgetExceededError | None = None
+        try:
+            index = -1
+            async for item in _items(requests):
+                index += 1
+                started = time.monotonic()
+                if stop is not None:
+                    await finish(_outcome(index, item, "skipped", stop, started))
+                    continue
+                try:
+                    request = _to_request(client, item)
+                    prepared = client.provider.prepare(request)
+                except ValidationError as exc:
+                    await finish(_outcome(index, item, "rejected", exc, started))
+                    continue
+                await slots.acquire()
+                estimate = Decimal(0)
+                if money is not None:
+                    estimate = money.estimate(client, prepared)
+                    if money.committed + estimate > money.limit:
+                        slots.release()
+                        stop = BudgetExceededError(
+                            f"budget of {money.limit} reached ({money.committed} committed; "
+                            f"the next job would cost about {estimate}): not submitted",
+                            provider=client.provider.name,
+                        )
+                        await finish(_outcome(index, item, "skipped", stop, started))
+                        continue
+                    money.committed += estimate
+                task = asyncio.get_running_loop().create_task(
+                    run_one(index, item, request, prepared, estimate, started)
+                )
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            while tasks:
+                await asyncio.wait(list(tasks))
+        finally:
+            await queue.put(_DONE)
+
+    producer = asyncio.get_running_loop().create_task(produce())
+    try:
+        while True:
+            outcome = await queue.get()
+            if outcome is _DONE:
+                break
+            yield outcome
+        await producer
+    finally:
+        if not producer.done():
+            producer.cancel()
+        for entry in list(entries.values()):
+            client.cancel_job(entry, "the batch loop was left before the job finished")
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(producer, *tasks, return_exceptions=True)
+
+
+def _outcome(index: int, item: Any, status: str, error: BaseException, started: float) -> Outcome:
+    return Outcome(
+        index=index,
+        request=item,
+        status=status,
+        error=error,
+        started_at=started,
+        finished_at=time.monotonic(),
+    )
+
+
+def _snapshot_of(error: BaseException | None) -> Any:
+    if isinstance(error, (JobCancelledError,)) or hasattr(error, "job"):
+        return getattr(error, "job", None)
+    return None

@@ -1,0 +1,210 @@
+"""Image downloads: streamed to disk, written atomically, size- and type-checked.
+
+Downloads use a session of their own, with no credentials of any kind: the API key is sent
+only to the provider's API, never to an image host. Result URLs expire (providers.md
+1.4, 3.5, 4), so downloads start as soon as a job finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import os
+import random
+import re
+import secrets
+from pathlib import Path
+
+import aiohttp
+import anyio
+import anyio.to_thread
+
+from ._config import Limits, RetryPolicy, Timeouts
+from ._errors import DownloadError, Phase, TransportError
+from ._models import Generation
+from ._retry import jittered, parse_retry_after, wait_table
+from ._transport import phase_for_exception
+
+__all__ = ["Downloader"]
+
+_EXTENSIONS = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/jpg": ".jpg",
+    "image/webp": ".webp",
+    "image/gif": ".gif",
+    "image/avif": ".avif",
+}
+_TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+_CHUNK = 64 * 1024
+
+
+class Downloader:
+    """Saves generated images into a directory, a bounded number at a time."""
+
+    def __init__(
+        self, *, limits: Limits, timeouts: Timeouts, retry: RetryPolicy, rng: random.Random
+    ) -> None:
+        self._limits = limits
+        self._timeouts = timeouts
+        self._retry = retry
+        self._rng = rng
+        self._table = wait_table(retry.wait_initial, retry.wait_exp_base, retry.wait_max)
+        self._slots = asyncio.Semaphore(limits.max_downloads)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        """Close the download session, if one was opened."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._limits.max_downloads),
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=self._timeouts.pool,
+                    sock_connect=self._timeouts.connect,
+                    sock_read=self._timeouts.read,
+                ),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    async def save(
+        self, generation: Generation, directory: str | os.PathLike[str], *, prefix: str = ""
+    ) -> tuple[Path, ...]:
+        """Save every image of ``generation`` into ``directory``; return the paths.
+
+        Files are named ``{prefix}{job id}-{n}{ext}``, the extension from the content type.
+        """
+        folder = Path(directory)
+        await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
+        stem = prefix + _SAFE_NAME.sub("_", generation.job_id or generation.local_id)[:100]
+        tasks = [
+            self._save_one(image.url, folder, f"{stem}-{n}", generation.provider)
+            for n, image in enumerate(generation.images)
+        ]
+        return tuple(await asyncio.gather(*tasks))
+
+    async def _save_one(self, url: str, folder: Path, stem: str, provider: str) -> Path:
+        if url.startswith("data:"):
+            return await _save_data_url(
+                url, folder, stem, self._limits.max_download_bytes, provider
+            )
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._slots:
+                    return await self._fetch(url, folder, stem, provider)
+            except (TransportError, DownloadError) as error:
+                transient = isinstance(error, TransportError) or (
+                    error.status in _TRANSIENT_STATUSES
+                )
+                if not transient or attempt >= self._retry.attempts:
+                    if isinstance(error, DownloadError):
+                        raise
+                    raise DownloadError(
+                        f"downloading {_short(url)} failed: {error}", provider=provider, url=url
+                    ) from error
+                wait = getattr(error, "retry_after", None)
+                if wait is None or wait > self._retry.retry_after_max:
+                    wait = jittered(self._table, attempt - 1, self._rng)
+                await asyncio.sleep(wait)
+
+    async def _fetch(self, url: str, folder: Path, stem: str, provider: str) -> Path:
+        limit = self._limits.max_download_bytes
+        try:
+            async with self._get_session().get(url, allow_redirects=True) as response:
+                if response.status != 200:
+                    raise DownloadError(
+                        f"downloading {_short(url)}: HTTP {response.status}",
+                        provider=provider,
+                        url=url,
+                        status=response.status,
+                        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                    )
+                content_type = response.content_type.lower()
+                extension = _EXTENSIONS.get(content_type)
+                if extension is None:
+                    raise DownloadError(
+                        f"downloading {_short(url)}: content type {content_type!r} is not an "
+                        f"image ({', '.join(sorted(_EXTENSIONS))})",
+                        provider=provider,
+                        url=url,
+                        status=response.status,
+                    )
+                if (response.content_length or 0) > limit:
+                    raise _too_big(url, provider, response.content_length or 0, limit)
+                final = folder / f"{stem}{extension}"
+                temporary = folder / f".{stem}.{secrets.token_hex(4)}.part"
+                size = 0
+                try:
+                    # anyio's file wraps a thread: the event loop never waits on the disk.
+                    async with await anyio.open_file(temporary, "wb") as file:
+                        async for chunk in response.content.iter_chunked(_CHUNK):
+                            size += len(chunk)
+                            if size > limit:
+                                raise _too_big(url, provider, size, limit)
+                            await file.write(chunk)
+                    await anyio.to_thread.run_sync(os.replace, temporary, final)
+                except BaseException:
+                    await _discard(temporary)
+                    raise
+                return final
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise TransportError(
+                f"downloading {_short(url)}: {type(exc).__name__}: {exc}"[:300],
+                provider=provider,
+                phase=phase_for_exception(exc) if isinstance(exc, aiohttp.ClientError)
+                else Phase.AMBIGUOUS,
+                operation="download",
+            ) from exc
+
+
+async def _discard(path: Path) -> None:
+    with anyio.CancelScope(shield=True):
+        await anyio.Path(path).unlink(missing_ok=True)
+
+
+async def _save_data_url(url: str, folder: Path, stem: str, limit: int, provider: str) -> Path:
+    header, _, payload = url.partition(",")
+    content_type = header[5:].split(";", 1)[0].lower()
+    extension = _EXTENSIONS.get(content_type)
+    if extension is None or ";base64" not in header:
+        raise DownloadError(
+            f"data URL of type {content_type!r} is not a base64 image", provider=provider, url=url
+        )
+    if len(payload) * 3 // 4 > limit:
+        raise _too_big(url, provider, len(payload) * 3 // 4, limit)
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise DownloadError("data URL is not valid base64", provider=provider, url=url) from exc
+    final = folder / f"{stem}{extension}"
+    temporary = folder / f".{stem}.{secrets.token_hex(4)}.part"
+    try:
+        await anyio.Path(temporary).write_bytes(data)
+        await anyio.to_thread.run_sync(os.replace, temporary, final)
+    except BaseException:
+        await _discard(temporary)
+        raise
+    return final
+
+
+def _too_big(url: str, provider: str, size: int, limit: int) -> DownloadError:
+    return DownloadError(
+        f"downloading {_short(url)}: image is over the {limit} byte limit "
+        f"(Limits.max_download_bytes; got at least {size})",
+        provider=provider,
+        url=url,
+    )
+
+
+def _short(url: str) -> str:
+    return url if len(url) <= 120 else url[:117] + "..."

@@ -1,0 +1,793 @@
+"""PiAPI (https://piapi.ai): Qubico FLUX.1 tasks through PiAPI's unified task API.
+
+Wire format: providers.md section 3. ``POST /api/v1/task`` with
+``{"model", "task_type", "input", "config"?}`` and ``GET /api/v1/task/{task_id}`` both answer
+``{"code": 200, "message", "data": {"task_id", "status", "output", "meta", "error", ...}}``;
+a webhook delivers ``{"timestamp", "data": {...the same data...}}``.
+
+PiAPI echoes the per-job webhook secret back in ``data.config.webhook_config.secret``, so every
+payload attached to an error here is scrubbed of it first.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from .._errors import (
+    AuthenticationError,
+    BadRequestError,
+    InsufficientCreditsError,
+    Phase,
+    ProviderError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    UnexpectedResponseError,
+    UnknownStatusError,
+    phase_for_status,
+)
+from .._models import GenerationRequest, Image, JobStatus
+from ._base import (
+    Accepted,
+    CallbackUpdate,
+    HTTPRequest,
+    HTTPResponse,
+    Prepared,
+    Provider,
+    Update,
+    decode_json,
+    provider_message,
+    to_decimal,
+)
+
+__all__ = ["PiAPI"]
+
+SCHNELL = "Qubico/flux1-schnell"
+DEV = "Qubico/flux1-dev"
+DEV_ADVANCED = "Qubico/flux1-dev-advanced"
+MODELS = (SCHNELL, DEV, DEV_ADVANCED)
+MODEL_ALIASES = {"schnell": SCHNELL, "dev": DEV, "dev-advanced": DEV_ADVANCED}
+
+TASK_TYPES = (
+    "txt2img",
+    "img2img",
+    "txt2img-lora",
+    "img2img-lora",
+    "fill-inpaint",
+    "fill-outpaint",
+    "redux-variation",
+    "controlnet-lora",
+    "kontext",
+)
+# Only flux1-dev-advanced runs LoRA, ControlNet, fill, redux and kontext (providers.md 3.2).
+_ADVANCED_ONLY = frozenset(TASK_TYPES[2:])
+_NEEDS_IMAGE = frozenset(
+    {"img2img", "img2img-lora", "fill-inpaint", "fill-outpaint", "redux-variation", "kontext"}
+)
+# width/height "can be used in txt2img ONLY"; the Kontext spec also takes them (3.3).
+_TAKES_SIZE = frozenset({"txt2img", "kontext"})
+# denoise is for the task types that start from an image (3.3: "img2img and the others").
+_TAKES_DENOISE = frozenset(
+    {"img2img", "img2img-lora", "fill-inpaint", "fill-outpaint", "redux-variation"}
+)
+# The Kontext input is prompt, image, width, height, steps and seed only (3.3, [I] S13).
+_KONTEXT = "kontext"
+
+MAX_PIXELS = 1_048_576
+"""width * height may not exceed this (1024 * 1024), providers.md 3.3."""
+
+ASPECT_RATIO_SIZES: dict[str, tuple[int, int]] = {
+    "1:1": (1024, 1024),
+    "4:3": (1152, 896),
+    "3:4": (896, 1152),
+    "3:2": (1216, 832),
+    "2:3": (832, 1216),
+    "16:9": (1344, 768),
+    "9:16": (768, 1344),
+    "21:9": (1536, 640),
+    "9:21": (640, 1536),
+}
+"""PiAPI takes sizes, not ratios: each ratio maps to the common ~1 MP FLUX/SDXL bucket.
+
+Both sides are multiples of 64, the area is at most `MAX_PIXELS`, and the ratio is within 4%
+of the one asked for.
+"""
+
+GUIDANCE_RANGE = (1.5, 5.0)
+MAX_BATCH = 4
+# Step caps: Kontext max 40 is documented; the others come from PiAPI's own MCP server,
+# which clamps schnell to 10 and dev/dev-advanced to 40 (providers.md 3.3, [I] S13).
+_MAX_STEPS = {SCHNELL: 10, DEV: 40, DEV_ADVANCED: 40}
+_MAX_KONTEXT_STEPS = 40
+# seed: -1 means random (Kontext default). Non-Kontext seeds are [U] (3.3); any int64 is sent.
+_SEED_RANGE = (-1, 2**63 - 1)
+SERVICE_MODES = ("public", "private")
+
+_LORA_KEYS = ("lora_type", "lora_image", "lora_strength")
+_CONTROL_NET_KEYS = (
+    "control_type",
+    "control_image",
+    "control_strength",
+    "return_preprocessed_image",
+)
+_OUTPAINT_SIDES = ("outpaint_left", "outpaint_right", "outpaint_top", "outpaint_bottom")
+_CUSTOM_SETTING_KEYS = ("setting_type", *_OUTPAINT_SIDES)
+# How many LoRAs / ControlNets each task type takes (providers.md 3.2).
+_LORA_COUNT = {"txt2img-lora": (1, 1), "img2img-lora": (1, 1), "controlnet-lora": (0, 1)}
+_CONTROL_NET_COUNT = {"controlnet-lora": (1, 1)}
+
+# Status values (providers.md 3.6) differ between PiAPI's own pages, and the enum is
+# capitalised; values are compared lower-cased and trimmed. Anything else is an
+# UnknownStatusError, never an endless poll.
+_STATUS = {
+    "completed": JobStatus.SUCCEEDED,
+    "success": JobStatus.SUCCEEDED,
+    "failed": JobStatus.FAILED,
+    "pending": JobStatus.QUEUED,
+    "staged": JobStatus.QUEUED,
+    "starting": JobStatus.RUNNING,
+    "processing": JobStatus.RUNNING,
+    "retry": JobStatus.RUNNING,
+}
+_CODE_OK = 200  # the envelope's success code (3.4), not 0
+_REDACTED = "<redacted>"
+_SECRET_IN_BYTES = re.compile(rb'(?i)("secret"\s*:\s*)"(?:[^"\\]|\\.)*"?')
+_CREDIT_WORDS = ("credit", "quota", "balance", "insufficient")
+
+
+# Wire structs declare only the fields read; unknown fields are ignored. Leaves are Any
+# because PiAPI's schemas disagree between pages: types are checked where they are used.
+class _Output(msgspec.Struct):
+    image_url: Any = None
+    image_urls: Any = None
+    image_base64: Any = None
+
+
+class _Usage(msgspec.Struct):
+    consume: Any = None
+
+
+class _Meta(msgspec.Struct):
+    usage: _Usage | None = None
+
+
+class _TaskData(msgspec.Struct):
+    task_id: Any = None
+    status: Any = None
+    output: _Output | None = None
+    meta: _Meta | None = None
+    error: Any = None
+    config: Any = None
+
+
+class _Envelope(msgspec.Struct):
+    code: Any = None
+    message: Any = None
+    data: _TaskData | None = None
+
+
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+_encoder = msgspec.json.Encoder()
+
+
+class PiAPI(Provider):
+    """PiAPI's Qubico FLUX.1 models (schnell, dev, dev-advanced).
+
+    ``model`` picks the model (``Qubico/flux1-dev`` by default; the aliases ``schnell``,
+    ``dev`` and ``dev-advanced`` work too). The task type is ``img2img`` when ``image_url`` is
+    given, else ``txt2img``; ``extra={"task_type": ...}`` picks another (``txt2img-lora``,
+    ``img2img-lora``, ``fill-inpaint``, ``fill-outpaint``, ``redux-variation``,
+    ``controlnet-lora``, ``kontext``), which runs on ``Qubico/flux1-dev-advanced`` only and is
+    the default model for them. Their inputs (``lora_settings``, ``control_net_settings``,
+    ``custom_settings``, ``negative_prompt``) and ``service_mode`` also go in ``extra``.
+
+    ``Generation.cost`` is ``meta.usage.consume``: PiAPI quota points, not USD.
+
+    Args:
+        api_key: the key; when omitted, read from the ``PIAPI_KEY`` environment variable.
+        base_url: the API's address (a FakeProvider's ``url`` in tests).
+    """
+
+    name = "piapi"
+    env_var = "PIAPI_KEY"
+    default_base_url = "https://api.piapi.ai"
+    typical_latency = 10.0
+
+    def prepare(self, request: GenerationRequest) -> Prepared:
+        """Validate a request against PiAPI's documented Flux inputs (providers.md 3.2, 3.3).
+
+        ``Prepared.args`` is ``{"task_type", "input", "config"?}``: the body without ``model``
+        and without the webhook, which `build_create` adds per job.
+        """
+        extra = dict(request.extra)
+        task_type = self._task_type(request, extra.pop("task_type", None))
+        model = self._model(request.model, task_type)
+        allowed_extra = _extra_keys(task_type)
+        for key, value in extra.items():
+            if key not in allowed_extra:
+                raise self._invalid(
+                    f"extra[{key!r}]",
+                    value,
+                    f"{', '.join(allowed_extra)} (for task_type {task_type})",
+                )
+
+        data: dict[str, Any] = {"prompt": self._check_prompt(request.prompt)}
+        self._image(request.image_url, task_type, data)
+        self._size(request, task_type, data)
+        self._numbers(request, model, task_type, data)
+
+        if "negative_prompt" in extra:
+            negative = extra["negative_prompt"]
+            if not isinstance(negative, str):
+                raise self._invalid("extra['negative_prompt']", negative, "a string")
+            data["negative_prompt"] = negative
+        if task_type in _LORA_COUNT:
+            low, high = _LORA_COUNT[task_type]
+            if "lora_settings" in extra or low:
+                data["lora_settings"] = self._lora_settings(extra.get("lora_settings"), low, high)
+        if task_type in _CONTROL_NET_COUNT:
+            low, high = _CONTROL_NET_COUNT[task_type]
+            data["control_net_settings"] = self._control_net_settings(
+                extra.get("control_net_settings"), low, high
+            )
+        if task_type == "fill-outpaint":
+            data["custom_settings"] = self._custom_settings(extra.get("custom_settings"))
+
+        args: dict[str, Any] = {"task_type": task_type, "input": data}
+        if "service_mode" in extra:
+            mode = self._check_choice("extra['service_mode']", extra["service_mode"], SERVICE_MODES)
+            args["config"] = {"service_mode": mode}
+        return Prepared(model=model, args=args)
+
+    def _task_type(self, request: GenerationRequest, value: Any) -> str:
+        if value is None:
+            return "txt2img" if request.image_url is None else "img2img"
+        return str(self._check_choice("extra['task_type']", value, TASK_TYPES))
+
+    def _model(self, value: str | None, task_type: str) -> str:
+        if value is None:
+            return DEV_ADVANCED if task_type in _ADVANCED_ONLY else DEV
+        model = MODEL_ALIASES.get(value, value) if isinstance(value, str) else value
+        if model not in MODELS:
+            raise self._invalid(
+                "model", value, f"{', '.join(MODELS)} (or {', '.join(MODEL_ALIASES)})"
+            )
+        if task_type in _ADVANCED_ONLY and model != DEV_ADVANCED:
+            raise self._invalid(
+                "model", value, f"{DEV_ADVANCED} (the only model that runs task_type {task_type})"
+            )
+        return str(model)
+
+    def _image(self, image_url: str | None, task_type: str, data: dict[str, Any]) -> None:
+        if task_type in _NEEDS_IMAGE:
+            if image_url is None:
+                raise self._invalid(
+                    "image_url", None, f"an http(s) URL (task_type {task_type} needs an image)"
+                )
+            data["image"] = self._check_url("image_url", image_url)
+        elif image_url is not None:
+            raise self._invalid(
+                "image_url",
+                image_url,
+                f"no image for task_type {task_type}; these take one: "
+                f"{', '.join(sorted(_NEEDS_IMAGE))}",
+            )
+
+    def _size(self, request: GenerationRequest, task_type: str, data: dict[str, Any]) -> None:
+        sized = request.width is not None or request.height is not None
+        if not sized and request.aspect_ratio is None:
+            return
+        if task_type not in _TAKES_SIZE:
+            field = "width/height" if sized else "aspect_ratio"
+            value = f"{request.width}x{request.height}" if sized else request.aspect_ratio
+            raise self._invalid(
+                field,
+                value,
+                f"nothing: PiAPI takes sizes for task_type txt2img and kontext only, "
+                f"not {task_type}",
+            )
+        if sized:
+            if request.aspect_ratio is not None:
+                raise self._invalid(
+                    "aspect_ratio", request.aspect_ratio, "aspect_ratio or width/height, not both"
+                )
+            width = self._check_int("width", request.width, 1)
+            height = self._check_int("height", request.height, 1)
+            if width * height > MAX_PIXELS:
+                raise self._invalid(
+                    "width/height",
+                    f"{width}x{height}",
+                    f"width * height <= {MAX_PIXELS:,} (e.g. 1024x1024)",
+                )
+        else:
+            ratio = self._check_choice("aspect_ratio", request.aspect_ratio, ASPECT_RATIO_SIZES)
+            width, height = ASPECT_RATIO_SIZES[ratio]
+        data["width"] = width
+        data["height"] = height
+
+    def _numbers(
+        self, request: GenerationRequest, model: str, task_type: str, data: dict[str, Any]
+    ) -> None:
+        if request.guidance is not None:
+            if task_type == _KONTEXT:
+                raise self._invalid(
+                    "guidance", request.guidance, "nothing: task_type kontext takes no guidance"
+                )
+            data["guidance_scale"] = self._check_number(
+                "guidance", request.guidance, *GUIDANCE_RANGE
+            )
+        if request.strength is not None:
+            if task_type not in _TAKES_DENOISE:
+                raise self._invalid(
+                    "strength",
+                    request.strength,
+                    f"nothing for task_type {task_type}; strength (denoise) is for "
+                    f"{', '.join(sorted(_TAKES_DENOISE))}",
+                )
+            data["denoise"] = self._check_number(
+                "strength", request.strength, 0, 1, low_exclusive=True
+            )
+        if request.num_images is not None:
+            if model == SCHNELL:
+                data["batch_size"] = self._check_int("num_images", request.num_images, 1, MAX_BATCH)
+            elif request.num_images != 1 or isinstance(request.num_images, bool):
+                raise self._invalid(
+                    "num_images", request.num_images, f"1 (batch_size works on {SCHNELL} only)"
+                )
+        if request.steps is not None:
+            cap = _MAX_KONTEXT_STEPS if task_type == _KONTEXT else _MAX_STEPS[model]
+            data["steps"] = self._check_int("steps", request.steps, 1, cap)
+        if request.seed is not None:
+            data["seed"] = self._check_int("seed", request.seed, *_SEED_RANGE)
+
+    def _items(
+        self, field: str, value: Any, low: int, high: int, shape: str
+    ) -> list[Mapping[Any, Any]]:
+        count = f"exactly {low}" if low == high else f"{low} to {high}"
+        if not isinstance(value, (list, tuple)) or not low <= len(value) <= high:
+            raise self._invalid(field, value, f"a list of {count} objects {shape}")
+        for index, item in enumerate(value):
+            if not isinstance(item, Mapping):
+                raise self._invalid(f"{field}[{index}]", item, f"an object {shape}")
+        return list(value)
+
+    def _known_keys(self, field: str, item: Mapping[Any, Any], keys: tuple[str, ...]) -> None:
+        for key in item:
+            if key not in keys:
+                raise self._invalid(f"{field}[{key!r}]", item[key], ", ".join(keys))
+
+    def _lora_settings(self, value: Any, low: int, high: int) -> list[dict[str, Any]]:
+        field = "extra['lora_settings']"
+        shape = "{lora_type, lora_image?, lora_strength?}"
+        settings = []
+        for index, item in enumerate(self._items(field, value, low, high, shape)):
+            where = f"{field}[{index}]"
+            self._known_keys(where, item, _LORA_KEYS)
+            lora_type = item.get("lora_type")
+            if not isinstance(lora_type, str) or not lora_type.strip():
+                raise self._invalid(
+                    f"{where}['lora_type']", lora_type, "a LoRA name such as 'mjv6' or 'realism'"
+                )
+            setting: dict[str, Any] = {"lora_type": lora_type}
+            if "lora_image" in item:
+                setting["lora_image"] = self._check_url(
+                    f"{where}['lora_image']", item["lora_image"]
+                )
+            if "lora_strength" in item:
+                # The range is not documented (providers.md 3.3): any finite number.
+                setting["lora_strength"] = self._check_number(
+                    f"{where}['lora_strength']", item["lora_strength"]
+                )
+            settings.append(setting)
+        return settings
+
+    def _control_net_settings(self, value: Any, low: int, high: int) -> list[dict[str, Any]]:
+        field = "extra['control_net_settings']"
+        shape = "{control_type, control_image, control_strength?, return_preprocessed_image?}"
+        settings = []
+        for index, item in enumerate(self._items(field, value, low, high, shape)):
+            where = f"{field}[{index}]"
+            self._known_keys(where, item, _CONTROL_NET_KEYS)
+            # control_type names live on a separate page (depth, canny, soft_edge, openpose,
+            # ...); only the shape is checked so a newly added type is not refused.
+            control_type = item.get("control_type")
+            if not isinstance(control_type, str) or not control_type.strip():
+                raise self._invalid(
+                    f"{where}['control_type']",
+                    control_type,
+                    "a ControlNet name such as 'depth' or 'canny'",
+                )
+            setting: dict[str, Any] = {
+                "control_type": control_type,
+                "control_image": self._check_url(
+                    f"{where}['control_image']", item.get("control_image")
+                ),
+            }
+            if "control_strength" in item:
+                setting["control_strength"] = self._check_number(
+                    f"{where}['control_strength']", item["control_strength"]
+                )
+            if "return_preprocessed_image" in item:
+                flag = item["return_preprocessed_image"]
+                if not isinstance(flag, bool):
+                    raise self._invalid(
+                        f"{where}['return_preprocessed_image']", flag, "True or False"
+                    )
+                setting["return_preprocessed_image"] = flag
+            settings.append(setting)
+        return settings
+
+    def _custom_settings(self, value: Any) -> list[dict[str, Any]]:
+        field = "extra['custom_settings']"
+        shape = "{setting_type: 'outpaint', outpaint_left/right/top/bottom?}"
+        settings = []
+        # The doc's example sends one entry; no maximum is documented.
+        for index, item in enumerate(self._items(field, value, 1, 16, shape)):
+            where = f"{field}[{index}]"
+            self._known_keys(where, item, _CUSTOM_SETTING_KEYS)
+            setting: dict[str, Any] = {
+                "setting_type": self._check_choice(
+                    f"{where}['setting_type']", item.get("setting_type"), ("outpaint",)
+                )
+            }
+            # "The total delta pixel size should be less than 1024*1024" is ambiguous without
+            # the input image's size, so it is left to PiAPI.
+            for side in _OUTPAINT_SIDES:
+                if side in item:
+                    setting[side] = self._check_int(f"{where}[{side!r}]", item[side], 0)
+            settings.append(setting)
+        return settings
+
+    def build_create(
+        self, prepared: Prepared, *, callback_url: str | None, webhook_secret: str | None
+    ) -> HTTPRequest:
+        """Return ``POST /api/v1/task``; the webhook goes in ``config.webhook_config``."""
+        body: dict[str, Any] = {
+            "model": prepared.model,
+            "task_type": prepared.args["task_type"],
+            "input": prepared.args["input"],
+        }
+        config = dict(prepared.args.get("config") or {})
+        if callback_url is not None:
+            webhook = {"endpoint": callback_url}
+            if webhook_secret is not None:
+                webhook["secret"] = webhook_secret
+            config["webhook_config"] = webhook
+        if config:
+            body["config"] = config
+        return HTTPRequest(
+            "POST",
+            f"{self.base_url}/api/v1/task",
+            operation="create",
+            headers={"X-API-Key": self._api_key, "Content-Type": "application/json"},
+            body=_encoder.encode(body),
+        )
+
+    def parse_create(self, response: HTTPResponse) -> Accepted:
+        """Decode ``{"code": 200, "data": {"task_id", "status", "meta": {"usage"}}}``.
+
+        The job id is never lost once PiAPI gave one: a state that cannot be read leaves
+        ``Accepted.update`` as ``None`` rather than raising.
+        """
+        if not 200 <= response.status < 300:
+            raise self._http_error(response, "create")
+        try:
+            envelope = _decode_envelope(response.body)
+        except msgspec.DecodeError as exc:
+            # A 2xx answer we cannot read may still mean a created (and paid) task; a body
+            # that is JSON but not the documented shape may still name it.
+            job_id = _loose_task_id(response.body)
+            if job_id is not None:
+                return Accepted(job_id=job_id)
+            raise self._unexpected(response, "create", str(exc), Phase.AMBIGUOUS) from exc
+        if not _is_ok(envelope.code):
+            raise self._code_error(response, "create", envelope)
+        data = envelope.data
+        if data is None or not isinstance(data.task_id, str) or not data.task_id.strip():
+            raise self._unexpected(response, "create", "no data.task_id", Phase.AMBIGUOUS)
+        job_id = data.task_id
+        update: Update | None
+        try:
+            update = self._update(data, response, "create")
+        except UnexpectedResponseError:
+            update = None
+        return Accepted(job_id=job_id, cost=_cost(data), update=update)
+
+    def build_query(self, job_id: str) -> HTTPRequest:
+        """Return ``GET /api/v1/task/{task_id}``."""
+        return HTTPRequest(
+            "GET",
+            f"{self.base_url}/api/v1/task/{urllib.parse.quote(job_id, safe='')}",
+            operation="query",
+            headers={"X-API-Key": self._api_key},
+        )
+
+    def parse_query(self, response: HTTPResponse) -> Update:
+        """Decode ``{"code": 200, "data": {"status", "output": {"image_url"|"image_urls"}}}``."""
+        if not 200 <= response.status < 300:
+            raise self._http_error(response, "query")
+        try:
+            envelope = _decode_envelope(response.body)
+        except msgspec.DecodeError as exc:
+            raise self._unexpected(response, "query", str(exc), Phase.DEFINITIVE) from exc
+        if not _is_ok(envelope.code):
+            raise self._code_error(response, "query", envelope)
+        if envelope.data is None:
+            raise self._unexpected(response, "query", "no data", Phase.DEFINITIVE)
+        return self._update(envelope.data, response, "query")
+
+    def parse_callback(self, body: bytes) -> CallbackUpdate:
+        """Decode a webhook body ``{"timestamp", "data": {...task data...}}`` (3.8).
+
+        Non-terminal deliveries are normal (PiAPI may post on every status change) and come
+        back as queued/running updates. The envelope of a GET (``{"code", "data"}``) and a
+        bare task object are accepted too.
+
+        Raises:
+            ValueError: the body is not a JSON object holding a task object.
+            msgspec.DecodeError: a field has a type the task object cannot have.
+            FluxError: an unknown status, or a completed task without an image.
+        """
+        raw = _decode_json(body)
+        if not isinstance(raw, dict):
+            raise ValueError("piapi callback body is not a JSON object")
+        inner = raw.get("data")
+        if not isinstance(inner, dict):
+            if "task_id" not in raw:
+                raise ValueError("piapi callback body has no data object")
+            inner = raw
+        try:
+            data = msgspec.convert(inner, _TaskData)
+        except RecursionError as exc:
+            raise msgspec.DecodeError("JSON nested too deeply") from exc
+        job_id = data.task_id if isinstance(data.task_id, str) and data.task_id else None
+        update = self._update(data, HTTPResponse(200, {}, body), "callback")
+        return CallbackUpdate(job_id=job_id, update=update, secret=_echoed_secret(data.config))
+
+    def _update(self, data: _TaskData, response: HTTPResponse, operation: str) -> Update:
+        status = _status(data.status)
+        if status is None:
+            raise UnknownStatusError(
+                f"{self.name} {operation}: unknown task status {_shown(data.status)}",
+                provider=self.name,
+                phase=Phase.DEFINITIVE,
+                operation=operation,
+                status=response.status,
+                payload=_scrubbed_payload(response.body),
+            )
+        error = None
+        images: tuple[Image, ...] = ()
+        if status is JobStatus.FAILED:
+            error = _failure_reason(data.error) or "generation failed"
+        elif status is JobStatus.SUCCEEDED:
+            images = _images(data.output)
+            if not images:
+                raise self._unexpected(
+                    response,
+                    operation,
+                    "status completed but output holds no image_url, image_urls or image_base64",
+                    Phase.DEFINITIVE,
+                )
+        return Update(status=status, images=images, cost=_cost(data), error=error)
+
+    def _unexpected(
+        self, response: HTTPResponse, operation: str, detail: str, phase: Phase
+    ) -> UnexpectedResponseError:
+        # Not Provider._undecodable: that attaches the raw body, which echoes the secret.
+        return UnexpectedResponseError(
+            f"{self.name} {operation}: unexpected response (HTTP {response.status}): {detail}",
+            provider=self.name,
+            phase=phase,
+            operation=operation,
+            status=response.status,
+            payload=_scrubbed_payload(response.body),
+        )
+
+    def _http_error(self, response: HTTPResponse, operation: str) -> ProviderError:
+        # The HTTP error body of the task API is undocumented (providers.md 3.7); a
+        # third-party guide shows {"code", "data": null, "message"}. Anything is accepted.
+        payload = _scrubbed_payload(response.body)
+        message = provider_message(payload, "message", "error", "detail")
+        if message is None and isinstance(payload, dict):
+            inner = payload.get("data")
+            message = _failure_reason(inner.get("error")) if isinstance(inner, dict) else None
+        code = payload.get("code") if isinstance(payload, dict) else None
+        return self._error(
+            response, operation, message=message, code=_plain_code(code), payload=payload
+        )
+
+    def _code_error(
+        self, response: HTTPResponse, operation: str, envelope: _Envelope
+    ) -> ProviderError:
+        # A 2xx whose envelope code is not 200. Codes shaped like HTTP statuses are read as
+        # such; others (their list is [U], providers.md 3.7) are a definitive refusal.
+        message = None
+        if isinstance(envelope.message, str) and envelope.message.strip():
+            message = envelope.message.strip()[:500]
+        elif envelope.data is not None:
+            message = _failure_reason(envelope.data.error)
+        code = _plain_code(envelope.code)
+        kind: type[ProviderError] = BadRequestError
+        phase = Phase.DEFINITIVE
+        if isinstance(code, int) and 400 <= code < 600:
+            phase = phase_for_status(code)
+            if code == 401:
+                kind = AuthenticationError
+            elif code in (402, 403):
+                kind = InsufficientCreditsError
+            elif code == 429:
+                kind = RateLimitedError
+            elif code >= 500:
+                kind = ProviderUnavailableError
+        if kind is BadRequestError and any(
+            word in (message or "").lower() for word in _CREDIT_WORDS
+        ):
+            kind = InsufficientCreditsError
+        return self._error(
+            response,
+            operation,
+            message=message,
+            code=code,
+            payload=_scrubbed_payload(response.body),
+            phase=phase,
+            kind=kind,
+        )
+
+
+def _extra_keys(task_type: str) -> tuple[str, ...]:
+    keys = ["task_type", "service_mode"]
+    if task_type != _KONTEXT:
+        keys.append("negative_prompt")
+    if task_type in _LORA_COUNT:
+        keys.append("lora_settings")
+    if task_type in _CONTROL_NET_COUNT:
+        keys.append("control_net_settings")
+    if task_type == "fill-outpaint":
+        keys.append("custom_settings")
+    return tuple(keys)
+
+
+def _decode_json(body: bytes) -> Any:
+    try:
+        return decode_json(body)
+    except RecursionError as exc:
+        raise msgspec.DecodeError("JSON nested too deeply") from exc
+
+
+def _decode_envelope(body: bytes) -> _Envelope:
+    try:
+        return _envelope_decoder.decode(body)
+    except RecursionError as exc:
+        raise msgspec.DecodeError("JSON nested too deeply") from exc
+
+
+def _loose_task_id(body: bytes) -> str | None:
+    try:
+        raw = _decode_json(body)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(raw, dict) or not _is_ok(raw.get("code")):
+        return None
+    data = raw.get("data")
+    task_id = data.get("task_id") if isinstance(data, dict) else None
+    return task_id if isinstance(task_id, str) and task_id.strip() else None
+
+
+def _is_ok(code: Any) -> bool:
+    # A missing code is read as success: the rest of the body decides.
+    return code is None or _plain_code(code) == _CODE_OK
+
+
+def _plain_code(code: Any) -> int | str | None:
+    """Return the envelope's ``code`` as an int when it is one (PiAPI sends ints)."""
+    if isinstance(code, bool):
+        return None
+    if isinstance(code, int):
+        return code
+    if isinstance(code, str):
+        text = code.strip()
+        if text.isascii() and text.isdigit() and len(text) < 10:
+            return int(text)
+        return text[:40] or None
+    return None
+
+
+def _status(value: Any) -> JobStatus | None:
+    if not isinstance(value, str):
+        return None
+    return _STATUS.get(value.strip().lower())
+
+
+def _images(output: _Output | None) -> tuple[Image, ...]:
+    if output is None:
+        return ()
+    urls: list[str] = []
+    if isinstance(output.image_url, str):
+        urls.append(output.image_url.strip())
+    if isinstance(output.image_urls, list):
+        urls.extend(url.strip() for url in output.image_urls if isinstance(url, str))
+    images = [Image(url=url) for url in dict.fromkeys(url for url in urls if url)]
+    # image_base64 is "" in every example (3.5); when filled it is most likely the same
+    # image as the URL, so it is used only when there is no URL.
+    encoded = output.image_base64
+    if not images and isinstance(encoded, str) and encoded.strip():
+        encoded = encoded.strip()
+        if encoded.startswith("data:"):
+            images.append(Image(url=encoded))
+        else:
+            content_type = _sniff(encoded)
+            images.append(
+                Image(url=f"data:{content_type};base64,{encoded}", content_type=content_type)
+            )
+    return tuple(images)
+
+
+def _sniff(encoded: str) -> str:
+    # The first base64 characters of each format's magic bytes; PNG when unsure.
+    if encoded.startswith("/9j/"):
+        return "image/jpeg"
+    if encoded.startswith("UklGR"):
+        return "image/webp"
+    return "image/png"
+
+
+def _cost(data: _TaskData) -> Decimal | None:
+    # meta.usage.consume is in PiAPI quota points (usage.type "quota"), not USD (3.4).
+    usage = data.meta.usage if data.meta is not None else None
+    return to_decimal(usage.consume) if usage is not None else None
+
+
+def _failure_reason(error: Any) -> str | None:
+    # data.error {code, raw_message, message, detail}; empty strings mean "no error" (3.7).
+    if isinstance(error, str):
+        return error.strip()[:500] or None
+    if isinstance(error, dict):
+        for key in ("message", "raw_message"):
+            value = error.get(key)
+            if isinstance(value, str) and value.strip():
+                return value.strip()[:500]
+    return None
+
+
+def _echoed_secret(config: Any) -> str | None:
+    webhook = config.get("webhook_config") if isinstance(config, dict) else None
+    secret = webhook.get("secret") if isinstance(webhook, dict) else None
+    return secret if isinstance(secret, str) and secret else None
+
+
+def _scrub(node: Any) -> Any:
+    """Return ``node`` (a task object) with ``config.webhook_config.secret`` redacted."""
+    if not isinstance(node, dict):
+        return node
+    config = node.get("config")
+    webhook = config.get("webhook_config") if isinstance(config, dict) else None
+    if not isinstance(webhook, dict) or "secret" not in webhook:
+        return node
+    assert isinstance(config, dict)
+    return {**node, "config": {**config, "webhook_config": {**webhook, "secret": _REDACTED}}}
+
+
+def _scrubbed_payload(body: bytes) -> Any:
+    """Decode ``body`` for an error's ``payload``, with the echoed webhook secret removed."""
+    try:
+        raw = _decode_json(body)
+    except msgspec.DecodeError:
+        return _SECRET_IN_BYTES.sub(rb'\1"' + _REDACTED.encode() + rb'"', body)[:2048]
+    if isinstance(raw, dict):
+        raw = _scrub(raw)
+        if isinstance(raw.get("data"), dict):
+            raw = {**raw, "data": _scrub(raw["data"])}
+    return raw
+
+
+def _shown(value: Any) -> str:
+    try:
+        shown = repr(value)
+    except ValueError:  # an integer too long to print
+        return "<unprintable>"
+    return shown if len(shown) <= 80 else shown[:77] + "..."

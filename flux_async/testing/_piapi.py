@@ -1,0 +1,376 @@
+"""Speak PiAPI's unified task API for Flux (providers.md section 3): tasks and webhooks."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from typing import Any
+
+import msgspec
+from aiohttp import web
+from yarl import URL
+
+from ._callbacks import CallbackDispatcher, Payload
+from ._core import (
+    FakeJob,
+    FakeState,
+    Phase,
+    admit_create,
+    admit_query,
+    decode_json,
+    json_response,
+    reset_connection,
+)
+
+__all__ = ["PiAPIRoutes", "rfc3339"]
+
+# §3.2
+SCHNELL, DEV, ADVANCED = "Qubico/flux1-schnell", "Qubico/flux1-dev", "Qubico/flux1-dev-advanced"
+MODELS = (SCHNELL, DEV, ADVANCED)
+TASK_TYPES = (
+    "txt2img",
+    "img2img",
+    "txt2img-lora",
+    "img2img-lora",
+    "fill-inpaint",
+    "fill-outpaint",
+    "redux-variation",
+    "controlnet-lora",
+    "kontext",
+)
+# §3.2: only flux1-dev-advanced supports the LoRA, ControlNet, fill, redux and kontext types.
+ADVANCED_ONLY = frozenset(TASK_TYPES) - {"txt2img", "img2img"}
+# §3.3 `image`: required for img2img, fill-*, redux and kontext.
+NEEDS_IMAGE = frozenset(
+    {"img2img", "img2img-lora", "fill-inpaint", "fill-outpaint", "redux-variation", "kontext"}
+)
+CONTROL_TYPES = ("depth", "canny", "soft_edge", "openpose")
+SERVICE_MODES = ("", "public", "private")
+MAX_PIXELS = 1_048_576  # §3.3: width * height <= 1,048,576
+KONTEXT_MAX_STEPS = 40  # §3.3
+
+# §3.4: the Go zero time stands for "not yet".
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+# §3.4 example usage.consume is 20000 for a schnell task; the other prices are guesses.
+CONSUME = {SCHNELL: 20_000, DEV: 150_000, ADVANCED: 150_000}
+
+# §3.6: PiAPI's own docs spell statuses several ways; the fake rotates through them.
+QUEUED_SPELLINGS = ("pending", "Pending", "staged", "starting")
+RUNNING_SPELLINGS = ("processing", "Processing", "starting", "retry")
+SUCCESS_SPELLINGS = ("completed", "Completed", "success")
+FAILED_SPELLINGS = ("failed", "Failed")
+UNKNOWN_STATUSES = ("exploded", "quarantined")  # not in any documented set
+
+NO_ERROR: dict[str, Any] = {"code": 0, "raw_message": "", "message": "", "detail": None}
+FAILURE_ERROR: dict[str, Any] = {
+    "code": 10000,
+    "raw_message": "fake upstream failure: the model returned no image",
+    "message": "failed to generate image",
+    "detail": None,
+}
+
+
+def _task_id(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _envelope_error(status: int, message: str) -> web.Response:
+    # §3.7: HTTP-level errors for /api/v1/task are [U]; this shape is the unverified
+    # third-party claim (S15): {"code": <http>, "data": null, "message": "..."}.
+    return json_response({"code": status, "data": None, "message": message}, status=status)
+
+
+def _refuse(status: int) -> web.Response:
+    messages = {
+        401: "Unauthorized: the API key is missing or incorrect",
+        429: "too many requests",
+        500: "Internal Server Error",
+        503: "Service Unavailable",
+    }
+    return _envelope_error(status, messages.get(status, "error"))
+
+
+def rfc3339(unix_seconds: float) -> str:
+    """Format unix seconds like Go's RFC3339Nano (UTC, trailing zeros trimmed)."""
+    nanos_total = round(unix_seconds * 1_000_000_000)
+    seconds, nanos = divmod(nanos_total, 1_000_000_000)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    fraction = f"{nanos:09d}".rstrip("0")
+    return f"{base}.{fraction}Z" if fraction else f"{base}Z"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return _is_number(value) and float(value).is_integer()
+
+
+def _validate(body: Any) -> str | None:
+    """Check a create body against §3.2 and §3.3; return the error message, if any."""
+    if not isinstance(body, dict):
+        return "invalid request body: expected a JSON object"
+    model = body.get("model")
+    if model not in MODELS:
+        return f"invalid model: {model!r}, expected one of {', '.join(MODELS)}"
+    task_type = body.get("task_type")
+    if task_type not in TASK_TYPES:
+        return f"invalid task_type: {task_type!r}, expected one of {', '.join(TASK_TYPES)}"
+    if task_type in ADVANCED_ONLY and model != ADVANCED:
+        return f"task_type {task_type} is only supported by {ADVANCED}, not {model}"
+    task_input = body.get("input")
+    if not isinstance(task_input, dict):
+        return "input is required and must be an object"
+    problem = _validate_input(model, task_type, task_input)
+    if problem is not None:
+        return problem
+    return _validate_config(body.get("config"))
+
+
+def _validate_input(model: str, task_type: str, task_input: dict[str, Any]) -> str | None:
+    prompt = task_input.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        return "input.prompt is required and must be a non-empty string"
+    for name in ("width", "height"):
+        value = task_input.get(name)
+        if value is not None and (not _is_int(value) or value <= 0):
+            return f"input.{name} must be a positive integer, got {value!r}"
+    if "width" in task_input or "height" in task_input:
+        width = task_input.get("width") or 1024
+        height = task_input.get("height") or 1024
+        if width * height > MAX_PIXELS:
+            return f"input.width * input.height must be <= {MAX_PIXELS}, got {width}x{height}"
+    guidance = task_input.get("guidance_scale")
+    if guidance is not None and (not _is_number(guidance) or not 1.5 <= guidance <= 5):
+        return f"input.guidance_scale must be between 1.5 and 5, got {guidance!r}"
+    denoise = task_input.get("denoise")
+    if denoise is not None and (not _is_number(denoise) or not 0 < denoise <= 1):
+        return f"input.denoise must be in (0, 1], got {denoise!r}"
+    batch_size = task_input.get("batch_size")
+    if batch_size is not None:
+        if not _is_int(batch_size) or not 1 <= batch_size <= 4:
+            return f"input.batch_size must be an integer from 1 to 4, got {batch_size!r}"
+        if batch_size > 1 and model != SCHNELL:
+            return f"input.batch_size only works for {SCHNELL}"
+    steps = task_input.get("steps")
+    if steps is not None:
+        if not _is_int(steps) or steps < 0:
+            return f"input.steps must be a non-negative integer, got {steps!r}"
+        if task_type == "kontext" and steps > KONTEXT_MAX_STEPS:
+            return f"input.steps must be <= {KONTEXT_MAX_STEPS} for kontext, got {steps!r}"
+    if task_type in NEEDS_IMAGE:
+        image = task_input.get("image")
+        if not isinstance(image, str) or not image.strip():
+            return f"input.image is required for {task_type}"
+    return _validate_lora_and_controlnet(task_type, task_input)
+
+
+def _validate_lora_and_controlnet(task_type: str, task_input: dict[str, Any]) -> str | None:
+    loras = task_input.get("lora_settings")
+    if loras is not None and (
+        not isinstance(loras, list)
+        or not all(isinstance(x, dict) and isinstance(x.get("lora_type"), str) for x in loras)
+    ):
+        return "input.lora_settings must be a list of objects with a lora_type string"
+    lora_count = len(loras) if loras else 0
+    # §3.2 capacity: the *-lora types take exactly one LoRA, controlnet-lora zero or one.
+    if task_type in ("txt2img-lora", "img2img-lora") and lora_count != 1:
+        return f"{task_type} takes exactly 1 entry in input.lora_settings, got {lora_count}"
+    if task_type == "controlnet-lora":
+        if lora_count > 1:
+            return f"controlnet-lora takes at most 1 entry in lora_settings, got {lora_count}"
+        controls = task_input.get("control_net_settings")
+        if not isinstance(controls, list) or len(controls) != 1:
+            return "controlnet-lora takes exactly 1 entry in input.control_net_settings"
+        control = controls[0]
+        if not isinstance(control, dict) or control.get("control_type") not in CONTROL_TYPES:
+            return f"control_net_settings[0].control_type must be one of {CONTROL_TYPES}"
+        image = control.get("control_image")
+        if not isinstance(image, str) or not image.strip():
+            return "control_net_settings[0].control_image is required"
+    return None
+
+
+def _validate_config(config: Any) -> str | None:
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        return "config must be an object"
+    if config.get("service_mode", "") not in SERVICE_MODES:
+        return f"config.service_mode must be public or private, got {config['service_mode']!r}"
+    webhook = config.get("webhook_config")
+    if webhook is None:
+        return None
+    if not isinstance(webhook, dict):
+        return "config.webhook_config must be an object"
+    endpoint = webhook.get("endpoint", "")
+    secret = webhook.get("secret", "")
+    if not isinstance(endpoint, str) or (endpoint and not _is_http_url(endpoint)):
+        return f"config.webhook_config.endpoint must be an http(s) URL, got {endpoint!r}"
+    if not isinstance(secret, str):
+        return "config.webhook_config.secret must be a string"
+    return None
+
+
+def _is_http_url(text: str) -> bool:
+    try:
+        url = URL(text)
+    except ValueError:
+        return False
+    return url.scheme in ("http", "https") and bool(url.host)
+
+
+class PiAPIRoutes:
+    """Serve ``POST /api/v1/task`` and ``GET /api/v1/task/{task_id}`` (§3.1)."""
+
+    def __init__(self, state: FakeState, callbacks: CallbackDispatcher) -> None:
+        self._state = state
+        self._callbacks = callbacks
+
+    def routes(self) -> list[web.RouteDef]:
+        """Return the aiohttp route table."""
+        return [
+            web.post("/api/v1/task", self.create),
+            web.get("/api/v1/task/{task_id}", self.query),
+        ]
+
+    async def create(self, request: web.Request) -> web.StreamResponse:
+        """Create a task (§3.3) and answer with the §3.4 envelope."""
+        state = self._state
+        state.requests["piapi.create"] += 1
+        state.create_attempts += 1
+        body = decode_json(await request.read())
+        prompt = _prompt_of(body)
+        refused, triggers = admit_create(
+            state, request, prompt=prompt, key=request.headers.get("X-API-Key"), refuse=_refuse
+        )
+        if refused is not None:
+            return refused
+        problem = _validate(body)
+        if problem is not None:
+            return _envelope_error(400, problem)
+        config = body.get("config") or {}
+        webhook = config.get("webhook_config") or {}
+        endpoint = webhook.get("endpoint") or None
+        fate = state.dice.job_fate(triggers, has_callback=endpoint is not None)
+        task_input = body["input"]
+        job = state.add_job(
+            job_id=state.new_job_id(_task_id),
+            provider="piapi",
+            prompt=task_input["prompt"],
+            model=body["model"],
+            params=task_input,
+            fate=fate,
+            num_images=int(task_input.get("batch_size") or 1),
+            callback_url=endpoint,
+            callback_secret=webhook.get("secret") or None,
+            task_type=body["task_type"],
+            service_mode=config.get("service_mode", ""),
+        )
+        if "early" in job.callback_faults:
+            await self._callbacks.deliver_now(job)
+        else:
+            self._callbacks.schedule(job)
+        if fate.drop_response:
+            state.lost_responses += 1
+            return reset_connection(request, hard=False)
+        # §3.4: the create response is the task as first stored, always "pending".
+        data = _task_data(job, "queued", "pending")
+        return json_response({"code": 200, "data": data, "message": "success"})
+
+    async def query(self, request: web.Request) -> web.StreamResponse:
+        """Return a task (§3.4-§3.6) with a seeded choice of status spelling."""
+        state = self._state
+        state.requests["piapi.query"] += 1
+        task_id = request.match_info["task_id"]
+        state.polls_per_job[task_id] += 1
+        refused = admit_query(state, request, key=request.headers.get("X-API-Key"), refuse=_refuse)
+        if refused is not None:
+            return refused
+        job = state.jobs.get(task_id)
+        if job is None or job.provider != "piapi":
+            return _envelope_error(404, "task not found")  # §3.7: [U]
+        phase = job.phase(time.monotonic())
+        data = _task_data(job, phase, _status(job, phase, state.rng))
+        return json_response({"code": 200, "data": data, "message": "success"})
+
+    def callback_payload(self, job: FakeJob, kind: str) -> Payload | None:
+        """Build a webhook delivery (§3.8): ``{"timestamp", "data"}`` plus the secret header."""
+        rng = self._state.rng
+        phase: Phase = "done" if kind == "terminal" else "running"
+        status = _status(job, phase, rng)
+        body = {"timestamp": int(time.time()), "data": _task_data(job, phase, status)}
+        headers = {"x-webhook-secret": job.callback_secret} if job.callback_secret else {}
+        return status, msgspec.json.encode(body), headers
+
+
+def _prompt_of(body: Any) -> str | None:
+    if isinstance(body, dict):
+        task_input = body.get("input")
+        if isinstance(task_input, dict):
+            prompt = task_input.get("prompt")
+            if isinstance(prompt, str):
+                return prompt
+    return None
+
+
+def _status(job: FakeJob, phase: Phase, rng: random.Random) -> str:
+    if phase == "queued":
+        return rng.choice(QUEUED_SPELLINGS)
+    if phase == "running":
+        return rng.choice(RUNNING_SPELLINGS)
+    if job.outcome == "succeeded":
+        return rng.choice(SUCCESS_SPELLINGS)
+    if job.outcome == "failed":
+        return rng.choice(FAILED_SPELLINGS)
+    return UNKNOWN_STATUSES[job.variant % len(UNKNOWN_STATUSES)]
+
+
+def _output(job: FakeJob) -> dict[str, Any]:
+    urls = list(job.image_urls)
+    if len(urls) == 1:
+        return {"image_url": urls[0], "image_base64": ""}
+    # §3.5: several images come as image_urls; image_url may be absent, empty or the first.
+    shape = job.variant % 3
+    if shape == 0:
+        return {"image_urls": urls, "image_base64": ""}
+    return {"image_url": "" if shape == 1 else urls[0], "image_urls": urls, "image_base64": ""}
+
+
+def _task_data(job: FakeJob, phase: Phase, status: str) -> dict[str, Any]:
+    """Build the ``data`` object shared by create, get and webhook (§3.4)."""
+    finished = phase == "done" and job.outcome in ("succeeded", "failed")
+    batch_size = int(job.params.get("batch_size") or 1)
+    echo = {"prompt": "", "negative_prompt": "", "width": 0, "height": 0, "steps": 0}
+    echo.update(job.params)
+    return {
+        "task_id": job.id,
+        "model": job.model,
+        "task_type": job.task_type,
+        "status": status,
+        "config": {
+            "service_mode": job.service_mode,
+            "webhook_config": {
+                "endpoint": job.callback_url or "",
+                "secret": job.callback_secret or "",  # §3.4: the secret is echoed back
+            },
+        },
+        "input": echo,
+        "output": _output(job) if finished and job.outcome == "succeeded" else None,
+        "meta": {
+            "created_at": rfc3339(job.created_wall),
+            "started_at": GO_ZERO_TIME
+            if phase == "queued"
+            else rfc3339(job.wall_time(job.started_at)),
+            "ended_at": rfc3339(job.wall_time(job.ready_at))
+            if finished and job.ready_at is not None
+            else GO_ZERO_TIME,
+            "usage": {"type": "quota", "frozen": 0, "consume": CONSUME[job.model] * batch_size},
+            "is_using_private_pool": False,
+        },
+        "detail": None,
+        "logs": [],
+        "error": FAILURE_ERROR if finished and job.outcome == "failed" else NO_ERROR,
+    }
