@@ -7,13 +7,17 @@
         print(generation.images[0].url)
 """
 
+import logging as _logging
+
 from ._client import FluxClient, Job
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
 from ._errors import (
     AuthenticationError,
     BadRequestError,
+    BudgetExceededError,
     ClientStateError,
     ConfigurationError,
+    DownloadError,
     FluxError,
     InsufficientCreditsError,
     JobCancelledError,
@@ -31,16 +35,31 @@ from ._errors import (
     UnknownStatusError,
     ValidationError,
 )
-from ._models import Generation, GenerationRequest, Image, JobSnapshot, JobStatus
-from .providers import Provider, ShortAPI
+from ._models import (
+    Event,
+    Generation,
+    GenerationRequest,
+    Image,
+    JobSnapshot,
+    JobStatus,
+    Outcome,
+)
+from .providers import AIMLAPI, PiAPI, Provider, ShortAPI
 
 __version__ = "0.1.0.dev0"
 
+# A library logs; the application decides where that goes.
+_logging.getLogger("flux_async").addHandler(_logging.NullHandler())
+
 __all__ = [
+    "AIMLAPI",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceededError",
     "ClientStateError",
     "ConfigurationError",
+    "DownloadError",
+    "Event",
     "FluxClient",
     "FluxError",
     "Generation",
@@ -56,7 +75,9 @@ __all__ = [
     "JobTimeoutError",
     "JobUnknownError",
     "Limits",
+    "Outcome",
     "Phase",
+    "PiAPI",
     "PollPolicy",
     "Provider",
     "ProviderError",

@@ -668,6 +668,10 @@ class FluxClient:
         )
         if self._registry.advance(entry, JobStatus.TIMED_OUT, error=error):
             error.job = entry.snapshot()
+            # A synchronous create still waiting for its answer is abandoned.
+            task = self._creates.pop(entry.local_id, None)
+            if task is not None:
+                task.cancel()
 
 
 def make_request(provider: str, prompt: Any, params: dict[str, Any]) -> GenerationRequest:
