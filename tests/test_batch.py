@@ -1,0 +1,267 @@
+"""generate_many: every input accounted for, bounded memory, budget, downloads, events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from flux_async import (
+    BudgetExceededError,
+    DownloadError,
+    Event,
+    FluxClient,
+    Generation,
+    Image,
+    JobStatus,
+    Limits,
+    PollPolicy,
+    RetryPolicy,
+    ShortAPI,
+    ValidationError,
+)
+from flux_async.testing import FakeProvider, Faults
+
+pytestmark = pytest.mark.anyio
+
+KEY = "sk-batch-secret-777"
+FAST_POLL = PollPolicy(wait_first=0.03, wait_initial=0.02, wait_max=0.1, timeout=1.5)
+FAST_RETRY = RetryPolicy(attempts=30, wait_initial=0.01, wait_max=0.05)
+BIG = Limits(max_jobs_in_flight=2000, max_connections=64, polls_per_second=20000)
+
+
+def client_for(fake: FakeProvider, **kwargs: object) -> FluxClient:
+    kwargs.setdefault("poll", FAST_POLL)
+    kwargs.setdefault("retry", FAST_RETRY)
+    kwargs.setdefault("limits", BIG)
+    return FluxClient(ShortAPI(KEY, base_url=fake.url), seed=0, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_5000_prompts_with_faults_each_accounted_for_once() -> None:
+    faults = Faults(
+        create_429=0.03, create_5xx=0.02, query_5xx=0.05, query_reset=0.01,
+        drop_after_accept=0.01, never_finish=0.01, retry_after=0,
+    )
+    pulled = 0
+
+    def prompts() -> Iterator[str]:
+        nonlocal pulled
+        for i in range(5000):
+            pulled += 1
+            yield f"prompt {i}"
+
+    async with FakeProvider(latency=(0.01, 0.05), faults=faults, seed=7) as fake:
+        async with client_for(fake) as client:
+            indexes = []
+            statuses: Counter[str] = Counter()
+            async for outcome in client.generate_many(prompts(), concurrency=400):
+                indexes.append(outcome.index)
+                statuses[outcome.status] += 1
+                assert (outcome.generation is not None) == (outcome.status == "succeeded")
+                assert (outcome.error is None) == outcome.ok
+            assert client.outstanding == 0
+    assert sorted(indexes) == list(range(5000))
+    assert pulled == 5000
+    assert max(fake.creates_per_prompt.values()) == 1
+    assert statuses["succeeded"] > 4500
+    assert statuses["unknown"] >= 1 and statuses["timed_out"] >= 1
+    # every lost create response ended "unknown", never resent
+    assert statuses["unknown"] >= fake.lost_responses
+
+
+async def test_input_is_read_lazily_and_the_registry_stays_bounded() -> None:
+    pulled = 0
+    peak_registry = 0
+
+    def prompts() -> Iterator[str]:
+        nonlocal pulled
+        for i in range(100_000):
+            pulled += 1
+            yield f"lazy {i}"
+
+    async with FakeProvider(latency=0.005, seed=8) as fake:
+        async with client_for(fake) as client:
+            seen = 0
+            batch = client.generate_many(prompts(), concurrency=8)
+            async with contextlib.aclosing(batch):  # type: ignore[type-var]
+                async for _ in batch:
+                    seen += 1
+                    peak_registry = max(peak_registry, len(client._registry))
+                    if seen == 300:
+                        break
+            assert client.outstanding == 0 and len(client._registry) == 0
+    assert peak_registry <= 8
+    assert pulled <= 300 + 8 + 8 + 2  # consumed, in flight, queued, one in hand
+
+
+async def test_async_iterables_mappings_and_rejections() -> None:
+    async def requests() -> AsyncIterator[object]:
+        yield "plain"
+        yield {"prompt": "mapped", "aspect_ratio": "16:9", "num_images": 2}
+        yield {"prompt": "bad", "num_images": 3}
+        yield {"no": "prompt"}
+        yield 42
+
+    async with FakeProvider(latency=0.01) as fake:
+        async with client_for(fake) as client:
+            outcomes = {o.index: o async for o in client.generate_many(requests())}
+    assert outcomes[0].ok and outcomes[1].ok
+    assert outcomes[1].generation is not None and len(outcomes[1].generation.images) == 2
+    for index in (2, 3, 4):
+        assert outcomes[index].status == "rejected"
+        assert isinstance(outcomes[index].error, ValidationError)
+    assert fake.create_attempts == 2
+
+
+async def test_budget_stops_new_submissions_and_paid_jobs_finish() -> None:
+    async with FakeProvider(latency=0.02) as fake:
+        async with client_for(fake) as client:
+            outcomes = [
+                o async for o in client.generate_many(
+                    (f"budget {i}" for i in range(12)), concurrency=3, budget="0.10"
+                )
+            ]
+    done = [o for o in outcomes if o.ok]
+    skipped = [o for o in outcomes if o.status == "skipped"]
+    assert len(outcomes) == 12
+    assert len(done) == 5 and len(skipped) == 7  # $0.02 each
+    assert all(isinstance(o.error, BudgetExceededError) for o in skipped)
+    assert sum((o.cost or Decimal(0)) for o in outcomes) == Decimal("0.10")
+    assert sum(fake.creates_per_prompt.values()) == 5
+
+
+async def test_downloads_saved_atomically_with_served_bytes(tmp_path: Path) -> None:
+    async with FakeProvider(latency=0.02) as fake:
+        async with client_for(fake) as client:
+            outcomes = [
+                o async for o in client.generate_many(
+                    [{"prompt": f"d{i}", "num_images": 2} for i in range(6)],
+                    download_to=tmp_path,
+                )
+            ]
+    assert all(o.ok for o in outcomes)
+    files = [path for o in outcomes for path in o.files]
+    assert len(files) == 12
+    for outcome in outcomes:
+        assert outcome.generation is not None
+        for image, path in zip(outcome.generation.images, outcome.files, strict=True):
+            served = fake.served_files[image.url.removeprefix(fake.url)]
+            assert path.read_bytes() == served
+            assert path.suffix == ".png" and path.parent == tmp_path
+    assert not list(tmp_path.glob(".*.part"))
+
+
+@pytest.fixture
+async def image_host() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
+    """A separate image host that records request headers and serves odd answers."""
+    seen: list[dict[str, str]] = []
+    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 100
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        seen.append(dict(request.headers))
+        kind = request.match_info["kind"]
+        if kind == "ok.png":
+            return web.Response(body=png, content_type="image/png")
+        if kind == "html":
+            return web.Response(text="<html>", content_type="text/html")
+        if kind == "huge":
+            return web.Response(body=b"\0" * 5000, content_type="image/png")
+        if kind == "flaky" and len([h for h in seen if h]) < 3:
+            return web.Response(status=503, headers={"Retry-After": "0"})
+        if kind == "flaky":
+            return web.Response(body=png, content_type="image/png")
+        return web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_get("/img/{kind}", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
+    await runner.cleanup()
+
+
+def _generation(url: str) -> Generation:
+    return Generation(images=(Image(url=url),), provider="shortapi", model="m",
+                      job_id="job/../1", local_id="l")
+
+
+async def test_download_never_sends_the_key_and_checks_type_and_size(
+    image_host: tuple[str, list[dict[str, str]]], tmp_path: Path
+) -> None:
+    base, seen = image_host
+    async with FakeProvider() as fake:
+        limits = Limits(max_download_bytes=1000)
+        async with client_for(fake, limits=limits) as client:
+            (path,) = await client.download(_generation(f"{base}/img/ok.png"), tmp_path)
+            assert path.read_bytes().startswith(b"\x89PNG") and path.parent == tmp_path
+            with pytest.raises(DownloadError, match="not an image"):
+                await client.download(_generation(f"{base}/img/html"), tmp_path / "h")
+            with pytest.raises(DownloadError, match="limit"):
+                await client.download(_generation(f"{base}/img/huge"), tmp_path / "b")
+            with pytest.raises(DownloadError, match="404"):
+                await client.download(_generation(f"{base}/img/missing"), tmp_path / "m")
+            (flaky,) = await client.download(_generation(f"{base}/img/flaky"), tmp_path / "f")
+            assert flaky.exists()
+    assert seen
+    for headers in seen:
+        assert "Authorization" not in headers and KEY not in str(headers)
+    assert not list(tmp_path.rglob("*.part")) and not list((tmp_path / "b").glob("*"))
+
+
+async def test_early_break_leaves_nothing_running() -> None:
+    before = asyncio.all_tasks()
+    async with FakeProvider(latency=(0.05, 0.2), seed=9) as fake:
+        async with client_for(fake) as client:
+            batch = client.generate_many((f"e{i}" for i in range(1000)), concurrency=50)
+            async with contextlib.aclosing(batch):  # type: ignore[type-var]
+                async for _ in batch:
+                    break
+            assert client.outstanding == 0 and len(client._registry) == 0
+            await asyncio.sleep(0.05)
+            leftover = asyncio.all_tasks() - before - {asyncio.current_task()}
+            assert not [t for t in leftover
+                        if "flux_async/_" in t.get_coro().cr_code.co_filename
+                        and "_scheduler" not in t.get_coro().cr_code.co_filename]
+            # the client is still usable
+            assert (await client.generate("after")).images
+
+
+async def test_cancelling_the_consumer_cancels_outstanding_jobs() -> None:
+    async with FakeProvider(latency=5, seed=10) as fake:
+        async with client_for(fake, poll=PollPolicy(wait_first=0.05, timeout=30)) as client:
+            async def consume() -> None:
+                async for _ in client.generate_many((f"c{i}" for i in range(100)),
+                                                    concurrency=10):
+                    pass
+
+            task = asyncio.ensure_future(consume())
+            await asyncio.sleep(0.3)
+            assert client.outstanding == 10
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert client.outstanding == 0 and len(client._registry) == 0
+
+
+async def test_events_report_progress() -> None:
+    events: list[Event] = []
+    async with FakeProvider(latency=0.02, faults=Faults(retry_after=0)) as fake:
+        async with client_for(fake) as client:
+            stop = client.subscribe(events.append)
+            async for _ in client.generate_many(["one", "[fault:429] two"]):
+                pass
+            stop()
+            await client.generate("unseen")
+    kinds = Counter(event.kind for event in events)
+    assert kinds["submitted"] == 2 and kinds["finished"] == 2
+    assert kinds["rate_limited"] == 1 and kinds["retried"] == 1
+    finished = [e for e in events if e.kind == "finished"]
+    assert all(e.status is JobStatus.SUCCEEDED and e.job_id for e in finished)
