@@ -10,7 +10,7 @@
 import logging as _logging
 
 from ._client import FluxClient, Job
-from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
+from ._config import Limits, PollPolicy, RetryPolicy, Timeouts, Webhooks
 from ._errors import (
     AuthenticationError,
     BadRequestError,
@@ -91,5 +91,6 @@ __all__ = [
     "UnexpectedResponseError",
     "UnknownStatusError",
     "ValidationError",
+    "Webhooks",
     "__version__",
 ]

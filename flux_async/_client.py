@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterable,
+    Mapping,
+)
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import anyio
 import msgspec
 
-from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
+from ._config import Limits, PollPolicy, RetryPolicy, Timeouts, Webhooks
 from ._download import Downloader
 from ._errors import (
     ClientStateError,
@@ -30,6 +38,7 @@ from ._errors import (
     Phase,
     RateLimitedError,
     RequestError,
+    UnknownStatusError,
     ValidationError,
 )
 from ._models import (
@@ -46,6 +55,11 @@ from ._retry import RetryBudget, TokenBucket, retry_wait, wait_table
 from ._scheduler import PollScheduler
 from ._transport import Transport
 from .providers._base import HTTPRequest, HTTPResponse, Prepared, Provider, Update
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from ._webhooks import WebhookResponse
 
 __all__ = ["FluxClient", "Job"]
 
@@ -172,6 +186,8 @@ class FluxClient:
         retry: how failed requests are retried (a create only when provably not acted on).
         timeouts: network timeouts.
         session: an `aiohttp.ClientSession` to use; the client never closes one passed in.
+        webhooks: receive provider callbacks (ShortAPI, PiAPI) instead of polling; see
+            `Webhooks`. AI/ML API answers synchronously and takes none.
         seed: seeds the jitter, for reproducible schedules in tests.
     """
 
@@ -184,10 +200,18 @@ class FluxClient:
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
         session: aiohttp.ClientSession | None = None,
+        webhooks: Webhooks | None = None,
         seed: int | None = None,
     ) -> None:
         if not isinstance(provider, Provider):
             raise TypeError(f"provider must be a flux_async Provider, got {provider!r}")
+        if webhooks is not None:
+            _check_webhooks(provider, webhooks)
+        self._webhooks = webhooks
+        self._receiver: Any = None
+        self._callback_base: str | None = None
+        # Finished jobs' token digests, so late callbacks get 200 rather than 404.
+        self._finished_tokens: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._provider = provider
         self._limits = limits or provider.default_limits
         self._poll_policy = poll or PollPolicy()
@@ -268,6 +292,23 @@ class FluxClient:
         self._downloader = Downloader(
             limits=self._limits, timeouts=self._timeouts, retry=self._retry_policy, rng=self._rng
         )
+        if self._webhooks is not None:
+            self._callback_base = self._webhooks.public_url
+            if self._webhooks.serve:
+                from ._webhooks import WebhookReceiver
+
+                self._receiver = WebhookReceiver(self.handle_webhook, self._webhooks)
+                try:
+                    own_url = await self._receiver.start()
+                except OSError as exc:
+                    await self.aclose()
+                    raise ConfigurationError(
+                        f"the webhook receiver cannot listen on {self._webhooks.host}:"
+                        f"{self._webhooks.port}: {exc}",
+                        provider=self._provider.name,
+                    ) from exc
+                self._callback_base = self._callback_base or own_url
+            self._callback_base = (self._callback_base or "").rstrip("/")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -284,6 +325,8 @@ class FluxClient:
         self._state = _State.CLOSED
         if not was_open:
             return
+        if self._receiver is not None:
+            await self._receiver.stop()
         for entry in self._registry.entries():
             self.cancel_job(entry, "the client closed")
         tasks = list(self._tasks)
@@ -348,7 +391,15 @@ class FluxClient:
             self._require_open()
         entry = self._registry.allocate(self._provider.name, prepared.model)
         entry.request = request
-        task = self._spawn(self._create(entry, prepared))
+        callback_url = webhook_secret = None
+        if self._callback_base is not None:
+            from ._webhooks import new_secret
+
+            token, entry.token_hash = new_secret()
+            callback_url = f"{self._callback_base}/{self._provider.name}/{entry.local_id}/{token}"
+            if self._provider.callback_secret_header is not None:
+                webhook_secret, entry.secret_hash = new_secret()
+        task = self._spawn(self._create(entry, prepared, callback_url, webhook_secret))
         self._creates[entry.local_id] = task
         task.add_done_callback(lambda _: self._creates.pop(entry.local_id, None))
         if self._provider.synchronous:
@@ -509,6 +560,11 @@ class FluxClient:
         if self._job_slots is not None:
             self._job_slots.release()
         self._registry.release(entry)
+        if entry.token_hash is not None and self._webhooks is not None:
+            remembered = self._finished_tokens
+            remembered[entry.local_id] = entry.token_hash
+            if len(remembered) > self._webhooks.remember_finished:
+                remembered.popitem(last=False)
 
     def _on_change(self, entry: Entry, previous: JobStatus) -> None:
         if not self._subscribers:
@@ -539,9 +595,17 @@ class FluxClient:
             if delay > 0:
                 await asyncio.sleep(delay)
 
-    async def _create(self, entry: Entry, prepared: Prepared) -> None:
+    async def _create(
+        self,
+        entry: Entry,
+        prepared: Prepared,
+        callback_url: str | None = None,
+        webhook_secret: str | None = None,
+    ) -> None:
         provider = self._provider
-        request = provider.build_create(prepared, callback_url=None, webhook_secret=None)
+        request = provider.build_create(
+            prepared, callback_url=callback_url, webhook_secret=webhook_secret
+        )
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
@@ -583,20 +647,64 @@ class FluxClient:
                     self._emit("retried", entry, str(error))
                     await asyncio.sleep(wait)
                     continue
-                self._fail_create(entry, error)
+                if error.phase is Phase.AMBIGUOUS and callback_url is not None:
+                    await self._await_orphan(entry, error)
+                else:
+                    self._fail_create(entry, error)
                 return
             self._retry_budget.record_success()
             self._registry.accept(entry, accepted.job_id, accepted.cost)
             if accepted.update is not None:
                 self._apply(entry, accepted.update)
-            if not entry.status.is_terminal:
-                assert self._scheduler is not None
-                self._scheduler.add(entry)
+            self._track(entry)
             return
 
-    def _fail_create(self, entry: Entry, error: RequestError) -> None:
+    def _track(self, entry: Entry) -> None:
+        """Start polling an accepted job (only as a safety net when callbacks will come)."""
+        if entry.status.is_terminal:
+            return
+        assert self._scheduler is not None
+        if self._webhooks is None:
+            self._scheduler.add(entry)
+            return
+        self._scheduler.add(entry, first_wait=self._grace(), slow=True)
+        if entry.hinted and not entry.verifying:
+            # A callback beat the create response but named no job: check now.
+            self._spawn(self._verify(entry))
+
+    def _grace(self) -> float:
+        assert self._webhooks is not None
+        if self._webhooks.grace is not None:
+            return self._webhooks.grace
+        return max(60.0, 4 * self._provider.typical_latency)
+
+    async def _await_orphan(self, entry: Entry, error: RequestError) -> None:
+        """Give an ambiguous create's job the chance to call home before it ends unknown."""
+        assert self._webhooks is not None
+        window = self._webhooks.orphan_window
+        if entry.job_id is None and not entry.status.is_terminal:
+            entry.accepted = asyncio.get_running_loop().create_future()
+            with anyio.move_on_after(window):
+                await entry.accepted
+        if entry.status.is_terminal:
+            return
+        if entry.job_id is not None:
+            logger.info(
+                "job %s: its create's answer was lost, but it called home as %s: adopted",
+                entry.local_id,
+                entry.job_id,
+            )
+            self._track(entry)
+            return
+        self._fail_create(entry, error, waited=window)
+
+    def _fail_create(
+        self, entry: Entry, error: RequestError, *, waited: float | None = None
+    ) -> None:
         if error.phase is Phase.AMBIGUOUS:
             evidence = str(error)
+            if waited is not None:
+                evidence += f"; no callback came within {waited:g}s"
             unknown = JobUnknownError(
                 f"job {entry.local_id}: the create may or may not have reached "
                 f"{self._provider.name} ({evidence}); it was not resent, to avoid paying twice",
@@ -660,6 +768,138 @@ class FluxClient:
         if not entry.status.is_terminal:
             self._scheduler.schedule_next(entry)
 
+    # -- webhooks ---------------------------------------------------------------------------------
+
+    async def handle_webhook(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> WebhookResponse:
+        """Handle one callback request from any web framework; return (status, body).
+
+        ``path`` is the request path ending in ``/{provider}/{local_id}/{token}``;
+        ``headers`` any mapping (looked up case-insensitively); ``body`` the raw bytes
+        (enforce `Webhooks.max_body_bytes` before reading it all, as the bundled receiver
+        does). Answers: 200 (applied, duplicate or already finished), 404 (unknown job or
+        wrong token, one uniform answer), 401 (PiAPI secret missing or wrong), 400
+        (unreadable body), 409 (a valid token naming another job), 405, 413. It never
+        raises and never answers 5xx.
+        """
+        from ._webhooks import WebhookResponse
+
+        try:
+            return await self._handle_webhook(method, path, headers, body)
+        except Exception as exc:  # hostile input must never become a 500
+            logger.debug("callback rejected: %s: %s", type(exc).__name__, exc)
+            return WebhookResponse(400, b"bad callback\n")
+
+    async def _handle_webhook(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> WebhookResponse:
+        from ._webhooks import (
+            NOT_FOUND,
+            TOO_LARGE,
+            WebhookResponse,
+            header_value,
+            parse_callback_path,
+            same_digest,
+        )
+
+        if self._webhooks is None or self._state is not _State.OPEN:
+            return NOT_FOUND
+        if not isinstance(method, str) or method.upper() != "POST":
+            return WebhookResponse(405, b"method not allowed\n")
+        parsed = parse_callback_path(path)
+        if parsed is None:
+            return NOT_FOUND
+        provider_name, local_id, token = parsed
+        if provider_name != self._provider.name:
+            return NOT_FOUND
+        entry = self._registry.get(local_id)
+        if entry is None:
+            remembered = self._finished_tokens.get(local_id)
+            if remembered is not None and same_digest(token, remembered):
+                return WebhookResponse(200, b"already finished\n")
+            return NOT_FOUND
+        if not same_digest(token, entry.token_hash):
+            return NOT_FOUND
+        if not isinstance(body, (bytes, bytearray)) or len(body) > self._webhooks.max_body_bytes:
+            return TOO_LARGE
+        secret_header = self._provider.callback_secret_header
+        if secret_header is not None:
+            presented = header_value(headers, secret_header)
+            if presented is None or not same_digest(presented, entry.secret_hash):
+                return WebhookResponse(401, b"missing or wrong webhook secret\n")
+        if entry.status.is_terminal:
+            return WebhookResponse(200, b"already finished\n")
+        try:
+            callback = self._provider.parse_callback(bytes(body))
+        except UnknownStatusError:
+            # An undocumented status is still news: ask the provider what it means.
+            self._request_verification(entry)
+            return WebhookResponse(200, b"ok\n")
+        except (ValueError, msgspec.MsgspecError, FluxError) as exc:
+            logger.debug("job %s: unreadable callback: %s", entry.local_id, exc)
+            return WebhookResponse(400, b"unreadable callback body\n")
+        if callback.job_id is not None and entry.job_id is not None:
+            if callback.job_id != entry.job_id:
+                return WebhookResponse(409, b"callback names another job\n")
+        if callback.job_id is not None and entry.job_id is None:
+            # Early (before the create's answer) or orphaned (the answer was lost): the
+            # token proves this is the job we asked for.
+            self._registry.accept(entry, callback.job_id)
+        update = callback.update
+        if not update.status.is_terminal:
+            self._registry.advance(entry, update.status)
+            return WebhookResponse(200, b"ok\n")
+        if entry.job_id is None:
+            entry.hinted = True  # verified as soon as the create's answer names the job
+        elif self._webhooks.trust_payload and secret_header is not None:
+            self._apply(entry, update)
+        else:
+            self._request_verification(entry)
+        return WebhookResponse(200, b"ok\n")
+
+    def _request_verification(self, entry: Entry) -> None:
+        if entry.job_id is None:
+            entry.hinted = True
+        elif not entry.verifying and not entry.status.is_terminal:
+            entry.verifying = True
+            self._spawn(self._verify(entry))
+
+    async def _verify(self, entry: Entry) -> None:
+        """Ask the provider for a job's state after a callback (one authenticated query)."""
+        assert self._http_slots is not None
+        entry.verifying = True
+        try:
+            async with self._http_slots:
+                await self._poll(entry)
+        finally:
+            entry.verifying = False
+
+    def webhook_app(self) -> web.Application:
+        """Return an aiohttp sub-application serving this client's callbacks.
+
+        Mount it in your own app with ``app.add_subapp("/flux-webhooks", client.webhook_app())``
+        and set `Webhooks.public_url` to where that prefix is reachable from outside.
+        """
+        from ._webhooks import make_app
+
+        return make_app(self.handle_webhook, self._require_webhooks())
+
+    def webhook_routes(self, prefix: str | None = None) -> list[web.RouteDef]:
+        """Return routes for ``app.add_routes(...)`` under ``prefix`` (default the config's)."""
+        from ._webhooks import make_routes
+
+        config = self._require_webhooks()
+        return make_routes(self.handle_webhook, config, prefix or config.prefix)
+
+    def _require_webhooks(self) -> Webhooks:
+        if self._webhooks is None:
+            raise ConfigurationError(
+                "this client has no webhooks: pass webhooks=Webhooks(...)",
+                provider=self._provider.name,
+            )
+        return self._webhooks
+
     def _on_deadline(self, entry: Entry) -> None:
         error = JobTimeoutError(
             f"job {entry.local_id} (provider id {entry.job_id}) did not finish within "
@@ -672,6 +912,26 @@ class FluxClient:
             task = self._creates.pop(entry.local_id, None)
             if task is not None:
                 task.cancel()
+
+
+def _check_webhooks(provider: Provider, webhooks: Webhooks) -> None:
+    if not provider.supports_callbacks:
+        raise ConfigurationError(
+            f"{type(provider).__name__} answers synchronously and sends no callbacks; "
+            "drop webhooks=",
+            provider=provider.name,
+        )
+    if webhooks.trust_payload and provider.callback_secret_header is None:
+        raise ConfigurationError(
+            f"Webhooks.trust_payload needs a provider that signs each callback with a "
+            f"per-job secret (PiAPI); {type(provider).__name__} callbacks carry none",
+            provider=provider.name,
+        )
+    if not webhooks.serve and webhooks.public_url is None:
+        raise ConfigurationError(
+            "Webhooks(serve=False) needs public_url: the address where you mount the routes",
+            provider=provider.name,
+        )
 
 
 def make_request(provider: str, prompt: Any, params: dict[str, Any]) -> GenerationRequest:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import urllib.parse
 
 from ._errors import ConfigurationError
 
-__all__ = ["Limits", "PollPolicy", "RetryPolicy", "Timeouts", "env_api_key"]
+__all__ = ["Limits", "PollPolicy", "RetryPolicy", "Timeouts", "Webhooks", "env_api_key"]
 
 
 def _positive(owner: str, name: str, value: float | None, *, allow_none: bool = False) -> None:
@@ -142,6 +143,71 @@ class Timeouts:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             _positive("Timeouts", field.name, getattr(self, field.name))
+
+
+@dataclasses.dataclass(frozen=True)
+class Webhooks:
+    """Receive provider callbacks instead of polling (ShortAPI and PiAPI).
+
+    Each job gets its own address ``{public_url}/{provider}/{local_id}/{token}`` with a
+    256-bit random token (only its hash is kept); PiAPI jobs also get a random
+    ``x-webhook-secret``. A callback is a hint: by default a terminal one triggers one
+    authenticated query, and the final state and image URLs come from that answer. Polling
+    goes on as a slow safety net for callbacks that never come.
+
+    Attributes:
+        public_url: the address the provider calls, up to and including the path prefix
+            as the outside world sees it (e.g. ``https://example.com/flux-webhooks``).
+            ``None``: the bundled receiver's own ``http://host:port{path_prefix}``, which
+            only a provider on the same machine or network can reach (tests, tunnels).
+        host, port: where the bundled receiver listens (port 0: any free port).
+        path_prefix: the path the receiver serves under.
+        serve: run the bundled receiver; ``False`` when you mount the routes in your own
+            aiohttp app (`FluxClient.webhook_app`) or call `FluxClient.handle_webhook`.
+        max_body_bytes: larger callback bodies are refused with 413.
+        trust_payload: take the final state and image URLs from the callback itself, saving
+            the verifying query. Only for providers that authenticate each callback with a
+            per-job secret (PiAPI); refused for ShortAPI, whose callbacks carry none.
+        grace: seconds after submission before the first safety-net poll (default: four
+            times the provider's typical latency, at least 60 s).
+        orphan_window: how long a create that may have been lost waits for its callback
+            to prove the job exists, before it ends ``unknown``.
+        remember_finished: how many finished jobs still answer late callbacks with 200.
+    """
+
+    public_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    path_prefix: str = "/flux-webhooks"
+    serve: bool = True
+    max_body_bytes: int = 256 * 1024
+    trust_payload: bool = False
+    grace: float | None = None
+    orphan_window: float = 120.0
+    remember_finished: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.public_url is not None:
+            parsed = urllib.parse.urlsplit(self.public_url)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise ConfigurationError(
+                    f"Webhooks.public_url must be an http(s) URL, got {self.public_url!r}"
+                )
+        if not self.path_prefix.startswith("/") or "{" in self.path_prefix:
+            raise ConfigurationError(
+                f"Webhooks.path_prefix must start with '/', got {self.path_prefix!r}"
+            )
+        if not (isinstance(self.port, int) and 0 <= self.port <= 65535):
+            raise ConfigurationError(f"Webhooks.port must be 0-65535, got {self.port!r}")
+        _positive("Webhooks", "max_body_bytes", self.max_body_bytes)
+        _positive("Webhooks", "grace", self.grace, allow_none=True)
+        _positive("Webhooks", "orphan_window", self.orphan_window)
+        _positive("Webhooks", "remember_finished", self.remember_finished)
+
+    @property
+    def prefix(self) -> str:
+        """The path prefix without a trailing slash."""
+        return self.path_prefix.rstrip("/")
 
 
 def env_api_key(variable: str) -> str | None:

@@ -23,12 +23,14 @@ class Entry:
     """Everything known about one job. Mutated only through `Registry`."""
 
     __slots__ = (
+        "accepted",
         "attempt",
         "cost",
         "created_at",
         "deadline",
         "error",
         "finished_at",
+        "hinted",
         "images",
         "job_id",
         "local_id",
@@ -41,6 +43,7 @@ class Entry:
         "seed",
         "status",
         "token_hash",
+        "verifying",
         "waiter",
     )
 
@@ -60,6 +63,11 @@ class Entry:
         self.secret_hash: bytes | None = None
         self.request: Any = None
         self.waiter: asyncio.Future[None] | None = None
+        # Set by a create waiting for its orphaned job to call home; woken by `accept`.
+        self.accepted: asyncio.Future[None] | None = None
+        # Webhook bookkeeping: a verifying query is in flight / a callback came too early.
+        self.verifying = False
+        self.hinted = False
         # Poll bookkeeping, owned by the scheduler (loop-clock seconds).
         self.deadline: float = float("inf")
         self.next_poll: float | None = None
@@ -152,6 +160,7 @@ class Registry:
                 self._by_job_id[(entry.provider, job_id)] = entry
         if cost is not None and entry.cost is None:
             entry.cost = cost
+        _wake(entry.accepted)
         return self.advance(entry, JobStatus.SUBMITTED)
 
     def advance(
@@ -184,9 +193,8 @@ class Registry:
             entry.error = error
             entry.finished_at = self._clock()
             self._active -= 1
-            waiter = entry.waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            _wake(entry.waiter)
+            _wake(entry.accepted)
             if self._on_change is not None:
                 self._on_change(entry, current)
             if self._on_finished is not None:
@@ -203,3 +211,8 @@ class Registry:
             key = (entry.provider, entry.job_id)
             if self._by_job_id.get(key) is entry:
                 del self._by_job_id[key]
+
+
+def _wake(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)

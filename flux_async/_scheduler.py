@@ -88,11 +88,15 @@ class PollScheduler:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._heap.clear()
 
-    def add(self, entry: Entry, *, first_wait: float | None = None) -> None:
-        """Start tracking a submitted job: set its deadline and its first poll."""
+    def add(self, entry: Entry, *, first_wait: float | None = None, slow: bool = False) -> None:
+        """Start tracking a submitted job: set its deadline and its first poll.
+
+        ``slow``: after the first poll, wait the longest backoff step each time (the
+        safety net behind webhooks).
+        """
         now = self._now()
         entry.deadline = now + self._policy.timeout
-        entry.attempt = 0
+        entry.attempt = len(self._table) - 1 if slow else 0
         wait = self._first_wait if first_wait is None else first_wait
         if self._rng is not None:
             # A little jitter on the first check keeps a burst of creates from becoming a

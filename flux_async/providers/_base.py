@@ -135,6 +135,8 @@ class Provider(abc.ABC):
     synchronous: ClassVar[bool] = False
     """Whether the create response already carries the result (no polling)."""
     supports_callbacks: ClassVar[bool] = True
+    callback_secret_header: ClassVar[str | None] = None
+    """The header carrying a per-job secret on callbacks, when the provider sends one."""
     default_limits: ClassVar[Limits] = Limits()
     """Admission defaults for this provider (used when the client is given none)."""
 

@@ -197,6 +197,8 @@ class PiAPI(Provider):
     env_var = "PIAPI_KEY"
     default_base_url = "https://api.piapi.ai"
     typical_latency = 10.0
+    # §3.8: the webhook echoes config.webhook_config.secret in this header (not an HMAC).
+    callback_secret_header = "x-webhook-secret"
 
     def prepare(self, request: GenerationRequest) -> Prepared:
         """Validate a request against PiAPI's documented Flux inputs (providers.md 3.2, 3.3).
