@@ -833,9 +833,9 @@ class FluxClient:
         try:
             callback = self._provider.parse_callback(bytes(body))
         except UnknownStatusError:
-            # An undocumented status is still news: ask the provider what it means.
+            # An undocumented status is refused, but it is still news: ask the provider.
             self._request_verification(entry)
-            return WebhookResponse(200, b"ok\n")
+            return WebhookResponse(422, b"unrecognised status; the job will be checked\n")
         except (ValueError, msgspec.MsgspecError, FluxError) as exc:
             logger.debug("job %s: unreadable callback: %s", entry.local_id, exc)
             return WebhookResponse(400, b"unreadable callback body\n")
