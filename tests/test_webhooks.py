@@ -196,7 +196,7 @@ def _terminal_body(provider: str, job_id: str, image: str) -> bytes:
 async def test_forged_tokens_get_a_uniform_404_and_change_nothing(
     slow_job: tuple[FluxClient, FakeProvider, Any], provider_name: str
 ) -> None:
-    _client, fake, job = slow_job
+    client, fake, job = slow_job
     url = _callback_url(fake, job.id)
     base, token = url.rsplit("/", 1)
     body = _terminal_body(provider_name, job.id, "https://evil.example/x.png")
