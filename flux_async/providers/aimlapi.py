@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from .._config import Limits
 from .._errors import Phase, ProviderError
 from .._models import GenerationRequest, Image, JobStatus
 from ._base import (
@@ -230,6 +231,9 @@ class AIMLAPI(Provider):
     env_var = "AIMLAPI_KEY"
     default_base_url = "https://api.aimlapi.com"
     typical_latency = 10.0
+    # Each job holds its connection until the image is ready, so jobs in flight and
+    # connections are the same number. Rate limits are undocumented (2.4).
+    default_limits = Limits(max_jobs_in_flight=32, max_connections=32, polls_per_second=1.0)
     synchronous = True
     supports_callbacks = False
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from .._config import Limits
 from .._errors import (
     AuthenticationError,
     BadRequestError,
@@ -197,6 +198,9 @@ class PiAPI(Provider):
     env_var = "PIAPI_KEY"
     default_base_url = "https://api.piapi.ai"
     typical_latency = 10.0
+    # Concurrency is capped per plan ("Pending"/"Processing" count, 3.6); the rest queue as
+    # "staged". Modest defaults; rate limits are undocumented (3.7).
+    default_limits = Limits(max_jobs_in_flight=128, max_connections=32, polls_per_second=30.0)
     # §3.8: the webhook echoes config.webhook_config.secret in this header (not an HMAC).
     callback_secret_header = "x-webhook-secret"
 
