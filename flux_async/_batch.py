@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -92,7 +92,7 @@ async def generate_many(
     concurrency: int,
     budget: Decimal | None,
     download_to: str | os.PathLike[str] | None,
-) -> AsyncIterator[Outcome]:
+) -> AsyncGenerator[Outcome, None]:
     """Yield one `Outcome` per input, in the order the jobs finish."""
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=concurrency)
     slots = asyncio.Semaphore(concurrency)

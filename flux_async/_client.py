@@ -10,8 +10,8 @@ import os
 import random
 import time
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
-    AsyncIterator,
     Callable,
     Generator,
     Iterable,
@@ -510,7 +510,7 @@ class FluxClient:
         concurrency: int | None = None,
         budget: Decimal | float | str | None = None,
         download_to: str | os.PathLike[str] | None = None,
-    ) -> AsyncIterator[Outcome]:
+    ) -> AsyncGenerator[Outcome, None]:
         """Generate many images; yield an `Outcome` per input as each finishes.
 
         Args:

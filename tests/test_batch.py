@@ -89,7 +89,7 @@ async def test_input_is_read_lazily_and_the_registry_stays_bounded() -> None:
         async with client_for(fake) as client:
             seen = 0
             batch = client.generate_many(prompts(), concurrency=8)
-            async with contextlib.aclosing(batch):  # type: ignore[type-var]
+            async with contextlib.aclosing(batch):
                 async for _ in batch:
                     seen += 1
                     peak_registry = max(peak_registry, len(client._registry))
@@ -221,7 +221,7 @@ async def test_early_break_leaves_nothing_running() -> None:
     async with FakeProvider(latency=(0.05, 0.2), seed=9) as fake:
         async with client_for(fake) as client:
             batch = client.generate_many((f"e{i}" for i in range(1000)), concurrency=50)
-            async with contextlib.aclosing(batch):  # type: ignore[type-var]
+            async with contextlib.aclosing(batch):
                 async for _ in batch:
                     break
             assert client.outstanding == 0 and len(client._registry) == 0

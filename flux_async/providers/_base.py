@@ -302,15 +302,26 @@ class Provider(abc.ABC):
         )
 
     def _undecodable(
-        self, response: HTTPResponse, operation: str, detail: str, *, phase: Phase
+        self,
+        response: HTTPResponse,
+        operation: str,
+        detail: str,
+        *,
+        phase: Phase,
+        payload: Any = None,
     ) -> UnexpectedResponseError:
+        """Build the error for an answer that cannot be used.
+
+        ``payload`` defaults to the first 2 KiB of the raw body; pass a scrubbed one when
+        the body may echo a secret.
+        """
         return UnexpectedResponseError(
             f"{self.name} {operation}: unexpected response (HTTP {response.status}): {detail}",
             provider=self.name,
             phase=phase,
             operation=operation,
             status=response.status,
-            payload=response.body[:2048],
+            payload=response.body[:2048] if payload is None else payload,
         )
 
 
@@ -370,6 +381,24 @@ def provider_message(body: Any, *keys: str) -> str | None:
         if isinstance(value, str) and value.strip():
             return value.strip()[:500]
     return None
+
+
+def base64_image(encoded: str) -> Image:
+    """Return an `Image` for inline base64 bytes, as a ``data:`` URL.
+
+    Responses do not always say the format, so it is read from the first base64 characters
+    of each format's magic bytes; PNG when unsure.
+    """
+    encoded = encoded.strip()
+    if encoded.startswith("data:"):
+        return Image(url=encoded)
+    if encoded.startswith("/9j/"):
+        content_type = "image/jpeg"
+    elif encoded.startswith("UklGR"):
+        content_type = "image/webp"
+    else:
+        content_type = "image/png"
+    return Image(url=f"data:{content_type};base64,{encoded}", content_type=content_type)
 
 
 def decode_json(body: bytes) -> Any:

@@ -26,6 +26,7 @@ from ._base import (
     Prepared,
     Provider,
     Update,
+    base64_image,
     decode_json,
     provider_message,
     to_decimal,
@@ -584,22 +585,9 @@ def _images(generation: _Generation) -> tuple[Image, ...]:
         if isinstance(datum.url, str) and datum.url.strip():
             images.append(Image(url=datum.url))
         elif isinstance(datum.b64_json, str) and datum.b64_json.strip():
-            encoded = datum.b64_json.strip()
-            content_type = _sniff(encoded)
-            images.append(
-                Image(url=f"data:{content_type};base64,{encoded}", content_type=content_type)
-            )
+            # The response does not repeat the request's output_format.
+            images.append(base64_image(datum.b64_json))
     return tuple(images)
-
-
-def _sniff(encoded: str) -> str:
-    # The response does not repeat the request's output_format, so the type is read from
-    # the first base64 characters of each format's magic bytes; PNG when unsure.
-    if encoded.startswith("/9j/"):
-        return "image/jpeg"
-    if encoded.startswith("UklGR"):
-        return "image/webp"
-    return "image/png"
 
 
 def _cost(generation: _Generation) -> Decimal | None:

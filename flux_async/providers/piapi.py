@@ -41,6 +41,7 @@ from ._base import (
     Prepared,
     Provider,
     Update,
+    base64_image,
     decode_json,
     provider_message,
     to_decimal,
@@ -584,14 +585,9 @@ class PiAPI(Provider):
     def _unexpected(
         self, response: HTTPResponse, operation: str, detail: str, phase: Phase
     ) -> UnexpectedResponseError:
-        # Not Provider._undecodable: that attaches the raw body, which echoes the secret.
-        return UnexpectedResponseError(
-            f"{self.name} {operation}: unexpected response (HTTP {response.status}): {detail}",
-            provider=self.name,
-            phase=phase,
-            operation=operation,
-            status=response.status,
-            payload=_scrubbed_payload(response.body),
+        # The raw body echoes the webhook secret: attach a scrubbed payload instead.
+        return self._undecodable(
+            response, operation, detail, phase=phase, payload=_scrubbed_payload(response.body)
         )
 
     def _http_error(self, response: HTTPResponse, operation: str) -> ProviderError:
@@ -722,24 +718,8 @@ def _images(output: _Output | None) -> tuple[Image, ...]:
     # image as the URL, so it is used only when there is no URL.
     encoded = output.image_base64
     if not images and isinstance(encoded, str) and encoded.strip():
-        encoded = encoded.strip()
-        if encoded.startswith("data:"):
-            images.append(Image(url=encoded))
-        else:
-            content_type = _sniff(encoded)
-            images.append(
-                Image(url=f"data:{content_type};base64,{encoded}", content_type=content_type)
-            )
+        images.append(base64_image(encoded))
     return tuple(images)
-
-
-def _sniff(encoded: str) -> str:
-    # The first base64 characters of each format's magic bytes; PNG when unsure.
-    if encoded.startswith("/9j/"):
-        return "image/jpeg"
-    if encoded.startswith("UklGR"):
-        return "image/webp"
-    return "image/png"
 
 
 def _cost(data: _TaskData) -> Decimal | None:
