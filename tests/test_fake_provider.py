@@ -36,6 +36,7 @@ GO_ZERO = "0001-01-01T00:00:00Z"
 PIAPI_RUNNING = {"pending", "Pending", "starting", "processing", "Processing", "staged", "retry"}
 PIAPI_SUCCESS = {"Completed", "completed", "success"}
 PIAPI_FAILED = {"failed", "Failed"}
+SA_STATUS = {"queued": 0, "running": 1, "done": 2}  # providers.md §1.4
 
 
 @pytest.fixture
@@ -229,13 +230,22 @@ async def test_shortapi_create_query_download(http: aiohttp.ClientSession) -> No
             "succeeded",
         )
 
+        sent = time.monotonic()
         queued = await sa_query(http, fake, job_id)
-        assert queued == {
-            "code": 0,
-            "data": {"id": job_id, "status": 0, "result": None, "refunded": False, "error": None},
+        phases = {job.phase(sent), job.phase(time.monotonic())}  # {"queued"} unless CI stalls
+        assert queued["code"] == 0
+        assert queued["data"] == {
+            "id": job_id,
+            "status": queued["data"]["status"],
+            "result": None,
+            "refunded": False,
+            "error": None,
         }
+        assert queued["data"]["status"] in {SA_STATUS[phase] for phase in phases}
         await sleep_until(job.started_at)
-        assert (await sa_query(http, fake, job_id))["data"]["status"] == 1
+        sent = time.monotonic()
+        status = (await sa_query(http, fake, job_id))["data"]["status"]
+        assert status in {SA_STATUS[job.phase(sent)], SA_STATUS[job.phase(time.monotonic())]}
         await sleep_until(job.ready_at)
         done = (await sa_query(http, fake, job_id))["data"]
         assert done["status"] == 2 and done["refunded"] is False
@@ -591,9 +601,10 @@ async def test_piapi_get_to_success(http: aiohttp.ClientSession) -> None:
         job = fake.jobs[task_id]
         await sleep_until(job.started_at)
         running = (await pi_get(http, fake, task_id))["data"]
-        assert running["status"] in PIAPI_RUNNING
         assert running["meta"]["started_at"] != GO_ZERO
-        assert running["meta"]["ended_at"] == GO_ZERO
+        if job.phase(time.monotonic()) == "running":  # always, unless the machine stalled
+            assert running["status"] in PIAPI_RUNNING
+            assert running["meta"]["ended_at"] == GO_ZERO
         await sleep_until(job.ready_at)
         done = (await pi_get(http, fake, task_id))["data"]
         assert done["status"] in PIAPI_SUCCESS

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import math
+import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from ._core import (
     admit_create,
     bearer_key,
     decode_json,
+    is_int,
+    is_number,
     json_response,
     reset_connection,
 )
@@ -119,12 +122,8 @@ FAILURE_MESSAGES = (  # §2.4 documented 500 messages
 )
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value: Any) -> bool:
-    return _is_number(value) and float(value).is_integer()
+def _request_id(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
 def _enum(values: tuple[str, ...], received: Any) -> str:
@@ -133,7 +132,7 @@ def _enum(values: tuple[str, ...], received: Any) -> str:
 
 
 def _range(name: str, value: Any, low: float, high: float | None, *, integer: bool) -> str | None:
-    if not (_is_int(value) if integer else _is_number(value)):
+    if not (is_int(value) if integer else is_number(value)):
         return f"{name}: Expected {'integer' if integer else 'number'}, received {value!r}"
     if value < low:
         return f"{name}: Number must be greater than or equal to {low}"
@@ -266,7 +265,7 @@ class AIMLAPIRoutes:
         body = {
             "message": message,
             "path": PATH,
-            "requestId": str(uuid.UUID(int=self._state.rng.getrandbits(128), version=4)),
+            "requestId": _request_id(self._state.rng),
             "statusCode": str(status),
             "timestamp": f"{timestamp}.{int(now % 1 * 1000):03d}Z",
         }
@@ -287,11 +286,13 @@ class AIMLAPIRoutes:
         state = self._state
         state.requests["aimlapi.generate"] += 1
         state.create_attempts += 1
+        attempt = state.create_attempts  # taken before any await, so arrival order counts
         body = decode_json(await request.read())
         prompt = body.get("prompt") if isinstance(body, dict) else None
         refused, triggers = admit_create(
             state,
             request,
+            attempt=attempt,
             prompt=prompt if isinstance(prompt, str) else None,
             key=bearer_key(request),
             refuse=self._refuse,
@@ -315,7 +316,7 @@ class AIMLAPIRoutes:
             # A synchronous API has no status field to garble; the job just succeeds.
             fate = dataclasses.replace(fate, outcome="succeeded")
         job = state.add_job(
-            job_id=state.new_job_id(lambda rng: str(uuid.UUID(int=rng.getrandbits(128)))),
+            job_id=state.new_job_id(_request_id),
             provider="aimlapi",
             prompt=body["prompt"],
             model=model,
@@ -349,7 +350,7 @@ class AIMLAPIRoutes:
                         for url in urls
                     ],
                     "timings": {"inference": round(inference, 6)},
-                    "seed": seed if _is_int(seed) else rng.randrange(1, 2**32),
+                    "seed": seed if is_int(seed) else rng.randrange(1, 2**32),
                     "has_nsfw_concepts": [False] * len(urls),
                     "prompt": body["prompt"],
                 },

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
+from yarl import URL
 
 from ._faults import CallbackFault, FaultDice, Faults, JobFate, Outcome, prompt_triggers
 
@@ -31,6 +32,9 @@ __all__ = [
     "admit_query",
     "bearer_key",
     "decode_json",
+    "is_http_url",
+    "is_int",
+    "is_number",
     "json_response",
     "reset_connection",
 ]
@@ -395,6 +399,7 @@ def admit_create(
     state: FakeState,
     request: web.Request,
     *,
+    attempt: int,
     prompt: str | None,
     key: str | None,
     refuse: Refuse,
@@ -405,6 +410,14 @@ def admit_create(
     read by anything, authentication before rate limiting, and rate limiting and
     overload before any validation or work.
 
+    Args:
+        state: The fake's state.
+        request: The create request.
+        attempt: The request's 1-based arrival number among all creates.
+        prompt: The prompt, if the body had one.
+        key: The presented API key, if any.
+        refuse: Builds the provider's error response for a status.
+
     Returns:
         The response that ends the request (None to go on), and the prompt's triggers.
     """
@@ -413,7 +426,7 @@ def admit_create(
         return reset_connection(request), triggers
     if not state.key_accepted(key):
         return refuse(401), triggers
-    refusal = state.dice.create_refusal(triggers, state.create_attempts, prompt or "")
+    refusal = state.dice.create_refusal(triggers, attempt, prompt or "")
     if refusal is not None:
         response = refuse(refusal)
         if refusal in (429, 503):
@@ -446,3 +459,22 @@ def bearer_key(request: web.Request) -> str | None:
     if scheme.lower() != "bearer" or not key:
         return None
     return key
+
+
+def is_number(value: Any) -> bool:
+    """Return whether a decoded JSON value is a number (JSON booleans are not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_int(value: Any) -> bool:
+    """Return whether a decoded JSON value is a whole number, such as 2 or 2.0."""
+    return is_number(value) and float(value).is_integer()
+
+
+def is_http_url(text: str) -> bool:
+    """Return whether text is an absolute http(s) URL with a host."""
+    try:
+        url = URL(text)
+    except ValueError:
+        return False
+    return url.scheme in ("http", "https") and bool(url.host)

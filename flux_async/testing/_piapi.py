@@ -9,7 +9,6 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
-from yarl import URL
 
 from ._callbacks import CallbackDispatcher, Payload
 from ._core import (
@@ -19,6 +18,9 @@ from ._core import (
     admit_create,
     admit_query,
     decode_json,
+    is_http_url,
+    is_int,
+    is_number,
     json_response,
     reset_connection,
 )
@@ -100,14 +102,6 @@ def rfc3339(unix_seconds: float) -> str:
     return f"{base}.{fraction}Z" if fraction else f"{base}Z"
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value: Any) -> bool:
-    return _is_number(value) and float(value).is_integer()
-
-
 def _validate(body: Any) -> str | None:
     """Check a create body against §3.2 and §3.3; return the error message, if any."""
     if not isinstance(body, dict):
@@ -135,7 +129,7 @@ def _validate_input(model: str, task_type: str, task_input: dict[str, Any]) -> s
         return "input.prompt is required and must be a non-empty string"
     for name in ("width", "height"):
         value = task_input.get(name)
-        if value is not None and (not _is_int(value) or value <= 0):
+        if value is not None and (not is_int(value) or value <= 0):
             return f"input.{name} must be a positive integer, got {value!r}"
     if "width" in task_input or "height" in task_input:
         width = task_input.get("width") or 1024
@@ -143,20 +137,20 @@ def _validate_input(model: str, task_type: str, task_input: dict[str, Any]) -> s
         if width * height > MAX_PIXELS:
             return f"input.width * input.height must be <= {MAX_PIXELS}, got {width}x{height}"
     guidance = task_input.get("guidance_scale")
-    if guidance is not None and (not _is_number(guidance) or not 1.5 <= guidance <= 5):
+    if guidance is not None and (not is_number(guidance) or not 1.5 <= guidance <= 5):
         return f"input.guidance_scale must be between 1.5 and 5, got {guidance!r}"
     denoise = task_input.get("denoise")
-    if denoise is not None and (not _is_number(denoise) or not 0 < denoise <= 1):
+    if denoise is not None and (not is_number(denoise) or not 0 < denoise <= 1):
         return f"input.denoise must be in (0, 1], got {denoise!r}"
     batch_size = task_input.get("batch_size")
     if batch_size is not None:
-        if not _is_int(batch_size) or not 1 <= batch_size <= 4:
+        if not is_int(batch_size) or not 1 <= batch_size <= 4:
             return f"input.batch_size must be an integer from 1 to 4, got {batch_size!r}"
         if batch_size > 1 and model != SCHNELL:
             return f"input.batch_size only works for {SCHNELL}"
     steps = task_input.get("steps")
     if steps is not None:
-        if not _is_int(steps) or steps < 0:
+        if not is_int(steps) or steps < 0:
             return f"input.steps must be a non-negative integer, got {steps!r}"
         if task_type == "kontext" and steps > KONTEXT_MAX_STEPS:
             return f"input.steps must be <= {KONTEXT_MAX_STEPS} for kontext, got {steps!r}"
@@ -207,19 +201,11 @@ def _validate_config(config: Any) -> str | None:
         return "config.webhook_config must be an object"
     endpoint = webhook.get("endpoint", "")
     secret = webhook.get("secret", "")
-    if not isinstance(endpoint, str) or (endpoint and not _is_http_url(endpoint)):
+    if not isinstance(endpoint, str) or (endpoint and not is_http_url(endpoint)):
         return f"config.webhook_config.endpoint must be an http(s) URL, got {endpoint!r}"
     if not isinstance(secret, str):
         return "config.webhook_config.secret must be a string"
     return None
-
-
-def _is_http_url(text: str) -> bool:
-    try:
-        url = URL(text)
-    except ValueError:
-        return False
-    return url.scheme in ("http", "https") and bool(url.host)
 
 
 class PiAPIRoutes:
@@ -241,10 +227,16 @@ class PiAPIRoutes:
         state = self._state
         state.requests["piapi.create"] += 1
         state.create_attempts += 1
+        attempt = state.create_attempts  # taken before any await, so arrival order counts
         body = decode_json(await request.read())
         prompt = _prompt_of(body)
         refused, triggers = admit_create(
-            state, request, prompt=prompt, key=request.headers.get("X-API-Key"), refuse=_refuse
+            state,
+            request,
+            attempt=attempt,
+            prompt=prompt,
+            key=request.headers.get("X-API-Key"),
+            refuse=_refuse,
         )
         if refused is not None:
             return refused

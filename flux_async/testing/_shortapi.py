@@ -8,7 +8,6 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
-from yarl import URL
 
 from ._callbacks import CallbackDispatcher, Payload
 from ._core import (
@@ -19,6 +18,7 @@ from ._core import (
     admit_query,
     bearer_key,
     decode_json,
+    is_http_url,
     json_response,
     reset_connection,
 )
@@ -100,7 +100,7 @@ def _validate(body: Any) -> tuple[str, dict[str, Any], str | None] | str:
     callback_url = body.get("callback_url")
     if callback_url in (None, ""):
         return model, args, None
-    if not isinstance(callback_url, str) or not _is_http_url(callback_url):
+    if not isinstance(callback_url, str) or not is_http_url(callback_url):
         return f"callback_url must be an http(s) URL, got {callback_url!r}"
     return model, args, callback_url
 
@@ -112,14 +112,6 @@ def _num_images(args: dict[str, Any]) -> int | None:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     return value if isinstance(value, int) and value in NUM_IMAGES else None
-
-
-def _is_http_url(text: str) -> bool:
-    try:
-        url = URL(text)
-    except ValueError:
-        return False
-    return url.scheme in ("http", "https") and bool(url.host)
 
 
 class ShortAPIRoutes:
@@ -141,10 +133,11 @@ class ShortAPIRoutes:
         state = self._state
         state.requests["shortapi.create"] += 1
         state.create_attempts += 1
+        attempt = state.create_attempts  # taken before any await, so arrival order counts
         body = decode_json(await request.read())
         prompt = _prompt_of(body)
         refused, triggers = admit_create(
-            state, request, prompt=prompt, key=bearer_key(request), refuse=_refuse
+            state, request, attempt=attempt, prompt=prompt, key=bearer_key(request), refuse=_refuse
         )
         if refused is not None:
             return refused
