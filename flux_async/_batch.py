@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterab
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from ._errors import BudgetExceededError, FluxError, JobCancelledError, ValidationError
+from ._errors import BudgetExceededError, FluxError, ValidationError
 from ._models import Generation, GenerationRequest, JobStatus, Outcome
 from ._registry import Entry
 
@@ -110,20 +110,19 @@ async def generate_many(
         error: BaseException | None = None
         files: tuple[Any, ...] = ()
         try:
-            entry = await client.start_job(request, prepared)
+            entry = await client.begin_job(request, prepared)
             entries[index] = entry
             generation = await client.job_result(entry)
             if download_to is not None:
                 files = await client.download(generation, download_to, prefix=f"{index:06d}-")
         except FluxError as exc:
             error = exc
-            entry = entry or getattr(exc, "entry", None)
         finally:
             slots.release()
             entries.pop(index, None)
             if money is not None:
                 money.settle(estimate, entry)
-        job = entry.snapshot() if entry is not None else _snapshot_of(error)
+        job = entry.snapshot() if entry is not None else None
         status = job.status.value if job is not None else JobStatus.FAILED.value
         await finish(
             Outcome(
@@ -207,9 +206,3 @@ def _outcome(index: int, item: Any, status: str, error: BaseException, started: 
         started_at=started,
         finished_at=time.monotonic(),
     )
-
-
-def _snapshot_of(error: BaseException | None) -> Any:
-    if isinstance(error, (JobCancelledError,)) or hasattr(error, "job"):
-        return getattr(error, "job", None)
-    return None

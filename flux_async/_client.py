@@ -383,6 +383,25 @@ class FluxClient:
         Cancelling the caller does not cancel the create: a request already on its way may
         create a paid job, so it runs to its end in a task of the client's and the job stays
         tracked.
+
+        Raises:
+            the error that ended the job before the provider accepted it.
+        """
+        entry = await self.begin_job(request, prepared)
+        task = self._creates.get(entry.local_id)
+        if task is not None and not self._provider.synchronous:
+            # asyncio.wait, not shield: the caller's cancellation must not reach the create,
+            # and the create's own cancellation (at close) must not surface as CancelledError.
+            await asyncio.wait((task,))
+        if entry.job_id is None and entry.status.is_terminal:
+            assert entry.error is not None
+            raise entry.error
+        return entry
+
+    async def begin_job(self, request: GenerationRequest, prepared: Prepared) -> Entry:
+        """Allocate a job (waiting for a slot) and start its create; return at once.
+
+        The entry, with its local id and callback token, exists before the create is sent.
         """
         assert self._job_slots is not None
         await self._job_slots.acquire()
@@ -408,13 +427,6 @@ class FluxClient:
             self._registry.advance(entry, JobStatus.SUBMITTED)
             assert self._scheduler is not None
             self._scheduler.add(entry, first_wait=float("inf"))
-            return entry
-        # asyncio.wait, not shield: the caller's cancellation must not reach the create,
-        # and the create's own cancellation (at close) must not surface as CancelledError.
-        await asyncio.wait((task,))
-        if entry.job_id is None and entry.status.is_terminal:
-            assert entry.error is not None
-            raise entry.error
         return entry
 
     async def job_result(self, entry: Entry) -> Generation:

@@ -265,3 +265,15 @@ async def test_events_report_progress() -> None:
     assert kinds["rate_limited"] == 1 and kinds["retried"] == 1
     finished = [e for e in events if e.kind == "finished"]
     assert all(e.status is JobStatus.SUCCEEDED and e.job_id for e in finished)
+
+
+async def test_budget_counts_unknown_creates_as_paid() -> None:
+    """A create that may have reached the provider may have been charged: it counts."""
+    async with FakeProvider(latency=0.02) as fake:
+        async with client_for(fake) as client:
+            inputs = ["[fault:drop] a", "[fault:drop] b", "c", "d", "e"]
+            outcomes = [o async for o in client.generate_many(inputs, concurrency=1,
+                                                                  budget="0.06")]
+    statuses = [o.status for o in outcomes]
+    assert statuses == ["unknown", "unknown", "succeeded", "skipped", "skipped"]
+    assert sum(fake.creates_per_prompt.values()) == 3
