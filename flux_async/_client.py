@@ -239,6 +239,7 @@ class FluxClient:
             else None
         )
         self._creates_paused_until = 0.0
+        self._total_cost = Decimal(0)
         self._tasks: set[asyncio.Task[Any]] = set()
         # Built in __aenter__: they need a running event loop.
         self._transport: Transport | None = None
@@ -254,6 +255,15 @@ class FluxClient:
     def provider(self) -> Provider:
         """The provider this client talks to."""
         return self._provider
+
+    @property
+    def total_cost(self) -> Decimal:
+        """The running total of what the provider reported charging for finished jobs.
+
+        In the provider's own unit (USD for ShortAPI, quota points for PiAPI, credits for
+        AI/ML API); jobs whose charge was never reported add nothing.
+        """
+        return self._total_cost
 
     @property
     def outstanding(self) -> int:
@@ -569,6 +579,8 @@ class FluxClient:
         return task
 
     def _on_finished(self, entry: Entry) -> None:
+        if entry.cost is not None:
+            self._total_cost += entry.cost
         if self._job_slots is not None:
             self._job_slots.release()
         self._registry.release(entry)

@@ -133,6 +133,7 @@ async def test_budget_stops_new_submissions_and_paid_jobs_finish() -> None:
     assert len(done) == 5 and len(skipped) == 7  # $0.02 each
     assert all(isinstance(o.error, BudgetExceededError) for o in skipped)
     assert sum((o.cost or Decimal(0)) for o in outcomes) == Decimal("0.10")
+    assert client.total_cost == Decimal("0.10")
     assert sum(fake.creates_per_prompt.values()) == 5
 
 
