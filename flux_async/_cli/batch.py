@@ -1,0 +1,352 @@
+"""``flux-async batch``: run a file of prompts through `FluxClient.generate_many`.
+
+Every input line gets exactly one manifest record, whatever happens: its outcome, or, when
+the run is interrupted, ``cancelled`` (handed to the client, unfinished) or
+``not_started`` (never handed over).
+
+Images are saved here (`FluxClient.download`) rather than by ``generate_many``, so that an
+interruption can stop the downloads first and then close the client.
+
+Ctrl-C is handled inside the event loop. The first one stops feeding new lines, cancels
+the downloads under way, and closes the client, which cancels the jobs in flight; their
+outcomes still arrive, with the provider's job ids (those jobs may have been paid for),
+and are recorded. A second Ctrl-C, or a close that takes longer than a few seconds, cancels
+the run outright: the lines still open are then recorded without their job ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from flux_async import FluxClient, FluxError, Outcome
+
+from .common import one_line
+from .inputs import BadLine, InputLine
+from .manifest import Manifest, Record, outcome_record, record
+from .progress import Display, Tally
+
+__all__ = ["BatchResult", "Feed", "run_batch"]
+
+#: Seconds the first Ctrl-C waits for the client to close before cancelling outright.
+CLOSE_GRACE = 5.0
+
+
+class Feed:
+    """The iterable given to `FluxClient.generate_many`: numbers the lines, stops on request.
+
+    Each line handed out is kept in ``pending`` under its index until its record is
+    written, so the manifest can say which line an outcome belongs to, and which lines
+    never got one. Stopping leaves the underlying lines unread, for `rest`.
+    """
+
+    def __init__(self, lines: Iterator[InputLine]) -> None:
+        self._lines = lines
+        self.pending: dict[int, InputLine] = {}
+        self.next_index = 0
+        self.stopped = False
+
+    def __iter__(self) -> Feed:
+        return self
+
+    def __next__(self) -> str | dict[str, Any] | BadLine:
+        if self.stopped:
+            raise StopIteration
+        line = next(self._lines)
+        self.pending[self.next_index] = line
+        self.next_index += 1
+        if line.problem is not None or line.item is None:
+            return BadLine(line.problem or f"line {line.line}: unusable")
+        return line.item
+
+    def stop(self) -> None:
+        """Hand out no more lines."""
+        self.stopped = True
+
+    def rest(self) -> Iterator[tuple[int, InputLine]]:
+        """Yield the lines never handed out, with the indexes they would have had."""
+        for line in self._lines:
+            yield self.next_index, line
+            self.next_index += 1
+
+
+@dataclass
+class BatchResult:
+    """How a batch run ended."""
+
+    tally: Tally
+    interrupted: bool
+    manifest: Path
+    out: Path
+
+
+class _Run:
+    """One batch run: turns outcomes into manifest records, saving images on the way."""
+
+    def __init__(
+        self, feed: Feed, manifest: Manifest, tally: Tally, display: Display, out: Path
+    ) -> None:
+        self.feed = feed
+        self.manifest = manifest
+        self.tally = tally
+        self.display = display
+        self.out = out
+        self.interrupted = False
+        # Jobs that succeeded and whose images are being saved, by input index.
+        self.saving: dict[int, tuple[Outcome, asyncio.Task[None]]] = {}
+
+    def write(self, index: int, entry: Record) -> None:
+        self.feed.pending.pop(index, None)
+        self.manifest.write(entry)
+        self.tally.count(entry["status"], entry["cost"])
+        self.display.update()
+
+    def take(self, client: FluxClient, outcome: Outcome) -> None:
+        """Record an outcome, or start saving its images and record it once they are."""
+        line = self.feed.pending.get(outcome.index)
+        if line is None:  # pragma: no cover - every index was handed out once
+            return
+        if outcome.generation is not None and line.problem is None and not self.interrupted:
+            task = asyncio.get_running_loop().create_task(self._save(client, outcome, line))
+            self.saving[outcome.index] = (outcome, task)
+            return
+        self.write(outcome.index, outcome_record(outcome, line, interrupted=self.interrupted))
+
+    async def _save(self, client: FluxClient, outcome: Outcome, line: InputLine) -> None:
+        assert outcome.generation is not None
+        try:
+            files = await client.download(
+                outcome.generation, self.out, prefix=f"{outcome.index:06d}-"
+            )
+        except FluxError as exc:
+            entry = outcome_record(
+                outcome, line, interrupted=self.interrupted, save_error=one_line(exc)
+            )
+        else:
+            entry = outcome_record(outcome, line, interrupted=False, files=files)
+        del self.saving[outcome.index]
+        self.write(outcome.index, entry)
+
+    async def wait_saved(self) -> None:
+        """Wait until every image being saved is.
+
+        Raises:
+            Exception: what a download task raised other than a `FluxError` (a bug, or a
+                manifest that cannot be written).
+        """
+        while running := [task for _, task in self.saving.values() if not task.done()]:
+            await asyncio.wait(running)
+        for _, task in self.saving.values():
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
+
+    async def stop_saving(self, why: str) -> None:
+        """Cancel the downloads under way and record their lines (their jobs succeeded)."""
+        tasks = [task for _, task in self.saving.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for index, (outcome, _) in sorted(self.saving.items()):
+            line = self.feed.pending[index]
+            self.write(
+                index,
+                outcome_record(outcome, line, interrupted=self.interrupted, save_error=why),
+            )
+        self.saving.clear()
+
+    def record_the_rest(self, why: str) -> None:
+        """Record every line that has no record yet: ``cancelled`` or ``not_started``."""
+        for index in sorted(self.feed.pending):
+            line = self.feed.pending[index]
+            self.write(
+                index,
+                record(
+                    index=index,
+                    line=line,
+                    status="cancelled",
+                    error=f"{why} before this line finished",
+                ),
+            )
+        for index, line in self.feed.rest():
+            self.manifest.write(
+                record(
+                    index=index,
+                    line=line,
+                    status="not_started",
+                    error=f"{why} before this line started",
+                )
+            )
+            self.tally.count("not_started", None)
+
+
+class _Interrupter:
+    """Turns SIGINT into a clean stop inside the event loop (see the module docstring).
+
+    Once the run is winding down (`finishing`), what is left is quick and bounded: a
+    further Ctrl-C only says so, and the one after that is Python's own KeyboardInterrupt.
+    """
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._main = task
+        self.client: FluxClient | None = None
+        self.signals = 0
+        self.closing: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._installed = False
+        self._finishing = False
+
+    def install(self) -> None:
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            return  # e.g. a background job of a shell script: Ctrl-C is not meant for us
+        try:
+            self._loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+        except (NotImplementedError, RuntimeError, ValueError):
+            # No loop signal handlers here (Windows, or not the main thread): asyncio.run
+            # cancels the main task on Ctrl-C instead, and the lines left open are
+            # recorded without their job ids.
+            return
+        self._installed = True
+
+    def uninstall(self) -> None:
+        self.finishing()
+        if self._installed:
+            self._loop.remove_signal_handler(signal.SIGINT)
+            self._installed = False
+
+    def finishing(self) -> None:
+        """Note that the run is winding down: Ctrl-C no longer cancels anything."""
+        self._finishing = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+
+    def _on_sigint(self) -> None:
+        self.signals += 1
+        run = self._run
+        run.interrupted = True
+        run.feed.stop()
+        if self._finishing:
+            run.display.note("finishing the manifest (Ctrl-C again to abandon it)")
+            self.uninstall()
+        elif self.signals == 1 and self.client is not None:
+            run.display.note(
+                f"interrupted: cancelling {len(run.feed.pending)} jobs in flight "
+                "(press Ctrl-C again to stop at once)"
+            )
+            self.closing = self._loop.create_task(self._close(self.client))
+            self._watchdog = self._loop.call_later(CLOSE_GRACE, self._main.cancel)
+        else:
+            run.display.note("stopping now")
+            self.finishing()
+            self._main.cancel()
+
+    async def _close(self, client: FluxClient) -> None:
+        # Downloads first: a download still running when the client closes could outlive it.
+        await self._run.stop_saving("interrupted")
+        await client.aclose()
+
+    async def wait_closed(self) -> None:
+        """Wait (a little) for a close started by Ctrl-C, to leave the client closed."""
+        if self.closing is not None:
+            await asyncio.wait({self.closing}, timeout=CLOSE_GRACE)
+            if not self.closing.done():
+                self.closing.cancel()
+            elif not self.closing.cancelled():
+                self.closing.exception()  # retrieved: a failed close is not this run's error
+
+
+async def run_batch(
+    open_client: Callable[[], AbstractAsyncContextManager[FluxClient]],
+    lines: Iterator[InputLine],
+    *,
+    total: int | None,
+    manifest: Manifest,
+    out: Path,
+    concurrency: int | None,
+    budget: Decimal | None,
+    make_display: Callable[[Tally], Display],
+) -> BatchResult:
+    """Run a batch and write its manifest; return the tally.
+
+    Returns normally when interrupted (``BatchResult.interrupted``): the run is over and
+    its manifest complete either way.
+
+    Args:
+        open_client: opens the client to run the batch with.
+        lines: the input lines, read lazily.
+        total: how many there are, when known (for progress).
+        manifest: receives one record per input line; closed at the end.
+        out: where images are saved.
+        concurrency, budget: as for `FluxClient.generate_many`.
+        make_display: builds the progress display.
+
+    Raises:
+        OSError: the manifest cannot be written.
+        FluxError: the client could not be opened.
+    """
+    feed = Feed(lines)
+    tally = Tally(total, lambda: len(feed.pending))
+    run = _Run(feed, manifest, tally, make_display(tally), out)
+    interrupter = _Interrupter(run)
+    interrupter.install()
+    failure: str | None = None
+    try:
+        run.display.start()
+        async with open_client() as client:
+            interrupter.client = client
+            unsubscribe = client.subscribe(tally.on_event)
+            try:
+                outcomes = client.generate_many(feed, concurrency=concurrency, budget=budget)
+                async with contextlib.aclosing(outcomes):
+                    async for outcome in outcomes:
+                        run.take(client, outcome)
+                await run.wait_saved()
+            finally:
+                interrupter.finishing()
+                unsubscribe()
+                try:
+                    await interrupter.wait_closed()
+                finally:
+                    # Downloads still run here only after a failure or a second Ctrl-C;
+                    # they must end before the client closes.
+                    await run.stop_saving("interrupted" if run.interrupted else "the batch stopped")
+    except asyncio.CancelledError:
+        # Only Ctrl-C cancels the command's main task: the run is over, and what is
+        # left to do is to record the lines still open.
+        run.interrupted = True
+    except KeyboardInterrupt:
+        run.interrupted = True
+        raise
+    except Exception as exc:
+        failure = one_line(exc)
+        raise
+    finally:
+        interrupter.finishing()
+        tally.stop()
+        try:
+            if failure is not None:
+                why = f"the batch stopped ({failure})"
+            elif run.interrupted:
+                why = "interrupted"
+            else:
+                why = "the batch ended without an outcome for it"
+            # When the run already failed, its error is the one to report, not a second
+            # one from a manifest that cannot be written.
+            with contextlib.suppress(*((OSError,) if failure is not None else ())):
+                run.record_the_rest(why)
+        finally:
+            manifest.close()
+            await run.display.stop()
+            interrupter.uninstall()
+    return BatchResult(tally, run.interrupted, manifest.path, out)
