@@ -28,6 +28,13 @@ BatchInput = str | Mapping[str, Any] | GenerationRequest
 _DONE = object()
 
 
+class _Failed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
 async def _items(requests: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
     if isinstance(requests, AsyncIterable):
         async for item in requests:
@@ -117,27 +124,34 @@ async def generate_many(
                 files = await client.download(generation, download_to, prefix=f"{index:06d}-")
         except FluxError as exc:
             error = exc
-        finally:
+        except BaseException:
             slots.release()
+            raise
+        finally:
             entries.pop(index, None)
             if money is not None:
                 money.settle(estimate, entry)
         job = entry.snapshot() if entry is not None else None
         status = job.status.value if job is not None else JobStatus.FAILED.value
-        await finish(
-            Outcome(
-                index=index,
-                request=item,
-                status=status,
-                generation=generation,
-                error=error,
-                job=job,
-                cost=job.cost if job is not None else None,
-                files=files,
-                started_at=started,
-                finished_at=time.monotonic(),
+        try:
+            await finish(
+                Outcome(
+                    index=index,
+                    request=item,
+                    status=status,
+                    generation=generation,
+                    error=error,
+                    job=job,
+                    cost=job.cost if job is not None else None,
+                    files=files,
+                    started_at=started,
+                    finished_at=time.monotonic(),
+                )
             )
-        )
+        finally:
+            # The slot is freed only once the outcome is queued: a slow consumer slows
+            # submissions down instead of piling up finished jobs.
+            slots.release()
 
     async def produce() -> None:
         stop: BudgetExceededError | None = None
@@ -176,8 +190,11 @@ async def generate_many(
                 task.add_done_callback(tasks.discard)
             while tasks:
                 await asyncio.wait(list(tasks))
-        finally:
+        except Exception as exc:  # the caller's iterable failed: hand it over to re-raise
+            await queue.put(_Failed(exc))
+        else:
             await queue.put(_DONE)
+        # Cancelled: nobody reads the queue any more, so nothing more is put into it.
 
     producer = asyncio.get_running_loop().create_task(produce())
     try:
@@ -185,6 +202,8 @@ async def generate_many(
             outcome = await queue.get()
             if outcome is _DONE:
                 break
+            if isinstance(outcome, _Failed):
+                raise outcome.error
             yield outcome
         await producer
     finally:

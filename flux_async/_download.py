@@ -21,7 +21,7 @@ import anyio
 import anyio.to_thread
 
 from ._config import Limits, RetryPolicy, Timeouts
-from ._errors import DownloadError, Phase, TransportError
+from ._errors import ClientStateError, DownloadError, Phase, TransportError
 from ._models import Generation
 from ._retry import jittered, parse_retry_after, wait_table
 from ._transport import phase_for_exception
@@ -54,14 +54,18 @@ class Downloader:
         self._table = wait_table(retry.wait_initial, retry.wait_exp_base, retry.wait_max)
         self._slots = asyncio.Semaphore(limits.max_downloads)
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     async def close(self) -> None:
-        """Close the download session, if one was opened."""
+        """Close the download session, if one was opened; later downloads are refused."""
+        self._closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ClientStateError("the client is closed: no more downloads")
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._limits.max_downloads),
@@ -146,12 +150,16 @@ class Downloader:
                 size = 0
                 try:
                     # anyio's file wraps a thread: the event loop never waits on the disk.
-                    async with await anyio.open_file(temporary, "wb") as file:
+                    file = await anyio.open_file(temporary, "wb")
+                    try:
                         async for chunk in response.content.iter_chunked(_CHUNK):
                             size += len(chunk)
                             if size > limit:
                                 raise _too_big(url, provider, size, limit)
                             await file.write(chunk)
+                    finally:
+                        with anyio.CancelScope(shield=True):  # closed even when cancelled
+                            await file.aclose()
                     await anyio.to_thread.run_sync(os.replace, temporary, final)
                 except BaseException:
                     await _discard(temporary)

@@ -278,3 +278,62 @@ async def test_budget_counts_unknown_creates_as_paid() -> None:
     statuses = [o.status for o in outcomes]
     assert statuses == ["unknown", "unknown", "succeeded", "skipped", "skipped"]
     assert sum(fake.creates_per_prompt.values()) == 3
+
+
+async def test_a_slow_consumer_slows_submissions() -> None:
+    async with FakeProvider(latency=0.01) as fake:
+        async with client_for(fake) as client:
+            batch = client.generate_many((f"slow {i}" for i in range(1000)), concurrency=5)
+            async with contextlib.aclosing(batch):
+                async for _ in batch:
+                    await asyncio.sleep(0.5)  # the consumer dawdles over its first outcome
+                    break
+            created = fake.create_attempts
+    # one consumed, at most 5 queued outcomes and 5 jobs holding slots
+    assert created <= 11
+
+
+async def test_cancelling_a_download_leaves_no_partial_file(tmp_path: Path) -> None:
+    started = asyncio.Event()
+
+    async def slow_image(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "image/png"})
+        await response.prepare(request)
+        await response.write(b"\x89PNG" + b"\0" * 70000)
+        started.set()
+        await asyncio.sleep(30)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/slow.png", slow_image)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/slow.png"
+    try:
+        async with FakeProvider() as fake:
+            async with client_for(fake) as client:
+                task = asyncio.ensure_future(client.download(_generation(url), tmp_path))
+                await started.wait()
+                await asyncio.sleep(0.1)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                assert list(tmp_path.iterdir()) == []
+            with pytest.raises(Exception, match="closed"):
+                await client.download(_generation(url), tmp_path)
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_failing_input_iterable_raises_after_cleaning_up() -> None:
+    def broken() -> Iterator[str]:
+        yield "fine"
+        raise OSError("disk on fire")
+
+    async with FakeProvider(latency=0.05) as fake:
+        async with client_for(fake) as client:
+            with pytest.raises(OSError, match="disk on fire"):
+                async for _ in client.generate_many(broken()):
+                    pass
+            assert client.outstanding == 0
