@@ -14,18 +14,30 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 from typing import Any
 
-__all__ = ["FakeProcess"]
+__all__ = ["FakeProcess", "code_under_test"]
 
 _START_TIMEOUT = 20.0
 _STOP_TIMEOUT = 10.0
 
 
 class FakeProcess:
-    """A `flux_async.testing` server in a child process, stopped with SIGTERM."""
+    """A `flux_async.testing` server in a child process, stopped with SIGTERM.
 
-    def __init__(self, *, latency: str, seed: int = 0, extra_args: tuple[str, ...] = ()) -> None:
+    ``cpu``: pin the server to this CPU (Linux), so that it and the client under test do
+    not trade places between cores from run to run.
+    """
+
+    def __init__(
+        self,
+        *,
+        latency: str,
+        seed: int = 0,
+        extra_args: tuple[str, ...] = (),
+        cpu: int | None = None,
+    ) -> None:
         self._args = [
             sys.executable,
             "-m",
@@ -38,6 +50,7 @@ class FakeProcess:
             latency,
             *extra_args,
         ]
+        self._pin = cpu
         self._process: subprocess.Popen[str] | None = None
         self._cpu_at_start = 0.0
         self.url = ""
@@ -51,6 +64,8 @@ class FakeProcess:
             text=True,
         )
         self._process = process
+        if self._pin is not None:
+            os.sched_setaffinity(process.pid, {self._pin})
         assert process.stdout is not None
         ready, _, _ = select.select([process.stdout], [], [], _START_TIMEOUT)
         line = process.stdout.readline().strip() if ready else ""
@@ -99,3 +114,10 @@ class FakeProcess:
         except subprocess.TimeoutExpired:
             process.kill()
             process.communicate()
+
+
+def code_under_test() -> str:
+    """Name the flux_async being measured: its version and where it was imported from."""
+    import flux_async
+
+    return f"flux_async {flux_async.__version__} from {Path(flux_async.__file__).parent}"

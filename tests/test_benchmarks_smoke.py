@@ -1,0 +1,40 @@
+"""The benchmarks run end to end at tiny sizes (no timing is asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run_benchmark(script: str, *args: str) -> str:
+    finished = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-4000:]
+    return finished.stdout
+
+
+@pytest.mark.timeout(60)
+def test_bench_batch_smoke() -> None:
+    output = run_benchmark("bench_batch.py", "--smoke", "--contenders", "flux,loop")
+    assert "| scenario | contender | wall s | CPU ms/job |" in output
+    assert "| smoke | flux |" in output
+    assert "| smoke | loop |" in output
+    assert "flux/loop: CPU per job" in output
+
+
+@pytest.mark.timeout(60)
+def test_bench_memory_smoke() -> None:
+    output = run_benchmark("bench_memory.py", "--smoke")
+    assert "| part | how | outstanding jobs | traced bytes/job | RSS bytes/job |" in output
+    assert "| e2e |" in output
+    assert "| direct |" in output
