@@ -137,6 +137,12 @@ class ShortAPI(Provider):
     # Rate limits are undocumented (providers.md 1.5): modest defaults, 429s pace the rest.
     default_limits = Limits(max_jobs_in_flight=256, max_connections=32, polls_per_second=40.0)
 
+    def __init__(self, api_key: str | None = None, *, base_url: str | None = None) -> None:
+        super().__init__(api_key, base_url=base_url)
+        # Built once: every poll sends the same headers to the same path.
+        self._query_url = f"{self.base_url}/api/v1/job/query?id="
+        self._query_headers = {"Authorization": f"Bearer {self._api_key}"}
+
     def prepare(self, request: GenerationRequest) -> Prepared:
         """Validate a request against ShortAPI's documented FLUX arguments (providers.md 1.2)."""
         args: dict[str, Any] = {"prompt": self._check_prompt(request.prompt)}
@@ -252,9 +258,9 @@ class ShortAPI(Provider):
         """Return ``GET /api/v1/job/query?id=<job_id>``."""
         return HTTPRequest(
             "GET",
-            f"{self.base_url}/api/v1/job/query?id={urllib.parse.quote(job_id, safe='')}",
+            f"{self._query_url}{urllib.parse.quote(job_id, safe='')}",
             operation="query",
-            headers={"Authorization": f"Bearer {self._api_key}"},
+            headers=self._query_headers,
         )
 
     def parse_query(self, response: HTTPResponse) -> Update:
