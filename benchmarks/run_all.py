@@ -1,4 +1,4 @@
-"""Run every benchmark in turn: batch throughput, memory per job, webhooks (a stub for now).
+"""Run every benchmark in turn: batch throughput, memory per job, webhook mode.
 
 Usage::
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = [
         ["bench_batch.py", "--scenario", "both", "--repeat", str(args.repeat), *smoke],
         ["bench_memory.py", *smoke],
-        ["bench_webhooks.py"],
+        ["bench_webhooks.py", "--scenario", "both", *smoke],
     ]
     for script, *options in commands:
         print(f"\n$ python benchmarks/{script} {' '.join(options)}".rstrip(), flush=True)

@@ -38,3 +38,11 @@ def test_bench_memory_smoke() -> None:
     assert "| part | how | outstanding jobs | traced bytes/job | RSS bytes/job |" in output
     assert "| e2e |" in output
     assert "| direct |" in output
+
+
+@pytest.mark.timeout(60)
+def test_bench_webhooks_smoke() -> None:
+    output = run_benchmark("bench_webhooks.py", "--smoke")
+    assert "| scenario | contender | wall s | CPU ms/job | req/job |" in output
+    assert "| smoke | flux |" in output and "| smoke | webhook-loop |" in output
+    assert "requests per job (target <= 2: met)" in output
