@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FakeProcess", "code_under_test"]
+__all__ = ["FakeProcess", "code_under_test", "run_child"]
 
 _START_TIMEOUT = 20.0
 _STOP_TIMEOUT = 10.0
@@ -121,3 +121,15 @@ def code_under_test() -> str:
     import flux_async
 
     return f"flux_async {flux_async.__version__} from {Path(flux_async.__file__).parent}"
+
+
+def run_child(name: str, command: list[str], *, cpu: int | None, time_limit: float) -> Any:
+    """Run one contender's child process (pinned to ``cpu``); return its last JSON line."""
+    if cpu is not None:
+        command = [*command, "--cpu", str(cpu)]
+    finished = subprocess.run(
+        command, capture_output=True, text=True, timeout=time_limit, check=False
+    )
+    if finished.returncode != 0:
+        raise RuntimeError(f"{name} exited {finished.returncode}:\n{finished.stderr[-4000:]}")
+    return json.loads(finished.stdout.strip().splitlines()[-1])

@@ -58,7 +58,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -67,7 +66,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _fake import FakeProcess, code_under_test  # the folder is on sys.path, not a package
+from _fake import (  # the folder is on sys.path, not a package
+    FakeProcess,
+    code_under_test,
+    run_child,
+)
 
 SCENARIOS = {"small": (2_000, 200), "large": (10_000, 1_000)}
 CONTENDERS = ("flux", "flux-same", "flux-backoff", "loop")
@@ -298,16 +301,7 @@ def run_contender(
             "--interval",
             str(args.interval),
         ]
-        if client_cpu is not None:
-            command += ["--cpu", str(client_cpu)]
-        finished = subprocess.run(
-            command, capture_output=True, text=True, timeout=time_limit, check=False
-        )
-        if finished.returncode != 0:
-            raise RuntimeError(
-                f"{contender} exited {finished.returncode}:\n{finished.stderr[-4000:]}"
-            )
-        result = json.loads(finished.stdout.strip().splitlines()[-1])
+        result = run_child(contender, command, cpu=client_cpu, time_limit=time_limit)
         fake_cpu = fake.cpu_since_start()
         stats = fake.stats(detail=True)
     requests = stats["requests"]

@@ -40,7 +40,6 @@ import json
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,7 +47,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _fake import FakeProcess, code_under_test  # the folder is on sys.path, not a package
+from _fake import (  # the folder is on sys.path, not a package
+    FakeProcess,
+    code_under_test,
+    run_child,
+)
 from bench_batch import (
     API_KEY,
     MODEL,
@@ -212,16 +215,7 @@ def run_contender(
             "--concurrency",
             str(concurrency),
         ]
-        if client_cpu is not None:
-            command += ["--cpu", str(client_cpu)]
-        finished = subprocess.run(
-            command, capture_output=True, text=True, timeout=time_limit, check=False
-        )
-        if finished.returncode != 0:
-            raise RuntimeError(
-                f"{contender} exited {finished.returncode}:\n{finished.stderr[-4000:]}"
-            )
-        result = json.loads(finished.stdout.strip().splitlines()[-1])
+        result = run_child(contender, command, cpu=client_cpu, time_limit=time_limit)
         stats = fake.stats(detail=True)
     requests = stats["requests"]
     creates = requests.get("shortapi.create", 0)
