@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import enum
 import logging
 import os
@@ -38,7 +37,6 @@ from ._errors import (
     Phase,
     RateLimitedError,
     RequestError,
-    UnknownStatusError,
     ValidationError,
 )
 from ._models import (
@@ -59,7 +57,7 @@ from .providers._base import HTTPRequest, HTTPResponse, Prepared, Provider, Upda
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from ._webhooks import WebhookResponse
+    from ._webhooks import CallbackRouter, WebhookResponse
 
 __all__ = ["FluxClient", "Job"]
 
@@ -210,8 +208,7 @@ class FluxClient:
         self._webhooks = webhooks
         self._receiver: Any = None
         self._callback_base: str | None = None
-        # Finished jobs' token digests, so late callbacks get 200 rather than 404.
-        self._finished_tokens: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+        self._router: CallbackRouter | None = None
         self._provider = provider
         self._limits = limits or provider.default_limits
         self._poll_policy = poll or PollPolicy()
@@ -225,6 +222,16 @@ class FluxClient:
         )
         self._subscribers: list[Callable[[Event], None]] = []
         self._creates: dict[str, asyncio.Task[Any]] = {}
+        if webhooks is not None:
+            from ._webhooks import CallbackRouter
+
+            self._router = CallbackRouter(
+                provider=provider,
+                registry=self._registry,
+                config=webhooks,
+                apply=self._apply,
+                verify=self._request_verification,
+            )
         self._retry_budget = RetryBudget(
             ratio=self._retry_policy.budget_ratio, reserve=self._retry_policy.budget_reserve
         )
@@ -586,11 +593,8 @@ class FluxClient:
         if self._job_slots is not None:
             self._job_slots.release()
         self._registry.release(entry)
-        if entry.token_hash is not None and self._webhooks is not None:
-            remembered = self._finished_tokens
-            remembered[entry.local_id] = entry.token_hash
-            if len(remembered) > self._webhooks.remember_finished:
-                remembered.popitem(last=False)
+        if self._router is not None:
+            self._router.remember_finished(entry)
 
     def _on_change(self, entry: Entry, previous: JobStatus) -> None:
         if not self._subscribers:
@@ -806,83 +810,15 @@ class FluxClient:
         (enforce `Webhooks.max_body_bytes` before reading it all, as the bundled receiver
         does). Answers: 200 (applied, duplicate or already finished), 404 (unknown job or
         wrong token, one uniform answer), 401 (PiAPI secret missing or wrong), 400
-        (unreadable body), 409 (a valid token naming another job), 405, 413. It never
-        raises and never answers 5xx.
+        (unreadable body), 409 (a valid token naming another job), 422 (an undocumented
+        status: the job is checked with the provider), 405, 413. It never raises and never
+        answers 5xx.
         """
-        from ._webhooks import WebhookResponse
+        from ._webhooks import NOT_FOUND
 
-        try:
-            return await self._handle_webhook(method, path, headers, body)
-        except Exception as exc:  # hostile input must never become a 500
-            logger.debug("callback rejected: %s: %s", type(exc).__name__, exc)
-            return WebhookResponse(400, b"bad callback\n")
-
-    async def _handle_webhook(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes
-    ) -> WebhookResponse:
-        from ._webhooks import (
-            NOT_FOUND,
-            TOO_LARGE,
-            WebhookResponse,
-            header_value,
-            parse_callback_path,
-            same_digest,
-        )
-
-        if self._webhooks is None or self._state is not _State.OPEN:
+        if self._router is None or self._state is not _State.OPEN:
             return NOT_FOUND
-        if not isinstance(method, str) or method.upper() != "POST":
-            return WebhookResponse(405, b"method not allowed\n")
-        parsed = parse_callback_path(path)
-        if parsed is None:
-            return NOT_FOUND
-        provider_name, local_id, token = parsed
-        if provider_name != self._provider.name:
-            return NOT_FOUND
-        entry = self._registry.get(local_id)
-        if entry is None:
-            remembered = self._finished_tokens.get(local_id)
-            if remembered is not None and same_digest(token, remembered):
-                return WebhookResponse(200, b"already finished\n")
-            return NOT_FOUND
-        if not same_digest(token, entry.token_hash):
-            return NOT_FOUND
-        if not isinstance(body, (bytes, bytearray)) or len(body) > self._webhooks.max_body_bytes:
-            return TOO_LARGE
-        secret_header = self._provider.callback_secret_header
-        if secret_header is not None:
-            presented = header_value(headers, secret_header)
-            if presented is None or not same_digest(presented, entry.secret_hash):
-                return WebhookResponse(401, b"missing or wrong webhook secret\n")
-        if entry.status.is_terminal:
-            return WebhookResponse(200, b"already finished\n")
-        try:
-            callback = self._provider.parse_callback(bytes(body))
-        except UnknownStatusError:
-            # An undocumented status is refused, but it is still news: ask the provider.
-            self._request_verification(entry)
-            return WebhookResponse(422, b"unrecognised status; the job will be checked\n")
-        except (ValueError, msgspec.MsgspecError, FluxError) as exc:
-            logger.debug("job %s: unreadable callback: %s", entry.local_id, exc)
-            return WebhookResponse(400, b"unreadable callback body\n")
-        if callback.job_id is not None and entry.job_id is not None:
-            if callback.job_id != entry.job_id:
-                return WebhookResponse(409, b"callback names another job\n")
-        if callback.job_id is not None and entry.job_id is None:
-            # Early (before the create's answer) or orphaned (the answer was lost): the
-            # token proves this is the job we asked for.
-            self._registry.accept(entry, callback.job_id)
-        update = callback.update
-        if not update.status.is_terminal:
-            self._registry.advance(entry, update.status)
-            return WebhookResponse(200, b"ok\n")
-        if entry.job_id is None:
-            entry.hinted = True  # verified as soon as the create's answer names the job
-        elif self._webhooks.trust_payload and secret_header is not None:
-            self._apply(entry, update)
-        else:
-            self._request_verification(entry)
-        return WebhookResponse(200, b"ok\n")
+        return self._router.handle(method, path, headers, body)
 
     def _request_verification(self, entry: Entry) -> None:
         if entry.job_id is None:

@@ -1,8 +1,8 @@
-"""Receiving provider callbacks: tokens, path parsing, and the aiohttp receiver.
+"""Receiving provider callbacks: tokens, the framework-neutral router, the aiohttp receiver.
 
-The decisions (which job, whether to believe it, what changes) are the client's
-(`FluxClient.handle_webhook`); this module authenticates nothing by itself beyond the
-constant-time token and secret comparisons, and carries bytes in and out of aiohttp.
+`CallbackRouter` decides what a callback request means: which job, whether it is
+authentic, and what it may change (it never sets a final state from an unverified payload;
+it asks the client to verify). The aiohttp pieces only carry bytes in and out.
 
 Three ways to mount:
 
@@ -14,6 +14,7 @@ Three ways to mount:
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import logging
@@ -21,12 +22,17 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple
 
+import msgspec
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from ._config import Webhooks
+from ._errors import FluxError, UnknownStatusError
+from ._registry import Entry, Registry
+from .providers._base import Provider, Update
 
 __all__ = [
+    "CallbackRouter",
     "WebhookReceiver",
     "WebhookResponse",
     "digest",
@@ -119,6 +125,106 @@ def redact(path: str) -> str:
         return "/<unrecognised path>"
     provider, local_id, _ = parsed
     return f".../{provider}/{local_id}/<token>"
+
+
+class CallbackRouter:
+    """Turn callback requests into registry changes, safely and exactly once.
+
+    Args:
+        provider: the client's provider (decodes bodies, names the secret header).
+        registry: the client's jobs.
+        config: the webhook policy.
+        apply: applies a trusted update to a job (the client's own path for poll answers).
+        verify: asks the provider for a job's state with one authenticated query.
+    """
+
+    def __init__(
+        self,
+        *,
+        provider: Provider,
+        registry: Registry,
+        config: Webhooks,
+        apply: Callable[[Entry, Update], None],
+        verify: Callable[[Entry], None],
+    ) -> None:
+        self._provider = provider
+        self._registry = registry
+        self._config = config
+        self._apply = apply
+        self._verify = verify
+        # Finished jobs' token digests, so late callbacks get 200 rather than 404.
+        self._finished: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+
+    def remember_finished(self, entry: Entry) -> None:
+        """Keep a finished job's token digest (bounded) to answer its late callbacks."""
+        if entry.token_hash is None:
+            return
+        self._finished[entry.local_id] = entry.token_hash
+        if len(self._finished) > self._config.remember_finished:
+            self._finished.popitem(last=False)
+
+    def handle(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> WebhookResponse:
+        """Answer one callback request; never raises (see `FluxClient.handle_webhook`)."""
+        try:
+            return self._handle(method, path, headers, body)
+        except Exception as exc:  # hostile input must never become a 500
+            logger.debug("callback rejected: %s: %s", type(exc).__name__, exc)
+            return WebhookResponse(400, b"bad callback\n")
+
+    def _handle(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> WebhookResponse:
+        if not isinstance(method, str) or method.upper() != "POST":
+            return WebhookResponse(405, b"method not allowed\n")
+        parsed = parse_callback_path(path)
+        if parsed is None:
+            return NOT_FOUND
+        provider_name, local_id, token = parsed
+        if provider_name != self._provider.name:
+            return NOT_FOUND
+        entry = self._registry.get(local_id)
+        if entry is None:
+            remembered = self._finished.get(local_id)
+            if remembered is not None and same_digest(token, remembered):
+                return WebhookResponse(200, b"already finished\n")
+            return NOT_FOUND
+        if not same_digest(token, entry.token_hash):
+            return NOT_FOUND
+        if not isinstance(body, (bytes, bytearray)) or len(body) > self._config.max_body_bytes:
+            return TOO_LARGE
+        secret_header = self._provider.callback_secret_header
+        if secret_header is not None:
+            presented = header_value(headers, secret_header)
+            if presented is None or not same_digest(presented, entry.secret_hash):
+                return WebhookResponse(401, b"missing or wrong webhook secret\n")
+        if entry.status.is_terminal:
+            return WebhookResponse(200, b"already finished\n")
+        try:
+            callback = self._provider.parse_callback(bytes(body))
+        except UnknownStatusError:
+            # An undocumented status is refused, but it is still news: ask the provider.
+            self._verify(entry)
+            return WebhookResponse(422, b"unrecognised status; the job will be checked\n")
+        except (ValueError, msgspec.MsgspecError, FluxError) as exc:
+            logger.debug("job %s: unreadable callback: %s", entry.local_id, exc)
+            return WebhookResponse(400, b"unreadable callback body\n")
+        if callback.job_id is not None and entry.job_id is not None:
+            if callback.job_id != entry.job_id:
+                return WebhookResponse(409, b"callback names another job\n")
+        if callback.job_id is not None and entry.job_id is None:
+            # Early (before the create's answer) or orphaned (the answer was lost): the
+            # token proves this is the job we asked for.
+            self._registry.accept(entry, callback.job_id)
+        update = callback.update
+        if not update.status.is_terminal:
+            self._registry.advance(entry, update.status)  # progress only: no images
+        elif self._config.trust_payload and secret_header is not None and entry.job_id:
+            self._apply(entry, update)
+        else:
+            self._verify(entry)  # a hint: the final state comes from the provider
+        return WebhookResponse(200, b"ok\n")
 
 
 class _RedactingAccessLogger(AbstractAccessLogger):
