@@ -22,8 +22,9 @@ import anyio.to_thread
 
 from ._config import Limits, RetryPolicy, Timeouts
 from ._errors import ClientStateError, DownloadError, Phase, TransportError
+from ._http import parse_retry_after
 from ._models import Generation
-from ._retry import jittered, parse_retry_after, wait_table
+from ._retry import jittered, wait_table
 from ._transport import phase_for_exception
 
 __all__ = ["Downloader"]

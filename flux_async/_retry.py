@@ -6,7 +6,6 @@ module that imports `backoff`.
 
 from __future__ import annotations
 
-import email.utils
 import itertools
 import math
 import random
@@ -15,21 +14,16 @@ from collections.abc import Sequence
 import backoff
 
 from ._config import RetryPolicy
-from ._errors import Phase, RequestError, phase_for_status
+from ._errors import Phase, RequestError
 
 __all__ = [
     "RetryBudget",
     "TokenBucket",
-    "classify_status",
     "is_resend_safe",
     "jittered",
-    "parse_retry_after",
     "retry_wait",
     "wait_table",
 ]
-
-classify_status = phase_for_status
-
 
 def is_resend_safe(operation: str, phase: Phase) -> bool:
     """Whether a request that failed in ``phase`` may be sent again.
@@ -41,34 +35,6 @@ def is_resend_safe(operation: str, phase: Phase) -> bool:
     if operation == "create":
         return phase in (Phase.NOT_SENT, Phase.REFUSED)
     return phase is not Phase.DEFINITIVE
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Parse a ``Retry-After`` header (delta seconds or an HTTP date) into seconds >= 0.
-
-    Returns ``None`` for a missing or malformed value. ``now`` is ``time.time()``, needed
-    only for the date form.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if now is None:
-            import time
-
-            now = time.time()
-        seconds = when.timestamp() - now
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 def wait_table(

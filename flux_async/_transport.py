@@ -13,7 +13,7 @@ import aiohttp
 
 from ._config import Limits, Timeouts
 from ._errors import Phase, TransportError
-from .providers._base import HTTPRequest, HTTPResponse
+from ._http import HTTPRequest, HTTPResponse
 
 __all__ = ["Transport", "phase_for_exception"]
 

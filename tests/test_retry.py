@@ -12,34 +12,12 @@ from flux_async import Phase, ProviderError, RateLimitedError, RetryPolicy, Tran
 from flux_async._retry import (
     RetryBudget,
     TokenBucket,
-    classify_status,
     is_resend_safe,
     jittered,
-    parse_retry_after,
     retry_wait,
     wait_table,
 )
 from flux_async._transport import phase_for_exception
-
-
-@pytest.mark.parametrize(
-    ("status", "phase"),
-    [
-        (400, Phase.DEFINITIVE),
-        (401, Phase.DEFINITIVE),
-        (403, Phase.DEFINITIVE),
-        (404, Phase.DEFINITIVE),
-        (422, Phase.DEFINITIVE),
-        (429, Phase.REFUSED),
-        (503, Phase.REFUSED),
-        (500, Phase.AMBIGUOUS),
-        (502, Phase.AMBIGUOUS),
-        (504, Phase.AMBIGUOUS),
-        (520, Phase.AMBIGUOUS),
-    ],
-)
-def test_status_phase(status: int, phase: Phase) -> None:
-    assert classify_status(status) is phase
 
 
 @pytest.mark.parametrize(
@@ -78,26 +56,6 @@ def _conn_key() -> object:
 )
 def test_exception_phase(exc: BaseException, phase: Phase) -> None:
     assert phase_for_exception(exc) is phase
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (None, None),
-        ("", None),
-        ("3", 3.0),
-        (" 2.5 ", 2.5),
-        ("-4", 0.0),
-        ("soon", None),
-        ("nan", None),
-        ("inf", None),
-        ("Wed, 21 Oct 2015 07:28:10 GMT", 10.0),
-        ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),
-    ],
-)
-def test_parse_retry_after(value: str | None, expected: float | None) -> None:
-    now = 1445412480.0  # 2015-10-21 07:28:00 GMT
-    assert parse_retry_after(value, now=now) == expected
 
 
 def _error(cls: type[ProviderError] | type[TransportError], operation: str, phase: Phase,

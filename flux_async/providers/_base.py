@@ -29,6 +29,7 @@ from .._errors import (
     ValidationError,
     phase_for_status,
 )
+from .._http import HTTPRequest, HTTPResponse, parse_retry_after
 from .._models import GenerationRequest, Image, JobStatus
 
 __all__ = [
@@ -40,44 +41,6 @@ __all__ = [
     "Provider",
     "Update",
 ]
-
-
-class HTTPRequest:
-    """One request for the transport to send. Its repr never shows the headers (the key)."""
-
-    __slots__ = ("body", "headers", "method", "operation", "url")
-
-    def __init__(
-        self,
-        method: str,
-        url: str,
-        *,
-        operation: str,
-        headers: Mapping[str, str],
-        body: bytes | None = None,
-    ) -> None:
-        self.method = method
-        self.url = url
-        self.operation = operation
-        self.headers = headers
-        self.body = body
-
-    def __repr__(self) -> str:
-        return f"HTTPRequest({self.method} {self.url}, operation={self.operation!r})"
-
-
-class HTTPResponse:
-    """A complete response: status, headers (case-insensitive mapping) and body bytes."""
-
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    def __repr__(self) -> str:
-        return f"HTTPResponse(status={self.status}, {len(self.body)} bytes)"
 
 
 class Prepared(msgspec.Struct, frozen=True, kw_only=True):
@@ -286,7 +249,7 @@ class Provider(abc.ABC):
             phase = phase_for_status(status) if status >= 300 else Phase.DEFINITIVE
         retry_after = None
         if status in (429, 503):
-            retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
         said = f": {message}" if message else ""
         return kind(
             f"{self.name} {operation} failed (HTTP {status}"
@@ -335,13 +298,6 @@ def _kind_for_status(status: int) -> type[ProviderError]:
     if status >= 500:
         return ProviderUnavailableError
     return BadRequestError
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    # Imported here: _retry sits below providers in the layering.
-    from .._retry import parse_retry_after
-
-    return parse_retry_after(value)
 
 
 def _range_text(
