@@ -69,27 +69,65 @@ def _to_request(client: FluxClient, item: Any) -> GenerationRequest:
 
 
 class _Budget:
-    """Money committed by a batch: actual charges, plus estimates for jobs not yet priced."""
+    """Money a batch has committed, kept at or under ``limit``.
 
-    def __init__(self, limit: Decimal) -> None:
+    Committed money is what finished jobs were charged plus a price for every job still in
+    flight; a job whose create was ambiguous counts as paid. A job's price is, in order: the
+    provider's published price, the caller's ``price_per_job``, the dearest charge reported
+    so far in this batch. Until one of them is known, jobs are admitted one at a time (so
+    only a single job can exceed the budget, and only if it alone costs more than all of
+    it); a price is never guessed as 0.
+    """
+
+    def __init__(self, limit: Decimal, price_per_job: Decimal | None) -> None:
         self.limit = limit
+        self.price_per_job = price_per_job
         self.committed = Decimal(0)
-        self.largest_seen = Decimal(0)
+        self.largest_seen: Decimal | None = None
+        self.unpriced = 0  # jobs in flight admitted before any price was known
+        self.settled = asyncio.Event()
 
-    def estimate(self, client: FluxClient, prepared: Any) -> Decimal:
-        estimate = client.provider.estimate_cost(prepared)
-        # Providers without a price list: assume the dearest job seen so far.
-        return estimate if estimate is not None else self.largest_seen
+    def price(self, provider: Any, prepared: Any) -> Decimal | None:
+        published: Decimal | None = provider.estimate_cost(prepared)
+        if published is not None:
+            return published
+        if self.price_per_job is not None:
+            return self.price_per_job
+        return self.largest_seen
 
-    def settle(self, estimate: Decimal, entry: Entry | None) -> None:
+    async def admit(self, provider: Any, prepared: Any) -> tuple[bool, Decimal | None]:
+        """Wait until a job may go out; return (within budget, the price reserved for it)."""
+        estimate = self.price(provider, prepared)
+        while estimate is None and self.unpriced:
+            # No price known yet: one job at a time until the first charge is reported.
+            self.settled.clear()
+            await self.settled.wait()
+            estimate = self.price(provider, prepared)
+        if estimate is None:
+            self.unpriced += 1
+            return True, None
+        if self.committed + estimate > self.limit:
+            return False, estimate
+        self.committed += estimate
+        return True, estimate
+
+    def settle(self, estimate: Decimal | None, entry: Entry | None) -> None:
+        """Replace a job's reserved price by what it really cost, once it ended."""
+        if estimate is None:
+            self.unpriced -= 1
         if entry is None or (entry.job_id is None and entry.status is JobStatus.FAILED):
             actual = Decimal(0)  # refused before any job existed: nothing was charged
+        elif entry.refunded:
+            actual = Decimal(0)
         elif entry.cost is not None:
             actual = entry.cost
+            self.largest_seen = max(self.largest_seen or actual, actual)
         else:
-            actual = estimate  # unknown charge: assume the estimate was paid
-        self.largest_seen = max(self.largest_seen, actual)
-        self.committed += actual - estimate
+            # The charge was never reported (ambiguous create, cancelled, timed out): assume
+            # the job was paid for at its price, when one is known.
+            actual = estimate if estimate is not None else (self.largest_seen or Decimal(0))
+        self.committed += actual - (estimate or Decimal(0))
+        self.settled.set()
 
 
 async def generate_many(
@@ -99,19 +137,20 @@ async def generate_many(
     concurrency: int,
     budget: Decimal | None,
     download_to: str | os.PathLike[str] | None,
+    price_per_job: Decimal | None = None,
 ) -> AsyncGenerator[Outcome, None]:
     """Yield one `Outcome` per input, in the order the jobs finish."""
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=concurrency)
     slots = asyncio.Semaphore(concurrency)
     tasks: set[asyncio.Task[None]] = set()
     entries: dict[int, Entry] = {}
-    money = _Budget(budget) if budget is not None else None
+    money = _Budget(budget, price_per_job) if budget is not None else None
 
     async def finish(outcome: Outcome) -> None:
         await queue.put(outcome)
 
     async def run_one(index: int, item: Any, request: GenerationRequest, prepared: Any,
-                      estimate: Decimal, started: float) -> None:
+                      estimate: Decimal | None, started: float) -> None:
         entry: Entry | None = None
         generation: Generation | None = None
         error: BaseException | None = None
@@ -170,10 +209,10 @@ async def generate_many(
                     await finish(_outcome(index, item, "rejected", exc, started))
                     continue
                 await slots.acquire()
-                estimate = Decimal(0)
+                estimate: Decimal | None = None
                 if money is not None:
-                    estimate = money.estimate(client, prepared)
-                    if money.committed + estimate > money.limit:
+                    admitted, estimate = await money.admit(client.provider, prepared)
+                    if not admitted:
                         slots.release()
                         stop = BudgetExceededError(
                             f"budget of {money.limit} reached ({money.committed} committed; "
@@ -182,7 +221,6 @@ async def generate_many(
                         )
                         await finish(_outcome(index, item, "skipped", stop, started))
                         continue
-                    money.committed += estimate
                 task = asyncio.get_running_loop().create_task(
                     run_one(index, item, request, prepared, estimate, started)
                 )

@@ -130,6 +130,9 @@ class JobSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     id: str | None
     """The provider's job id; ``None`` until the provider accepted the job."""
     cost: Decimal | None = None
+    """What the provider charged, in its unit; ``0`` for a refunded job."""
+    refunded: bool = False
+    """The provider refunded the job (it failed and was not charged)."""
     created_at: float
     """``time.time()`` when the job was allocated."""
     finished_at: float | None = None
@@ -166,6 +169,11 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     def ok(self) -> bool:
         """Whether the generation succeeded (and, with ``download_to``, was saved)."""
         return self.generation is not None and self.error is None
+
+    @property
+    def refunded(self) -> bool:
+        """Whether the provider refunded the job (its ``cost`` is then 0)."""
+        return self.job is not None and self.job.refunded
 
     @property
     def elapsed(self) -> float:

@@ -38,6 +38,7 @@ class Entry:
         "next_poll",
         "polls",
         "provider",
+        "refunded",
         "request",
         "secret_hash",
         "seed",
@@ -55,6 +56,9 @@ class Entry:
         self.status = JobStatus.ALLOCATED
         self.job_id: str | None = None
         self.cost: Decimal | None = None
+        # The provider gave the money back (a failed ShortAPI job marked ``refunded``): the
+        # job costs 0 whatever ``amount`` said.
+        self.refunded = False
         self.images: tuple[Image, ...] = ()
         self.seed: int | None = None
         self.error: FluxError | None = None
@@ -86,6 +90,7 @@ class Entry:
             status=self.status,
             id=self.job_id,
             cost=self.cost,
+            refunded=self.refunded,
             created_at=self.created_at,
             finished_at=self.finished_at,
             polls=self.polls,
@@ -172,17 +177,22 @@ class Registry:
         cost: Decimal | None = None,
         seed: int | None = None,
         error: FluxError | None = None,
+        refunded: bool = False,
     ) -> bool:
         """Move a job forward to ``status``; ignore anything that is not progress.
 
         Terminal states are absorbing and a job never moves to a lower rank, so duplicate,
-        late and out-of-order updates are no-ops. Returns whether the status changed.
+        late and out-of-order updates are no-ops. A ``refunded`` job costs 0, whatever
+        charge was reported before. Returns whether the status changed.
         """
         current = entry.status
         if current.is_terminal or status.rank <= current.rank:
             return False
         entry.status = status
-        if cost is not None:
+        if refunded and status.is_terminal:
+            entry.refunded = True
+            entry.cost = Decimal(0)
+        elif cost is not None:
             entry.cost = cost
         if self._on_change is not None and not status.is_terminal:
             self._on_change(entry, current)
