@@ -12,16 +12,15 @@ import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
-from ._errors import BudgetExceededError, FluxError, ValidationError
-from ._models import Generation, GenerationRequest, JobStatus, Outcome
+from ._errors import BudgetExceededError, ConfigurationError, FluxError, ValidationError
+from ._models import Generation, GenerationRequest, JobStatus, Outcome, build_request
 from ._registry import Entry
+from .providers._base import Prepared, Provider
 
-if TYPE_CHECKING:
-    from ._client import FluxClient
-
-__all__ = ["BatchInput", "generate_many"]
+__all__ = ["BatchInput", "JobLauncher", "check_batch_arguments", "generate_many"]
 
 BatchInput = str | Mapping[str, Any] | GenerationRequest
 
@@ -44,21 +43,67 @@ async def _items(requests: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[
             yield item
 
 
-def _to_request(client: FluxClient, item: Any) -> GenerationRequest:
-    from ._client import make_request
+class JobLauncher(Protocol):
+    """What a batch needs from the client: start jobs, wait for them, cancel, download."""
 
+    @property
+    def provider(self) -> Provider: ...
+
+    async def begin(self, request: GenerationRequest, prepared: Prepared) -> Entry:
+        """Allocate a job (waiting for a slot) and start its create; return at once."""
+
+    async def result(self, entry: Entry) -> Generation:
+        """Wait for the job to end; return its generation or raise its error."""
+
+    def cancel(self, entry: Entry, why: str) -> bool:
+        """End the job ``cancelled``; return whether it was still open."""
+
+    async def download(
+        self, generation: Generation, directory: str | os.PathLike[str], *, prefix: str = ""
+    ) -> tuple[Path, ...]:
+        """Save the generation's images into ``directory``."""
+
+
+def check_batch_arguments(
+    concurrency: Any, budget: Any, price_per_job: Any, default_concurrency: int
+) -> tuple[int, Decimal | None, Decimal | None]:
+    """Validate `generate_many`'s arguments; return (concurrency, budget, price_per_job).
+
+    Raises:
+        ConfigurationError: naming the argument and what it accepts.
+    """
+    if concurrency is None:
+        concurrency = default_concurrency
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigurationError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+    return concurrency, _money("budget", budget), _money("price_per_job", price_per_job)
+
+
+def _money(name: str, value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        amount = Decimal(str(value))
+    except ArithmeticError as exc:
+        raise ConfigurationError(f"{name} must be a number, got {value!r}") from exc
+    if not amount.is_finite() or amount < 0:
+        raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
+    return amount
+
+
+def _to_request(client: JobLauncher, item: Any) -> GenerationRequest:
     name = client.provider.name
     if isinstance(item, GenerationRequest):
         return item
     if isinstance(item, str):
-        return make_request(name, item, {})
+        return build_request(name, item, {})
     if isinstance(item, Mapping):
         params = dict(item)
         if "prompt" not in params:
             raise ValidationError(
                 f"{name}: a request mapping needs a 'prompt'", provider=name, field="prompt"
             )
-        return make_request(name, params.pop("prompt"), params)
+        return build_request(name, params.pop("prompt"), params)
     raise ValidationError(
         f"{name}: each input must be a prompt string, a mapping with 'prompt', or a "
         f"GenerationRequest; got {type(item).__name__}",
@@ -131,7 +176,7 @@ class _Budget:
 
 
 async def generate_many(
-    client: FluxClient,
+    client: JobLauncher,
     requests: Iterable[BatchInput] | AsyncIterable[BatchInput],
     *,
     concurrency: int,
@@ -156,9 +201,9 @@ async def generate_many(
         error: BaseException | None = None
         files: tuple[Any, ...] = ()
         try:
-            entry = await client.begin_job(request, prepared)
+            entry = await client.begin(request, prepared)
             entries[index] = entry
-            generation = await client.job_result(entry)
+            generation = await client.result(entry)
             if download_to is not None:
                 files = await client.download(generation, download_to, prefix=f"{index:06d}-")
         except FluxError as exc:
@@ -248,7 +293,7 @@ async def generate_many(
         if not producer.done():
             producer.cancel()
         for entry in list(entries.values()):
-            client.cancel_job(entry, "the batch loop was left before the job finished")
+            client.cancel(entry, "the batch loop was left before the job finished")
         for task in list(tasks):
             task.cancel()
         await asyncio.gather(producer, *tasks, return_exceptions=True)

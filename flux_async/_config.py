@@ -133,16 +133,23 @@ class Timeouts:
         pool: waiting for a free connection from the pool (also safe to retry).
         read: waiting for response bytes of a create or query once the request was sent.
         read_sync: the same for providers that answer only when the image is ready.
+        close_grace: how long `FluxClient.aclose` lets creates already sent get their
+            answer (so a job the provider created and charged is known by its id) before
+            it cancels them; ``0`` cancels at once.
     """
 
     connect: float = 10.0
     pool: float = 60.0
     read: float = 60.0
     read_sync: float = 300.0
+    close_grace: float = 5.0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            _positive("Timeouts", field.name, getattr(self, field.name))
+            value = getattr(self, field.name)
+            if field.name == "close_grace" and value == 0 and not isinstance(value, bool):
+                continue
+            _positive("Timeouts", field.name, value)
 
 
 @dataclasses.dataclass(frozen=True)

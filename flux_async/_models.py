@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from ._errors import ValidationError
+
 __all__ = [
     "Event",
     "Generation",
@@ -18,6 +20,7 @@ __all__ = [
     "JobSnapshot",
     "JobStatus",
     "Outcome",
+    "build_request",
 ]
 
 
@@ -203,3 +206,33 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     time: float
     """``time.monotonic()`` when it happened."""
     detail: str | None = None
+
+
+REQUEST_FIELDS = tuple(name for name in GenerationRequest.__struct_fields__ if name != "prompt")
+"""The `submit` keyword parameters, in declaration order."""
+
+
+def build_request(provider: str, prompt: Any, params: dict[str, Any]) -> GenerationRequest:
+    """Build a `GenerationRequest`, turning unknown names and wrong types into errors."""
+    unknown = sorted(set(params) - set(REQUEST_FIELDS))
+    if unknown:
+        raise ValidationError(
+            f"{provider}: unknown parameter {unknown[0]!r}; allowed: {', '.join(REQUEST_FIELDS)} "
+            "(provider-specific fields go in extra={...})",
+            provider=provider,
+            field=unknown[0],
+            value=params[unknown[0]],
+            allowed=", ".join(REQUEST_FIELDS),
+        )
+    try:
+        return msgspec.convert({"prompt": prompt, **params}, GenerationRequest)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        field = text.rsplit("$.", 1)[-1].split("[", 1)[0] if "$." in text else None
+        raise ValidationError(
+            f"{provider}: {text}",
+            provider=provider,
+            field=field,
+            value=params.get(field) if field else prompt,
+            allowed=None,
+        ) from exc

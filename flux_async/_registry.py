@@ -11,16 +11,32 @@ import asyncio
 import secrets
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._errors import FluxError
+from ._errors import FluxError, JobError, JobFailedError
 from ._models import Image, JobSnapshot, JobStatus
+
+if TYPE_CHECKING:
+    from .providers._base import Update
 
 __all__ = ["Entry", "Registry"]
 
 
 class Entry:
-    """Everything known about one job. Mutated only through `Registry`."""
+    """Everything known about one job.
+
+    Its status and outcome (``status``, ``job_id``, ``cost``, ``refunded``, ``images``,
+    ``seed``, ``error``, ``finished_at``) are written only by `Registry` (`accept`,
+    `advance`, `apply`, `finish`). The other fields belong to one component each:
+
+    - the create lane: ``request``, ``token_hash`` and ``secret_hash`` (set at allocation),
+      ``accepted`` (the future an orphaned create waits on; `Registry.accept` wakes it);
+    - the poll lane and its scheduler (loop-clock seconds): ``deadline``, ``next_poll``,
+      ``attempt``, ``polls``;
+    - the callback side: ``hinted`` (a callback came before the create's answer) and
+      ``verifying`` (a verifying query is in flight);
+    - `Job` handles: ``waiter``, created by the first one that waits.
+    """
 
     __slots__ = (
         "accepted",
@@ -121,6 +137,8 @@ class Registry:
         self._by_local: dict[str, Entry] = {}
         self._by_job_id: dict[tuple[str, str], Entry] = {}
         self._active = 0
+        self.on_accepted: list[Callable[[Entry], None]] = []
+        """Called once per job when the provider's id is first recorded (e.g. a job store)."""
 
     def __len__(self) -> int:
         return len(self._by_local)
@@ -130,15 +148,37 @@ class Registry:
         """Jobs not yet in a terminal state."""
         return self._active
 
-    def allocate(self, provider: str, model: str) -> Entry:
-        """Create the entry for a job about to be created (before any request is sent)."""
-        local_id = secrets.token_hex(8)
-        while local_id in self._by_local:  # pragma: no cover - 64 random bits
-            local_id = secrets.token_hex(8)
+    def allocate(
+        self,
+        provider: str,
+        model: str,
+        *,
+        request: Any = None,
+        token_hash: bytes | None = None,
+        secret_hash: bytes | None = None,
+        local_id: str | None = None,
+    ) -> Entry:
+        """Create the entry for a job about to be created (before any request is sent).
+
+        ``local_id`` is drawn at random unless given (a caller that must know it before
+        allocating, e.g. to build the callback address, draws it with `new_local_id`).
+        """
+        if local_id is None:
+            local_id = self.new_local_id()
         entry = Entry(local_id, provider, model, self._clock())
+        entry.request = request
+        entry.token_hash = token_hash
+        entry.secret_hash = secret_hash
         self._by_local[local_id] = entry
         self._active += 1
         return entry
+
+    def new_local_id(self) -> str:
+        """Return a random local id no held entry has."""
+        local_id = secrets.token_hex(8)
+        while local_id in self._by_local:  # pragma: no cover - 64 random bits
+            local_id = secrets.token_hex(8)
+        return local_id
 
     def get(self, local_id: str) -> Entry | None:
         """Return the entry with this local id, if the registry still holds it."""
@@ -163,6 +203,8 @@ class Registry:
             entry.job_id = job_id
             if entry.local_id in self._by_local:
                 self._by_job_id[(entry.provider, job_id)] = entry
+            for hook in self.on_accepted:
+                hook(entry)
         if cost is not None and entry.cost is None:
             entry.cost = cost
         _wake(entry.accepted)
@@ -202,6 +244,9 @@ class Registry:
                 entry.seed = seed
             entry.error = error
             entry.finished_at = self._clock()
+            if isinstance(error, JobError) and error.job is None:
+                # Before anyone is woken or told: the error names the job as it ended.
+                error.job = entry.snapshot()
             self._active -= 1
             _wake(entry.waiter)
             _wake(entry.accepted)
@@ -210,6 +255,37 @@ class Registry:
             if self._on_finished is not None:
                 self._on_finished(entry)
         return True
+
+    def apply(self, entry: Entry, update: Update) -> None:
+        """Apply a provider update (from a poll, a callback or a create's answer).
+
+        A ``failed`` update ends the job with a `JobFailedError` carrying the provider's
+        words and the job's snapshot.
+        """
+        error: FluxError | None = None
+        if update.status is JobStatus.FAILED:
+            error = JobFailedError(
+                f"job {entry.local_id} (provider id {entry.job_id}) failed"
+                + (f": {update.error}" if update.error else ""),
+                provider=entry.provider,
+                reason=update.error,
+            )
+        self.advance(
+            entry,
+            update.status,
+            images=update.images,
+            cost=update.cost,
+            seed=update.seed,
+            error=error,
+            refunded=getattr(update, "refunded", False),
+        )
+
+    def finish(self, entry: Entry, status: JobStatus, error: FluxError) -> bool:
+        """End a job with ``status`` and ``error`` (a `JobError` gets the final snapshot).
+
+        Returns whether the job was still open (a finished job is left as it was).
+        """
+        return self.advance(entry, status, error=error)
 
     def release(self, entry: Entry) -> None:
         """Forget a finished job (its `Job` handle keeps working)."""

@@ -6,19 +6,24 @@ module that imports `backoff`.
 
 from __future__ import annotations
 
+import enum
 import itertools
 import math
 import random
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import backoff
 
 from ._config import RetryPolicy
-from ._errors import Phase, RequestError
+from ._errors import Phase, RateLimitedError, RequestError
 
 __all__ = [
+    "CreateAction",
+    "CreateDecision",
     "RetryBudget",
     "TokenBucket",
+    "decide_create_failure",
     "is_resend_safe",
     "jittered",
     "retry_wait",
@@ -129,3 +134,55 @@ class TokenBucket:
         delay = max(0.0, tat - self._tolerance - now)
         self._tat = tat + self._interval
         return delay
+
+
+class CreateAction(enum.Enum):
+    """What to do after a create failed."""
+
+    RETRY = "retry"
+    """Send it again after ``wait`` (it provably did no work)."""
+    AWAIT_CALLBACK = "await_callback"
+    """It may have created a job: wait for that job to call home before giving up."""
+    UNKNOWN = "unknown"
+    """It may have created a job and nothing can tell: end it ``unknown``, never resend."""
+    FAILED = "failed"
+    """The provider refused it and no job exists: end it ``failed``."""
+
+
+class CreateDecision(NamedTuple):
+    """`decide_create_failure`'s answer; ``pause`` holds every create (after a 429)."""
+
+    action: CreateAction
+    wait: float | None = None
+    pause: float | None = None
+
+
+def decide_create_failure(
+    error: RequestError,
+    *,
+    attempt: int,
+    policy: RetryPolicy,
+    table: Sequence[float],
+    rng: random.Random | None,
+    budget: RetryBudget,
+    callbacks: bool,
+) -> CreateDecision:
+    """Decide what follows a failed create (no I/O; it may spend one token of ``budget``).
+
+    ``attempt`` counts the tries made so far; ``callbacks`` says whether a job created by
+    an ambiguous request could still call home.
+    """
+    wait = retry_wait(error, attempt=attempt, policy=policy, table=table, rng=rng)
+    # One 429 slows every create of this provider, not just this job.
+    pause = None
+    if isinstance(error, RateLimitedError):
+        pause = wait if wait is not None else table[0]
+    # A retry the provider scheduled itself (Retry-After, with the whole create lane paused)
+    # is already paced; the budget guards the unpaced ones.
+    paced = getattr(error, "retry_after", None) is not None
+    if wait is not None and (paced or budget.try_spend()):
+        return CreateDecision(CreateAction.RETRY, wait, pause)
+    if error.phase is Phase.AMBIGUOUS:
+        action = CreateAction.AWAIT_CALLBACK if callbacks else CreateAction.UNKNOWN
+        return CreateDecision(action, None, pause)
+    return CreateDecision(CreateAction.FAILED, None, pause)

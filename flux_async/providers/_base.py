@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import math
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 

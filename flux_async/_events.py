@@ -1,0 +1,127 @@
+"""Progress events: one bus per client; logging is one of its subscribers.
+
+Building an `Event` costs a little on every status change, so the bus builds one only when
+someone listens for that kind: with no user subscriber, only the rare kinds the log
+subscriber wants (retries, 429 pauses) are built.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Collection
+
+from ._models import Event, EventKind, JobStatus
+from ._registry import Entry
+
+__all__ = ["EventBus", "log_event"]
+
+logger = logging.getLogger("flux_async")
+
+Subscriber = Callable[[Event], None]
+
+# The kinds worth a log line; the others (one per status change) would flood it.
+LOGGED_KINDS: frozenset[EventKind] = frozenset({"retried", "rate_limited"})
+_CHANGE_KINDS = frozenset({"submitted", "status", "finished"})
+
+
+def log_event(event: Event) -> None:
+    """Log a retry or a 429 pause at INFO (the bus's default subscriber)."""
+    if event.kind == "retried":
+        logger.info(
+            "%s request for job %s failed (%s); retrying",
+            event.provider,
+            event.local_id,
+            event.detail,
+        )
+    elif event.kind == "rate_limited":
+        logger.info("%s answered 429: %s", event.provider, event.detail)
+
+
+class EventBus:
+    """Delivers `Event`s to subscribers, synchronously, in subscription order.
+
+    Args:
+        provider: the provider name every event carries.
+        clock: the ``Event.time`` source (``time.monotonic``).
+        log: subscribe `log_event` for `LOGGED_KINDS` (the default).
+    """
+
+    __slots__ = ("_all", "_changes", "_clock", "_filtered", "_provider", "_wanted")
+
+    def __init__(
+        self, provider: str, *, clock: Callable[[], float] = time.monotonic, log: bool = True
+    ) -> None:
+        self._provider = provider
+        self._clock = clock
+        self._all: list[Subscriber] = []
+        self._filtered: list[tuple[Subscriber, frozenset[str]]] = []
+        self._wanted: frozenset[str] = frozenset()
+        self._changes = False  # a filtered subscriber wants a status-change kind
+        if log:
+            self.subscribe(log_event, kinds=LOGGED_KINDS)
+
+    def __bool__(self) -> bool:
+        """Whether anyone listens to every kind (callers skip building details otherwise)."""
+        return bool(self._all)
+
+    def subscribe(
+        self, callback: Subscriber, *, kinds: Collection[str] | None = None
+    ) -> Callable[[], None]:
+        """Call ``callback`` with every event (or those of ``kinds``); return an unsubscriber."""
+        if kinds is None:
+            self._all.append(callback)
+        else:
+            self._filtered.append((callback, frozenset(kinds)))
+            self._refresh()
+
+        def unsubscribe() -> None:
+            if kinds is None:
+                if callback in self._all:
+                    self._all.remove(callback)
+            else:
+                self._filtered[:] = [item for item in self._filtered if item[0] is not callback]
+                self._refresh()
+
+        return unsubscribe
+
+    def _refresh(self) -> None:
+        self._wanted = frozenset().union(*(kinds for _, kinds in self._filtered))
+        self._changes = bool(self._wanted & _CHANGE_KINDS)
+
+    def emit(self, kind: EventKind, entry: Entry | None, detail: str | None = None) -> None:
+        """Deliver one event; an exception in a subscriber is logged, never raised."""
+        if not self._all and kind not in self._wanted:
+            return
+        event = Event(
+            kind=kind,
+            local_id=entry.local_id if entry is not None else None,
+            job_id=entry.job_id if entry is not None else None,
+            status=entry.status if entry is not None else None,
+            provider=self._provider,
+            time=self._clock(),
+            detail=detail,
+        )
+        for callback in list(self._all):
+            _deliver(callback, event)
+        for callback, kinds in list(self._filtered):
+            if kind in kinds:
+                _deliver(callback, event)
+
+    def on_change(self, entry: Entry, previous: JobStatus) -> None:
+        """The registry's status-change hook: ``submitted``, ``status`` or ``finished``."""
+        if not self._all and not self._changes:
+            return
+        if entry.status.is_terminal:
+            self.emit("finished", entry, str(entry.error) if entry.error else None)
+        elif entry.status is JobStatus.SUBMITTED:
+            self.emit("submitted", entry)
+        else:
+            self.emit("status", entry, previous.value)
+
+
+def _deliver(callback: Subscriber, event: Event) -> None:
+    try:
+        callback(event)
+    except Exception:
+        logger.exception("event subscriber %r failed", callback)

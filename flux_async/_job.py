@@ -1,0 +1,110 @@
+"""`Job`: the public handle on one submitted job, and `outcome_of` a finished entry."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Generator
+from typing import Any
+
+import anyio
+
+from ._errors import JobFailedError
+from ._models import Generation, JobSnapshot, JobStatus
+from ._registry import Entry
+
+__all__ = ["Job", "outcome_of"]
+
+
+class Job:
+    """A handle on one submitted job: its ids, its state, and its result.
+
+    ``await job`` (or ``await job.result(timeout=...)``) returns the `Generation` or raises
+    the error that ended the job.
+    """
+
+    __slots__ = ("_entry",)
+
+    def __init__(self, entry: Entry) -> None:
+        self._entry = entry
+
+    def __repr__(self) -> str:
+        entry = self._entry
+        return (
+            f"<Job {entry.local_id} {entry.provider} {entry.status.value}"
+            f"{f' id={entry.job_id}' if entry.job_id else ''}>"
+        )
+
+    @property
+    def local_id(self) -> str:
+        """The client's own id for the job (also in its callback address)."""
+        return self._entry.local_id
+
+    @property
+    def id(self) -> str | None:
+        """The provider's id for the job, once it accepted it."""
+        return self._entry.job_id
+
+    @property
+    def status(self) -> JobStatus:
+        """The job's status now."""
+        return self._entry.status
+
+    @property
+    def cost(self) -> Any:
+        """What the provider charged (a `Decimal` in its unit), when it said."""
+        return self._entry.cost
+
+    def done(self) -> bool:
+        """Whether the job has reached a terminal state."""
+        return self._entry.status.is_terminal
+
+    def snapshot(self) -> JobSnapshot:
+        """Return an immutable view of the job now."""
+        return self._entry.snapshot()
+
+    # The public API takes a timeout (as asyncio.Future.result-like handles do); it is
+    # implemented with anyio.fail_after.
+    async def result(self, timeout: float | None = None) -> Generation:  # noqa: ASYNC109
+        """Wait for the job to end and return its `Generation`.
+
+        Args:
+            timeout: seconds to wait; on expiry `TimeoutError` is raised and the job goes on
+                (its own deadline is `PollPolicy.timeout`).
+
+        Raises:
+            JobError: the job ended failed, timed out, cancelled or unknown.
+            ProviderError: the provider's answer about the job could not be used (e.g.
+                `UnknownStatusError`, carrying the raw payload); the job ended ``failed``.
+        """
+        entry = self._entry
+        if not entry.status.is_terminal:
+            if entry.waiter is None:
+                entry.waiter = asyncio.get_running_loop().create_future()
+            with anyio.fail_after(timeout):
+                # shield: one waiter cancelled by its timeout must not cancel the others.
+                await asyncio.shield(entry.waiter)
+        return outcome_of(entry)
+
+    def __await__(self) -> Generator[Any, None, Generation]:
+        return self.result().__await__()
+
+
+def outcome_of(entry: Entry) -> Generation:
+    """Return the `Generation` of a finished entry, or raise the error that ended it."""
+    if entry.status is JobStatus.SUCCEEDED:
+        return Generation(
+            images=entry.images,
+            provider=entry.provider,
+            model=entry.model,
+            job_id=entry.job_id or "",
+            local_id=entry.local_id,
+            cost=entry.cost,
+            seed=entry.seed,
+        )
+    if entry.error is not None:
+        raise entry.error
+    raise JobFailedError(  # pragma: no cover - every terminal path records an error
+        f"job {entry.local_id} ended {entry.status.value}",
+        provider=entry.provider,
+        job=entry.snapshot(),
+    )
