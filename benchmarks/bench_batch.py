@@ -14,6 +14,8 @@ belong to one contender. For each run:
   a system-wide ``time.monotonic()`` value) to the moment the client's code has the result
   in hand (``Outcome.finished_at`` for flux_async, the monotonic time right after the
   decoded status-2 answer for the loop);
+- 429s: requests the fake answered 429 (its ``rejected_429`` counter; ``-`` when the fake
+  does not count them);
 - peak RSS of the client process (``VmHWM``: ``ru_maxrss`` would include the parent's
   peak, which Linux carries across ``exec``), and its RSS right after imports;
 - the fake's own CPU ms per job (what the polling costs the provider).
@@ -21,31 +23,42 @@ belong to one contender. For each run:
 Contenders (same jobs, same fake, same seed, same number of connections):
 
 ``loop``
-    The minimal hand-written alternative: one ``aiohttp.ClientSession`` (its default
-    connector: 100 connections), an ``asyncio.Semaphore`` of ``--concurrency``, and per
-    job: ``POST /api/v1/job/create``, then sleep ``--interval`` (0.25 s) and
-    ``GET /api/v1/job/query?id=`` until ``data.status == 2``.
+    The yardstick: the minimal hand-written alternative (``_harness.poll_loop``): one
+    ``aiohttp.ClientSession`` (its default connector: 100 connections), an
+    ``asyncio.Semaphore`` of ``--concurrency``, and per job: ``POST /api/v1/job/create``,
+    then sleep ``--interval`` and ``GET /api/v1/job/query?id=`` until ``data.status == 2``;
+    a 429 is retried after its ``Retry-After``.
+``defaults``
+    ``FluxClient(ShortAPI(...)).generate_many(prompts, concurrency=C)`` and nothing else:
+    the library's default poll schedule and limits, what a user who changes no setting gets.
 ``flux``
-    ``FluxClient(ShortAPI(...)).generate_many(prompts, concurrency=C)`` with the policy a
-    user who wants the loop's detection lag would set for this latency distribution:
-    ``PollPolicy(wait_first=LOW, wait_initial=INTERVAL, wait_exp_base=1.0,
-    wait_max=INTERVAL, wait_jitter=False)``: first check at the fastest typical latency
-    (LOW of ``--latency LOW,HIGH``), then every INTERVAL like the loop.
+    The same client with the policy a user who wants the loop's detection lag would set
+    for this latency distribution: ``PollPolicy(wait_first=LOW, wait_initial=INTERVAL,
+    wait_exp_base=1.0, wait_max=INTERVAL, wait_jitter=False)``: first check at the fastest
+    typical latency (LOW: the distribution's low end), then every INTERVAL like the loop;
     ``Limits(max_jobs_in_flight=C, max_connections=100, polls_per_second=C / INTERVAL)``:
-    as many connections as the loop, and a poll-rate cap equal to the loop's own steady
-    rate, so it never holds flux_async back more than the loop holds itself.
+    as many connections as the loop, and a poll-rate cap equal to the loop's own steady rate.
 ``flux-same``
     The same client polling on exactly the loop's schedule (``wait_first=INTERVAL``, then
     every INTERVAL): the same requests as the loop, so the CPU difference is the
     library's per-request overhead.
 ``flux-backoff``
-    The same client with the policy shape of the library's defaults: first check at the
-    median latency ((LOW + HIGH) / 2), then exponential backoff from 0.5 s, doubling, full
-    jitter, cap 15 s. Fewer requests, later detection; shown for the trade-off.
+    The policy shape of the library's defaults, tuned to the distribution: first check at
+    its median, then exponential backoff from 0.5 s, doubling, full jitter, cap 15 s.
 
-Scenarios: ``small`` is 2,000 jobs with 200 in flight, ``large`` 10,000 with 1,000; the
-fake's latency is uniform in ``--latency`` (default 2-6 s). Everything runs on 127.0.0.1;
-with 2+ CPUs the fake and the client are pinned to different CPUs (``--no-pin``: not).
+Any flux contender may carry ``+journal`` (e.g. ``flux+journal``): the same run with
+``generate_many(..., journal=PATH)`` (the SQLite journal of issue 11), for the journal-on
+vs journal-off comparison; ``--journal`` adds that twin for every flux contender chosen.
+
+Latency distributions (``--dist``, several comma-separated): ``uniform`` (``--latency``,
+default 2-6 s), ``fast`` (200 ms +- 100), ``flux`` (8 s +- 4), ``longtail``, ``slowdown``
+(the provider slows down mid-batch) and ``ratelimit`` (a hidden rate limit answered with
+429). Each has a default loop interval (``--interval`` overrides it). Those the fake
+cannot produce yet are refused with a message naming what is missing.
+
+Scenarios: ``small`` is 2,000 jobs with 200 in flight, ``large`` 10,000 with 1,000.
+Everything runs on 127.0.0.1; with 2+ CPUs the fake and the client are pinned to different
+CPUs (``--no-pin``: not). ``--code DIR`` measures the flux_async in DIR (another revision).
 
 Run: ``python benchmarks/bench_batch.py --scenario both`` (``--smoke`` for a tiny run).
 """
@@ -53,69 +66,119 @@ Run: ``python benchmarks/bench_batch.py --scenario both`` (``--smoke`` for a tin
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import resource
-import statistics
 import sys
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _fake import (  # the folder is on sys.path, not a package
+from _harness import (  # the folder is on sys.path, not a package
+    API_KEY,
+    CONNECTIONS,
+    SCENARIOS,
     FakeProcess,
+    Seen,
+    add_code_argument,
     code_under_test,
+    detection_lags,
+    fake_supports,
+    measure_child,
+    median_row,
+    parse_latency,
+    percentile,
+    pinned_cpus,
+    poll_loop,
+    print_table,
+    prompts,
     run_child,
 )
 
-SCENARIOS = {"small": (2_000, 200), "large": (10_000, 1_000)}
-CONTENDERS = ("flux", "flux-same", "flux-backoff", "loop")
-MODEL = "shortapi/flux-1.0/text-to-image"
-API_KEY = "bench-key"
-CONNECTIONS = 100  # aiohttp's default connector limit, which the loop uses
+FLUX_CONTENDERS = ("defaults", "flux", "flux-same", "flux-backoff")
+CONTENDERS = (*FLUX_CONTENDERS, "loop")
+SMOKE_CONTENDERS = ("flux", "loop")  # the defaults' first poll comes after seconds
+JOURNAL = "+journal"
+SCHEDULES = {
+    "loop": "the loop's: every INTERVAL from the create",
+    "defaults": "the library's defaults (no PollPolicy, no Limits)",
+    "flux": "first check at LOW, then every INTERVAL (not the loop's: skips early polls)",
+    "flux-same": "the loop's exact schedule",
+    "flux-backoff": "first check at the median, then 0.5 s doubling, full jitter, cap 15 s",
+}
 TABLE_HEADER = (
-    "| scenario | contender | wall s | CPU ms/job | CPU µs/req | req/job | polls/job "
-    "| lag p50 ms | lag p99 ms | max RSS MB | fake CPU ms/job | ok |"
+    "scenario",
+    "contender",
+    "wall s",
+    "CPU ms/job",
+    "CPU µs/req",
+    "req/job",
+    "polls/job",
+    "lag p50 ms",
+    "lag p99 ms",
+    "429s",
+    "max RSS MB",
+    "fake CPU ms/job",
+    "ok",
 )
 
 
-def prompts(jobs: int) -> Iterator[str]:
-    """Yield the batch's prompts (the same for every contender)."""
-    return (f"benchmark job {index:06d}: a red fox in the snow" for index in range(jobs))
+@dataclass(frozen=True)
+class Distribution:
+    """A latency distribution of the fake, and how the contenders are tuned to it."""
+
+    description: str
+    fake_args: tuple[str, ...]
+    low: float  # the fast end (``flux`` checks first here)
+    median: float  # (``flux-backoff`` checks first here)
+    high: float  # the slow end (bounds the run's time limit)
+    interval: float  # the loop's default poll interval
+    needs: str | None = None  # what the fake's --help must mention; None: works today
+    rate_limit: float | None = None  # the hidden limit (requests per second), if any
 
 
-def parse_latency(text: str) -> tuple[float, float]:
-    """Parse ``LOW,HIGH`` (or one number) seconds."""
-    parts = [float(part) for part in text.split(",")]
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or not 0 < parts[0] <= parts[1]:
-        raise argparse.ArgumentTypeError("latency is SECONDS or LOW,HIGH with 0 < LOW <= HIGH")
-    return parts[0], parts[1]
-
-
-def peak_rss_kb() -> int:
-    """Return the peak resident set size of this process's memory in KiB (Linux ``VmHWM``).
-
-    Not ``ru_maxrss``: Linux carries it across ``exec``, so a child started by a parent
-    with a larger RSS (``subprocess`` uses vfork) reports the parent's peak.
-    """
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def rss_kb() -> int:
-    """Return the process's current resident set size in KiB (Linux)."""
-    with open("/proc/self/statm") as statm:
-        pages = int(statm.read().split()[1])
-    return pages * resource.getpagesize() // 1024
+def distributions(latency: tuple[float, float]) -> dict[str, Distribution]:
+    """Return the distributions by name; ``uniform`` takes ``--latency LOW,HIGH``."""
+    low, high = latency
+    return {
+        "uniform": Distribution(
+            f"uniform {low:g}-{high:g} s",
+            ("--latency", f"{low},{high}"),
+            low,
+            (low + high) / 2,
+            high,
+            0.25,
+        ),
+        "fast": Distribution(
+            "200 ms +- 100 (uniform 0.1-0.3 s)", ("--latency", "0.1,0.3"), 0.1, 0.2, 0.3, 0.1
+        ),
+        "flux": Distribution(
+            "8 s +- 4 (uniform 4-12 s)", ("--latency", "4,12"), 4.0, 8.0, 12.0, 1.0
+        ),
+        # TODO(fake): a long-tailed latency (e.g. lognormal, median 8 s, p99 ~40 s) as a
+        # `python -m flux_async.testing` option; wire its flag here once --help lists it.
+        "longtail": Distribution(
+            "long-tailed, median 8 s", ("--latency-dist", "longtail"), 4.0, 8.0, 60.0, 1.0,
+            needs="--latency-dist",
+        ),
+        # TODO(fake): the provider slows down mid-batch (fast, then FLUX-like latencies).
+        "slowdown": Distribution(
+            "0.1-0.3 s, then 4-12 s from mid-batch", ("--latency-dist", "slowdown"),
+            0.1, 4.0, 12.0, 0.25,
+            needs="--latency-dist",
+        ),
+        # TODO(fake): Faults(rate_limit=N) answers 429 beyond N requests per second and
+        # counts them in the stats as `rejected_429`; `--fault rate_limit=N` sets it.
+        "ratelimit": Distribution(
+            "200 ms +- 100 behind a hidden limit of 200 requests/s",
+            ("--latency", "0.1,0.3", "--fault", "rate_limit=200"),
+            0.1, 0.2, 0.3, 0.1,
+            needs="rate_limit",
+            rate_limit=200.0,
+        ),
+    }
 
 
 # -- contenders (each runs in its own child process) -------------------------------------
@@ -125,166 +188,122 @@ async def run_flux(
     url: str,
     jobs: int,
     concurrency: int,
-    latency: tuple[float, float],
+    dist: Distribution,
     interval: float,
     *,
     shape: str,
-) -> tuple[dict[str, float], int]:
+    journal: str | None,
+) -> tuple[Seen, int, dict[str, Any]]:
     """Run the batch with flux_async; return {job id: monotonic time seen done}, failures."""
     from flux_async import FluxClient, Limits, PollPolicy, ShortAPI
 
-    low, high = latency
+    options: dict[str, Any] = {}
     if shape == "flux-backoff":
-        policy = PollPolicy(wait_first=(low + high) / 2)
-    else:
-        policy = PollPolicy(
-            wait_first=low if shape == "flux" else interval,
+        options["poll"] = PollPolicy(wait_first=dist.median)
+    elif shape in ("flux", "flux-same"):
+        options["poll"] = PollPolicy(
+            wait_first=dist.low if shape == "flux" else interval,
             wait_initial=interval,
             wait_exp_base=1.0,
             wait_max=interval,
             wait_jitter=False,
         )
-    limits = Limits(
-        max_jobs_in_flight=concurrency,
-        max_connections=CONNECTIONS,
-        polls_per_second=concurrency / interval,
-    )
-    seen: dict[str, float] = {}
+    if shape != "defaults":
+        options["seed"] = 1
+        options["limits"] = Limits(
+            max_jobs_in_flight=concurrency,
+            max_connections=CONNECTIONS,
+            polls_per_second=concurrency / interval,
+        )
+    batch_options: dict[str, Any] = {"concurrency": concurrency}
+    if journal is not None:
+        batch_options["journal"] = journal
+    seen: Seen = {}
     failures = 0
     provider = ShortAPI(api_key=API_KEY, base_url=url)
-    async with FluxClient(provider, limits=limits, poll=policy, seed=1) as client:
-        async for outcome in client.generate_many(prompts(jobs), concurrency=concurrency):
+    async with FluxClient(provider, **options) as client:
+        async for outcome in client.generate_many(prompts(jobs), **batch_options):
             if outcome.ok and outcome.job is not None and outcome.job.id is not None:
                 seen[outcome.job.id] = outcome.finished_at
             else:
                 failures += 1
-    return seen, failures
-
-
-async def run_loop(
-    url: str, jobs: int, concurrency: int, interval: float
-) -> tuple[dict[str, float], int]:
-    """Run the batch with a minimal hand-written create-and-poll loop."""
-    import aiohttp
-
-    seen: dict[str, float] = {}
-    failures = 0
-    headers = {"Authorization": f"Bearer {API_KEY}"}
-    create_url = f"{url}/api/v1/job/create"
-    query_url = f"{url}/api/v1/job/query"
-
-    async def one(session: aiohttp.ClientSession, prompt: str) -> None:
-        nonlocal failures
-        body = {"model": MODEL, "args": {"prompt": prompt, "aspect_ratio": "1:1"}}
-        async with session.post(create_url, json=body, headers=headers) as response:
-            created = await response.json()
-        job_id = created["data"]["job_id"]
-        while True:
-            await asyncio.sleep(interval)
-            async with session.get(query_url, params={"id": job_id}, headers=headers) as response:
-                data = (await response.json())["data"]
-            if data["status"] == 2:
-                seen[job_id] = time.monotonic()
-                return
-            if data["status"] not in (0, 1):
-                failures += 1
-                return
-
-    slots = asyncio.Semaphore(concurrency)
-    tasks: set[asyncio.Task[None]] = set()
-
-    def done(task: asyncio.Task[None]) -> None:
-        nonlocal failures
-        tasks.discard(task)
-        slots.release()
-        if task.exception() is not None:
-            failures += 1
-
-    async with aiohttp.ClientSession() as session:
-        for prompt in prompts(jobs):
-            await slots.acquire()
-            task = asyncio.get_running_loop().create_task(one(session, prompt))
-            tasks.add(task)
-            task.add_done_callback(done)
-        while tasks:
-            await asyncio.wait(set(tasks))
-    return seen, failures
+    return seen, failures, {}
 
 
 def child(args: argparse.Namespace) -> int:
     """Run one contender and print one JSON line with its measurements."""
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
-    if args.contender == "loop":
-        import aiohttp  # noqa: F401  (imported before the RSS baseline, as flux_async is)
-    else:
-        import flux_async  # noqa: F401
-    baseline_rss = rss_kb()
-    usage0 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    if args.contender == "loop":
-        result = asyncio.run(run_loop(args.url, args.jobs, args.concurrency, args.interval))
-    else:
-        result = asyncio.run(
-            run_flux(
-                args.url,
-                args.jobs,
-                args.concurrency,
-                args.latency,
-                args.interval,
-                shape=args.contender,
-            )
+    dist = distributions(args.latency)[args.dist]
+    shape = args.contender.removesuffix(JOURNAL)
+    if shape == "loop":
+        return measure_child(
+            cpu=args.cpu,
+            uses_flux=False,
+            run=lambda: poll_loop(args.url, args.jobs, args.concurrency, args.interval),
         )
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    seen, failures = result
-    print(
-        json.dumps(
-            {
-                "contender": args.contender,
-                "wall_s": wall,
-                "cpu_s": cpu,
-                "sys_s": usage.ru_stime - usage0.ru_stime,
-                "context_switches": (usage.ru_nvcsw - usage0.ru_nvcsw)
-                + (usage.ru_nivcsw - usage0.ru_nivcsw),
-                "max_rss_kb": peak_rss_kb(),
-                "baseline_rss_kb": baseline_rss,
-                "failures": failures,
-                "seen": seen,
-            }
-        )
+    journal = None
+    if args.contender.endswith(JOURNAL):
+        import tempfile
+
+        journal = str(Path(tempfile.mkdtemp(prefix="bench-journal-")) / "batch.sqlite")
+    return measure_child(
+        cpu=args.cpu,
+        uses_flux=True,
+        run=lambda: run_flux(
+            args.url,
+            args.jobs,
+            args.concurrency,
+            dist,
+            args.interval,
+            shape=shape,
+            journal=journal,
+        ),
     )
-    return 0
 
 
 # -- orchestration --------------------------------------------------------------------------
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    """Return the nearest-rank percentile of sorted ``values`` (``nan`` when empty)."""
-    if not values:
-        return float("nan")
-    rank = max(0, min(len(values) - 1, round(fraction * len(values)) - 1))
-    return values[rank]
+def journal_support(code: str | None) -> str | None:
+    """Return why ``generate_many(journal=...)`` cannot be measured, or None when it can."""
+    import subprocess
 
+    from _harness import HERE, child_env
 
-def pinned_cpus(args: argparse.Namespace) -> tuple[int | None, int | None]:
-    """Return the CPUs for the fake and the client, or Nones when not pinning."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if args.no_pin or len(cpus) < 2:
-        return None, None
-    return cpus[0], cpus[1]
+    probe = (
+        "import inspect, flux_async; "
+        "print('journal' in inspect.signature(flux_async.FluxClient.generate_many).parameters)"
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env=child_env(code),
+        cwd=HERE,
+        timeout=60,
+        check=False,
+    )
+    if finished.stdout.strip() == "True":
+        return None
+    return (
+        "this flux_async has no FluxClient.generate_many(..., journal=PATH) (issue 11's "
+        "SQLite journal), so the +journal rows cannot run"
+    )
 
 
 def run_contender(
-    contender: str, jobs: int, concurrency: int, args: argparse.Namespace
+    contender: str,
+    jobs: int,
+    concurrency: int,
+    dist_name: str,
+    dist: Distribution,
+    interval: float,
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
     """Start a fresh fake, run one contender in a child process, and collect its numbers."""
-    low, high = args.latency
     # Bound every run: the batch's ideal duration, many times over, plus start-up.
-    time_limit = 120 + 10 * (jobs / concurrency) * (high + args.interval)
-    fake_cpu, client_cpu = pinned_cpus(args)
-    with FakeProcess(latency=f"{low},{high}", seed=args.seed, cpu=fake_cpu) as fake:
+    time_limit = 120 + 10 * (jobs / concurrency) * (dist.high + interval + 8)
+    fake_cpu, client_cpu = pinned_cpus(args.no_pin)
+    with FakeProcess(*dist.fake_args, seed=args.seed, cpu=fake_cpu) as fake:
         command = [
             sys.executable,
             str(Path(__file__).resolve()),
@@ -296,68 +315,93 @@ def run_contender(
             str(jobs),
             "--concurrency",
             str(concurrency),
+            "--dist",
+            dist_name,
             "--latency",
-            f"{low},{high}",
+            ",".join(str(value) for value in args.latency),
             "--interval",
-            str(args.interval),
+            str(interval),
         ]
-        result = run_child(contender, command, cpu=client_cpu, time_limit=time_limit)
-        fake_cpu = fake.cpu_since_start()
+        result = run_child(
+            contender,
+            command,
+            cpu=client_cpu,
+            time_limit=time_limit,
+            code=None if contender == "loop" else args.code,
+        )
+        fake_cpu_s = fake.cpu_since_start()
         stats = fake.stats(detail=True)
     requests = stats["requests"]
     creates = requests.get("shortapi.create", 0)
     polls = requests.get("shortapi.query", 0)
-    lags = sorted(
-        seen_at - stats["jobs"][job_id]["ready_at"]
-        for job_id, seen_at in result["seen"].items()
-        if stats["jobs"].get(job_id, {}).get("ready_at") is not None
-    )
-    ok = len(result["seen"])
+    lags = detection_lags(result["seen"], stats)
+    rejected = stats.get("rejected_429")
     return {
         "contender": contender,
         "jobs": jobs,
         "concurrency": concurrency,
-        "ok": ok,
+        "ok": len(result["seen"]),
         "failures": result["failures"],
         "jobs_created": stats["jobs_created"],
         "wall_s": result["wall_s"],
+        "jobs_per_s": jobs / result["wall_s"],
+        "requests_per_s": (creates + polls) / result["wall_s"],
         "cpu_ms_per_job": 1000 * result["cpu_s"] / jobs,
         "sys_ms_per_job": 1000 * result["sys_s"] / jobs,
         "context_switches_per_job": result["context_switches"] / jobs,
         "cpu_us_per_request": 1e6 * result["cpu_s"] / max(1, creates + polls),
         "requests_per_job": (creates + polls) / jobs,
         "polls_per_job": polls / jobs,
+        "rejected_429": float(rejected) if rejected is not None else None,
         "lag_p50_ms": 1000 * percentile(lags, 0.50),
         "lag_p99_ms": 1000 * percentile(lags, 0.99),
         "lag_max_ms": 1000 * (lags[-1] if lags else float("nan")),
         "max_rss_mb": result["max_rss_kb"] / 1024,
         "baseline_rss_mb": result["baseline_rss_kb"] / 1024,
-        "fake_cpu_ms_per_job": 1000 * fake_cpu / jobs,
+        "fake_cpu_ms_per_job": 1000 * fake_cpu_s / jobs,
     }
 
 
-def table_row(name: str, row: dict[str, Any]) -> str:
-    """Format one result as a Markdown table row."""
-    return (
-        f"| {name} | {row['contender']} | {row['wall_s']:.1f} "
-        f"| {row['cpu_ms_per_job']:.2f} ({row['sys_ms_per_job']:.2f}) "
-        f"| {row['cpu_us_per_request']:.0f} | {row['requests_per_job']:.2f} "
-        f"| {row['polls_per_job']:.2f} | {row['lag_p50_ms']:.0f} | {row['lag_p99_ms']:.0f} "
-        f"| {row['max_rss_mb']:.1f} ({row['baseline_rss_mb']:.1f}) "
-        f"| {row['fake_cpu_ms_per_job']:.2f} | {row['ok']}/{row['jobs']} |"
-    )
+def table_row(name: str, row: dict[str, Any]) -> list[str]:
+    """Format one result as the cells of a Markdown table row."""
+    rejected = row["rejected_429"]
+    return [
+        name,
+        row["contender"],
+        f"{row['wall_s']:.1f}",
+        f"{row['cpu_ms_per_job']:.2f} ({row['sys_ms_per_job']:.2f})",
+        f"{row['cpu_us_per_request']:.0f}",
+        f"{row['requests_per_job']:.2f}",
+        f"{row['polls_per_job']:.2f}",
+        f"{row['lag_p50_ms']:.0f}",
+        f"{row['lag_p99_ms']:.0f}",
+        "-" if rejected is None else f"{rejected:.0f}",
+        f"{row['max_rss_mb']:.1f} ({row['baseline_rss_mb']:.1f})",
+        f"{row['fake_cpu_ms_per_job']:.2f}",
+        f"{row['ok']}/{row['jobs']}",
+    ]
 
 
-def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Combine repeated runs of one contender: the median of every number."""
-    row = dict(runs[0])
-    for key, value in runs[0].items():
-        if isinstance(value, float):
-            row[key] = statistics.median(run[key] for run in runs)
-    row["ok"] = min(run["ok"] for run in runs)
-    row["jobs_created"] = max(run["jobs_created"] for run in runs)
-    row["cpu_runs"] = [run["cpu_ms_per_job"] for run in runs]
-    return row
+def choose_contenders(args: argparse.Namespace) -> list[str]:
+    """Return the contenders to run, or raise ValueError naming unknown ones."""
+    if args.contenders is None:
+        contenders = list(SMOKE_CONTENDERS if args.smoke else CONTENDERS)
+    else:
+        contenders = [name.strip() for name in args.contenders.split(",") if name.strip()]
+    if args.journal:
+        twins = [f"{name}{JOURNAL}" for name in contenders if name in FLUX_CONTENDERS]
+        if not twins:
+            contenders.insert(0, "flux")
+            twins = [f"flux{JOURNAL}"]
+        contenders += [twin for twin in twins if twin not in contenders]
+    known = {*CONTENDERS, *(f"{name}{JOURNAL}" for name in FLUX_CONTENDERS)}
+    unknown = set(contenders) - known
+    if unknown or not contenders:
+        raise ValueError(
+            f"unknown contenders {sorted(unknown)}; choose from {', '.join(CONTENDERS)} "
+            f"(flux ones may end in {JOURNAL})"
+        )
+    return contenders
 
 
 def orchestrate(args: argparse.Namespace) -> int:
@@ -370,49 +414,95 @@ def orchestrate(args: argparse.Namespace) -> int:
         scenarios = dict(SCENARIOS)
     else:
         scenarios = {args.scenario: SCENARIOS[args.scenario]}
-    contenders = [name.strip() for name in args.contenders.split(",") if name.strip()]
-    unknown = set(contenders) - set(CONTENDERS)
-    if unknown or not contenders:
-        print(f"unknown contenders {sorted(unknown)}; choose from {CONTENDERS}", file=sys.stderr)
+    try:
+        contenders = choose_contenders(args)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
         return 2
-    low, high = args.latency
-    fake_cpu, client_cpu = pinned_cpus(args)
+    table = distributions(args.latency)
+    dist_names = [name.strip() for name in args.dist.split(",") if name.strip()]
+    for dist_name in dist_names:
+        if dist_name not in table:
+            print(f"unknown --dist {dist_name!r}; choose from {', '.join(table)}", file=sys.stderr)
+            return 2
+        needs = table[dist_name].needs
+        if needs is not None and not fake_supports(needs):
+            print(
+                f"--dist {dist_name}: the fake provider cannot produce it yet "
+                f"(`python -m flux_async.testing --help` does not mention {needs!r})",
+                file=sys.stderr,
+            )
+            return 2
+    if any(name.endswith(JOURNAL) for name in contenders):
+        problem = journal_support(args.code)
+        if problem is not None:
+            print(f"--journal: {problem}", file=sys.stderr)
+            return 2
+    fake_cpu, client_cpu = pinned_cpus(args.no_pin)
     pinning = (
         f"fake pinned to CPU {fake_cpu}, client to CPU {client_cpu}"
         if fake_cpu is not None
         else "not pinned"
     )
     print(
-        f"bench_batch ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, {pinning}): fake "
-        f"latency uniform {low:g}-{high:g} s, loop interval {args.interval:g} s, "
+        f"bench_batch ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, {pinning}): "
         f"{CONNECTIONS} connections, seed {args.seed}, median of {args.repeat} run(s); "
-        f"{code_under_test()}",
+        f"{code_under_test(args.code)}",
         flush=True,
     )
     rows: list[tuple[str, dict[str, Any]]] = []
-    for name, (jobs, concurrency) in scenarios.items():
-        runs: dict[str, list[dict[str, Any]]] = {contender: [] for contender in contenders}
-        for repeat in range(args.repeat):
-            # Alternate the order, so no contender always runs first (or last).
-            for contender in contenders if repeat % 2 == 0 else contenders[::-1]:
-                print(
-                    f"  {name} run {repeat + 1}/{args.repeat}: {contender}, {jobs} jobs, "
-                    f"{concurrency} in flight ...",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                runs[contender].append(run_contender(contender, jobs, concurrency, args))
-        rows.extend((name, median_row(runs[contender])) for contender in contenders)
+    for dist_name in dist_names:
+        dist = table[dist_name]
+        interval = args.interval if args.interval is not None else dist.interval
+        print(
+            f"--dist {dist_name}: fake latency {dist.description}, loop interval {interval:g} s",
+            flush=True,
+        )
+        for scenario, (jobs, concurrency) in scenarios.items():
+            name = scenario if dist_name == "uniform" else f"{scenario}/{dist_name}"
+            runs: dict[str, list[dict[str, Any]]] = {contender: [] for contender in contenders}
+            for repeat in range(args.repeat):
+                # Alternate the order, so no contender always runs first (or last).
+                for contender in contenders if repeat % 2 == 0 else contenders[::-1]:
+                    print(
+                        f"  {name} run {repeat + 1}/{args.repeat}: {contender}, {jobs} jobs, "
+                        f"{concurrency} in flight ...",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    runs[contender].append(
+                        run_contender(
+                            contender, jobs, concurrency, dist_name, dist, interval, args
+                        )
+                    )
+            for contender in contenders:
+                row = median_row(runs[contender])
+                row["jobs_created"] = max(run["jobs_created"] for run in runs[contender])
+                row["dist"], row["interval"] = dist_name, interval
+                rows.append((name, row))
     print()
-    print(TABLE_HEADER)
-    print("|" + "---|" * (TABLE_HEADER.count("|") - 1))
-    for name, row in rows:
-        print(table_row(name, row))
+    print_table(TABLE_HEADER, [table_row(name, row) for name, row in rows])
     print(
         "\nCPU ms/job: user + system time of the client process over the batch (in brackets:"
         " the system part).\nmax RSS: peak of the client process (in brackets: its RSS after"
-        " imports). ok: jobs whose result the client saw / jobs.\n"
+        " imports). ok: jobs whose result the client saw / jobs.\n429s: requests the fake "
+        "answered 429 (-: this fake does not count them).\nSchedules (rows other than the "
+        "loop's are marked):"
     )
+    for contender in contenders:
+        schedule = SCHEDULES[contender.removesuffix(JOURNAL)]
+        extra = ", with the SQLite journal" if contender.endswith(JOURNAL) else ""
+        print(f"  {contender}: {schedule}{extra}")
+    print()
+    return report(rows, table, args)
+
+
+def report(
+    rows: list[tuple[str, dict[str, Any]]],
+    table: dict[str, Distribution],
+    args: argparse.Namespace,
+) -> int:
+    """Print the ratios to the loop and the targets; return 1 when jobs were lost."""
     by_scenario: dict[str, dict[str, dict[str, Any]]] = {}
     for name, row in rows:
         by_scenario.setdefault(name, {})[row["contender"]] = row
@@ -428,13 +518,36 @@ def orchestrate(args: argparse.Namespace) -> int:
                     f"({row['jobs_created']} created)"
                 )
                 status = 1
+            limit = table[row["dist"]].rate_limit
+            if limit is not None:
+                share = (row["rejected_429"] or 0.0) / max(
+                    1.0, row["requests_per_job"] * row["jobs"]
+                )
+                print(
+                    f"{name} {contender}: {row['requests_per_s']:.0f} requests/s against a "
+                    f"hidden limit of {limit:g}/s ({row['requests_per_s'] / limit:.2f}x), "
+                    f"{row['jobs_per_s']:.1f} jobs/s, {100 * share:.1f}% of requests "
+                    "answered 429 (target: within 15% of the limit, < 2% 429s)"
+                )
             if loop is None or contender == "loop":
                 continue
+            target = " (target <= 1.0x)" if contender == "defaults" else ""
             print(
                 f"{name} {contender}/loop: CPU per job "
-                f"{row['cpu_ms_per_job'] / loop['cpu_ms_per_job']:.2f}x (target <= 1.25x), "
-                f"requests per job {row['requests_per_job'] / loop['requests_per_job']:.2f}x, "
+                f"{row['cpu_ms_per_job'] / loop['cpu_ms_per_job']:.2f}x{target}, "
+                f"requests per job {row['requests_per_job'] / loop['requests_per_job']:.2f}x"
+                f"{' (target <= 0.75x)' if contender == 'defaults' else ''}, "
                 f"lag p99 {row['lag_p99_ms'] - loop['lag_p99_ms']:+.0f} ms"
+                f"{' (target <= 0)' if contender == 'defaults' else ''}"
+            )
+        for contender, row in by_contender.items():
+            plain = by_contender.get(contender.removesuffix(JOURNAL))
+            if not contender.endswith(JOURNAL) or plain is None:
+                continue
+            print(
+                f"{name} {contender} vs {plain['contender']}: CPU per job "
+                f"{row['cpu_ms_per_job'] / plain['cpu_ms_per_job']:.2f}x, wall "
+                f"{row['wall_s'] / plain['wall_s']:.2f}x (target: within 10%)"
             )
     if args.json:
         Path(args.json).write_text(json.dumps([row for _, row in rows], indent=2))
@@ -448,22 +561,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=None, help="custom number of jobs")
     parser.add_argument("--concurrency", type=int, default=None, help="custom jobs in flight")
     parser.add_argument(
+        "--dist",
+        default="uniform",
+        help="latency distributions, comma-separated: uniform (--latency), fast, flux, "
+        "longtail, slowdown, ratelimit (default uniform)",
+    )
+    parser.add_argument(
         "--latency",
         type=parse_latency,
         default=(2.0, 6.0),
         metavar="LOW,HIGH",
-        help="fake create-to-ready seconds (default 2,6)",
+        help="--dist uniform's create-to-ready seconds (default 2,6)",
     )
     parser.add_argument(
         "--interval",
         type=float,
-        default=0.25,
-        help="the loop's poll interval and flux's steady poll wait (0.25)",
+        default=None,
+        help="the loop's poll interval and flux's steady poll wait (default: the "
+        "distribution's: uniform 0.25, fast 0.1, flux 1)",
     )
     parser.add_argument(
         "--contenders",
-        default=",".join(CONTENDERS),
-        help=f"comma-separated, from {', '.join(CONTENDERS)}",
+        default=None,
+        help=f"comma-separated, from {', '.join(CONTENDERS)}; flux ones may end in "
+        f"{JOURNAL} (default: all; with --smoke: {','.join(SMOKE_CONTENDERS)})",
+    )
+    parser.add_argument(
+        "--journal",
+        action="store_true",
+        help=f"add a {JOURNAL} twin of every flux contender: generate_many(journal=PATH)",
     )
     parser.add_argument("--seed", type=int, default=0, help="the fake's seed")
     parser.add_argument(
@@ -481,14 +607,17 @@ def main(argv: list[str] | None = None) -> int:
         "--no-pin", action="store_true", help="do not pin the fake and the client to separate CPUs"
     )
     parser.add_argument("--json", default=None, help="also write the results to this file")
-    parser.add_argument("--contender", choices=CONTENDERS, help=argparse.SUPPRESS)
+    add_code_argument(parser)
+    parser.add_argument("--contender", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.contender is not None:
         return child(args)
     if args.smoke:
-        args.latency, args.interval = (0.05, 0.2), 0.05
+        args.latency = (0.05, 0.2)
+        if args.interval is None and args.dist == "uniform":
+            args.interval = 0.05
     return orchestrate(args)
 
 

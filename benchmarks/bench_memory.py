@@ -25,6 +25,9 @@ caches and the first dict resizes are not charged to the measured jobs), then re
 target of 2 KB (2,048 bytes) per outstanding job. The tracemalloc run also lists the
 allocation sites that grew the most.
 
+The fake provider runs in its own process, started by the orchestrator (fresh for each
+e2e measurement); ``--code DIR`` measures the flux_async in DIR (another revision).
+
 Run: ``python benchmarks/bench_memory.py`` (``--smoke`` for a tiny run).
 """
 
@@ -35,8 +38,6 @@ import asyncio
 import gc
 import json
 import linecache
-import resource
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -45,23 +46,31 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _fake import FakeProcess, code_under_test  # the folder is on sys.path, not a package
+from _harness import (  # the folder is on sys.path, not a package
+    API_KEY,
+    FakeProcess,
+    add_code_argument,
+    code_under_test,
+    print_table,
+    rss_bytes,
+    run_child,
+)
 
 TARGET_BYTES = 2048
-API_KEY = "bench-key"
-TABLE_HEADER = "| part | how | outstanding jobs | traced bytes/job | RSS bytes/job | target | met |"
+TABLE_HEADER = (
+    "part",
+    "how",
+    "outstanding jobs",
+    "traced bytes/job",
+    "RSS bytes/job",
+    "target",
+    "met",
+)
 HOW = {
     "e2e": "FluxClient.submit over loopback (fake in another process)",
     "direct": "Registry + PollScheduler driven directly (no HTTP)",
 }
 _TOP_SITES = 8
-
-
-def rss_bytes() -> int:
-    """Return the process's current resident set size in bytes (Linux)."""
-    with open("/proc/self/statm") as statm:
-        pages = int(statm.read().split()[1])
-    return pages * resource.getpagesize()
 
 
 class Meter:
@@ -107,44 +116,39 @@ class Meter:
         return grown, sites
 
 
-async def measure_e2e(jobs: int, warmup: int, meter: Meter) -> dict[str, Any]:
+async def measure_e2e(url: str, jobs: int, warmup: int, meter: Meter) -> dict[str, Any]:
     """Submit never-finishing jobs through a real client; return the growth per job."""
     from flux_async import FluxClient, Job, Limits, PollPolicy, ShortAPI
 
-    with FakeProcess(latency="1", extra_args=("--fault", "never_finish=1.0")) as fake:
-        limits = Limits(max_jobs_in_flight=jobs + warmup, max_connections=100)
-        policy = PollPolicy(wait_first=3600.0, timeout=7200.0)
-        provider = ShortAPI(api_key=API_KEY, base_url=fake.url)
-        handles: list[Job] = []
-        async with FluxClient(provider, limits=limits, poll=policy, seed=1) as client:
+    limits = Limits(max_jobs_in_flight=jobs + warmup, max_connections=100)
+    policy = PollPolicy(wait_first=3600.0, timeout=7200.0)
+    provider = ShortAPI(api_key=API_KEY, base_url=url)
+    handles: list[Job] = []
+    async with FluxClient(provider, limits=limits, poll=policy, seed=1) as client:
 
-            async def submit_all(start: int, count: int) -> None:
-                numbers = iter(range(start, start + count))
+        async def submit_all(start: int, count: int) -> None:
+            numbers = iter(range(start, start + count))
 
-                async def worker() -> None:
-                    for number in numbers:
-                        handles.append(await client.submit(f"memory job {number:06d}"))
+            async def worker() -> None:
+                for number in numbers:
+                    handles.append(await client.submit(f"memory job {number:06d}"))
 
-                await asyncio.gather(*(worker() for _ in range(100)))
+            await asyncio.gather(*(worker() for _ in range(100)))
 
-            await submit_all(0, warmup)
-            meter.baseline()
-            started = time.perf_counter()
-            await submit_all(warmup, jobs)
-            elapsed = time.perf_counter() - started
-            await asyncio.sleep(0.2)  # let finished create tasks be collected
-            grown, sites = meter.delta(jobs)
-            outstanding = client.outstanding
-            stats = fake.stats(detail=False)
-        if outstanding != jobs + warmup or stats["requests"].get("shortapi.query", 0):
-            raise RuntimeError(
-                f"expected {jobs + warmup} outstanding jobs and no polls: "
-                f"{outstanding} outstanding, {stats['requests']}"
-            )
+        await submit_all(0, warmup)
+        meter.baseline()
+        started = time.perf_counter()
+        await submit_all(warmup, jobs)
+        elapsed = time.perf_counter() - started
+        await asyncio.sleep(0.2)  # let finished create tasks be collected
+        grown, sites = meter.delta(jobs)
+        outstanding = client.outstanding
+    if outstanding != jobs + warmup:
+        raise RuntimeError(f"expected {jobs + warmup} outstanding jobs, found {outstanding}")
     return {"grown": grown, "sites": sites, "submit_s": elapsed}
 
 
-async def measure_direct(jobs: int, warmup: int, meter: Meter) -> dict[str, Any]:
+async def measure_direct(url: str, jobs: int, warmup: int, meter: Meter) -> dict[str, Any]:
     """Drive the registry and the scheduler as the client does after accepted creates."""
     import random
     from decimal import Decimal
@@ -201,14 +205,16 @@ def child(args: argparse.Namespace) -> int:
 
     meter = Meter(args.measure)
     measure = measure_e2e if args.part == "e2e" else measure_direct
-    result = asyncio.run(measure(args.jobs, args.warmup, meter))
+    result = asyncio.run(measure(args.url, args.jobs, args.warmup, meter))
     result.update(part=args.part, measure=args.measure, jobs=args.jobs)
     print(json.dumps(result))
     return 0
 
 
-def run_child(part: str, measure: str, jobs: int, warmup: int) -> dict[str, Any]:
-    """Run one measurement in a fresh process."""
+def measure_in_child(
+    part: str, measure: str, jobs: int, warmup: int, code: str | None
+) -> dict[str, Any]:
+    """Run one measurement in a fresh process; for ``e2e``, against a fresh fake."""
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -222,12 +228,14 @@ def run_child(part: str, measure: str, jobs: int, warmup: int) -> dict[str, Any]
         "--warmup",
         str(warmup),
     ]
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
-    if finished.returncode != 0:
-        raise RuntimeError(
-            f"{part}/{measure} exited {finished.returncode}:\n{finished.stderr[-4000:]}"
-        )
-    result: dict[str, Any] = json.loads(finished.stdout.strip().splitlines()[-1])
+    name = f"{part}/{measure}"
+    if part == "direct":
+        return run_child(name, [*command, "--url", ""], time_limit=600, code=code)
+    with FakeProcess("--latency", "1", "--fault", "never_finish=1.0") as fake:
+        result = run_child(name, [*command, "--url", fake.url], time_limit=600, code=code)
+        stats = fake.stats(detail=False)
+    if stats["requests"].get("shortapi.query", 0):
+        raise RuntimeError(f"{name}: no poll may run while measuring: {stats['requests']}")
     return result
 
 
@@ -243,28 +251,32 @@ def orchestrate(args: argparse.Namespace) -> int:
     )
     print(
         f"bench_memory ({time.strftime('%Y-%m-%d')}): bytes per outstanding job; "
-        f"{code_under_test()}",
+        f"{code_under_test(args.code)}",
         flush=True,
     )
-    rows = []
+    rows: list[list[str]] = []
     sites: dict[str, list[str]] = {}
     for part, (jobs, warmup) in sizes.items():
         print(f"  measuring {part}: {jobs} outstanding jobs ...", file=sys.stderr, flush=True)
-        traced = run_child(part, "tracemalloc", jobs, warmup)
-        rss = run_child(part, "rss", jobs, warmup)
+        traced = measure_in_child(part, "tracemalloc", jobs, warmup, args.code)
+        rss = measure_in_child(part, "rss", jobs, warmup, args.code)
         sites[part] = traced["sites"]
         traced_per_job = traced["grown"] / jobs
         rss_per_job = rss["grown"] / jobs
         met = "yes" if max(traced_per_job, rss_per_job) <= TARGET_BYTES else "no"
         rows.append(
-            f"| {part} | {HOW[part]} | {jobs:,} | {traced_per_job:,.0f} | {rss_per_job:,.0f} "
-            f"| <= {TARGET_BYTES:,} | {met} |"
+            [
+                part,
+                HOW[part],
+                f"{jobs:,}",
+                f"{traced_per_job:,.0f}",
+                f"{rss_per_job:,.0f}",
+                f"<= {TARGET_BYTES:,}",
+                met,
+            ]
         )
     print()
-    print(TABLE_HEADER)
-    print("|" + "---|" * (TABLE_HEADER.count("|") - 1))
-    for row in rows:
-        print(row)
+    print_table(TABLE_HEADER, rows)
     for part, lines in sites.items():
         print(f"\n{part}: the allocation sites that grew the most (tracemalloc):")
         for line in lines:
@@ -293,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--measure", choices=("tracemalloc", "rss"), help=argparse.SUPPRESS)
     parser.add_argument("--jobs", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    add_code_argument(parser)
     args = parser.parse_args(argv)
     if args.child:
         return child(args)

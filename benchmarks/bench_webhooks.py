@@ -25,9 +25,16 @@ Contenders:
     terminal callback confirmed by one authenticated query (a forged callback cannot inject
     a URL), polling kept as a safety net after the grace period. Target: at most 2 requests
     per job (the create and the verifying query).
+``flux-trusted``
+    The same with ``Webhooks(trust_payload=True)``: the final state and image URLs taken
+    from the callback itself (the URL's 256-bit token authenticates it), no verifying query.
+    Target (issue 12): at most 1.05 requests per job and CPU per job <= 1.2x the loop's. A
+    flux_async that refuses ``trust_payload`` for ShortAPI shows the row as unsupported.
 
 Scenarios: ``small`` is 2,000 jobs with 200 in flight, ``large`` 10,000 with 1,000; the
 fake's latency is uniform in ``--latency`` (default 2-6 s).
+
+``--code DIR`` measures the flux_async in DIR (another revision); ``--contenders`` picks rows.
 
 Run: ``python benchmarks/bench_webhooks.py --scenario both`` (``--smoke`` for a tiny run).
 """
@@ -35,11 +42,7 @@ Run: ``python benchmarks/bench_webhooks.py --scenario both`` (``--smoke`` for a 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
-import secrets
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -47,152 +50,88 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _fake import (  # the folder is on sys.path, not a package
-    FakeProcess,
-    code_under_test,
-    run_child,
-)
-from bench_batch import (
+from _harness import (  # the folder is on sys.path, not a package
     API_KEY,
-    MODEL,
     SCENARIOS,
+    FakeProcess,
+    Seen,
+    add_code_argument,
+    code_under_test,
+    detection_lags,
+    measure_child,
+    median_row,
     parse_latency,
-    peak_rss_kb,
     percentile,
     pinned_cpus,
+    print_table,
     prompts,
-    rss_kb,
+    run_child,
+    webhook_loop,
 )
 
-CONTENDERS = ("flux", "webhook-loop")
+CONTENDERS = ("flux", "flux-trusted", "webhook-loop")
 TABLE_HEADER = (
-    "| scenario | contender | wall s | CPU ms/job | req/job | queries/job | callbacks/job "
-    "| lag p50 ms | lag p99 ms | max RSS MB | ok |"
+    "scenario",
+    "contender",
+    "wall s",
+    "CPU ms/job",
+    "req/job",
+    "queries/job",
+    "callbacks/job",
+    "lag p50 ms",
+    "lag p99 ms",
+    "max RSS MB",
+    "ok",
 )
+UNSUPPORTED = "unsupported"
 
 
-async def run_flux(url: str, jobs: int, concurrency: int) -> tuple[dict[str, float], int]:
+async def run_flux(
+    url: str, jobs: int, concurrency: int, *, trusted: bool
+) -> tuple[Seen, int, dict[str, Any]]:
     """Run the batch with flux_async's webhook receiver; return {job id: seen at}, failures."""
     from flux_async import FluxClient, Limits, PollPolicy, ShortAPI, Webhooks
 
-    seen: dict[str, float] = {}
+    seen: Seen = {}
     failures = 0
     provider = ShortAPI(api_key=API_KEY, base_url=url)
-    async with FluxClient(
-        provider,
-        webhooks=Webhooks(host="127.0.0.1", port=0, grace=60),
-        limits=Limits(max_jobs_in_flight=concurrency, max_connections=100),
-        poll=PollPolicy(timeout=600),
-        seed=1,
-    ) as client:
+    options: dict[str, Any] = {"trust_payload": True} if trusted else {}
+    try:
+        client = FluxClient(
+            provider,
+            webhooks=Webhooks(host="127.0.0.1", port=0, grace=60, **options),
+            limits=Limits(max_jobs_in_flight=concurrency, max_connections=100),
+            poll=PollPolicy(timeout=600),
+            seed=1,
+        )
+    except (TypeError, ValueError) as exc:
+        if not trusted:
+            raise
+        return seen, 0, {UNSUPPORTED: str(exc)}
+    async with client:
         async for outcome in client.generate_many(prompts(jobs), concurrency=concurrency):
             if outcome.ok and outcome.job is not None and outcome.job.id is not None:
                 seen[outcome.job.id] = outcome.finished_at
             else:
                 failures += 1
-    return seen, failures
-
-
-async def run_loop(url: str, jobs: int, concurrency: int) -> tuple[dict[str, float], int]:
-    """Run the batch with a minimal hand-written create-and-wait-for-callback loop."""
-    import aiohttp
-    from aiohttp import web
-
-    seen: dict[str, float] = {}
-    failures = 0
-    waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
-
-    async def callback(request: web.Request) -> web.Response:
-        future = waiting.get(request.match_info["token"])
-        if future is None:
-            return web.Response(status=404)
-        body = await request.json()
-        data = body.get("data", body)
-        if data.get("status") in (2, 3, 4) and not future.done():
-            future.set_result(data)
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/cb/{token}", callback)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    base = f"http://127.0.0.1:{runner.addresses[0][1]}/cb"
-    headers = {"Authorization": f"Bearer {API_KEY}"}
-    create_url = f"{url}/api/v1/job/create"
-
-    async def one(session: aiohttp.ClientSession, prompt: str) -> None:
-        nonlocal failures
-        token = secrets.token_urlsafe(16)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        waiting[token] = future
-        body = {
-            "model": MODEL,
-            "args": {"prompt": prompt, "aspect_ratio": "1:1"},
-            "callback_url": f"{base}/{token}",
-        }
-        try:
-            async with session.post(create_url, json=body, headers=headers) as response:
-                created = await response.json()
-            job_id = created["data"]["job_id"]
-            data = await future
-        finally:
-            del waiting[token]
-        if data.get("status") == 2:
-            seen[job_id] = time.monotonic()
-        else:
-            failures += 1
-
-    slots = asyncio.Semaphore(concurrency)
-    tasks: set[asyncio.Task[None]] = set()
-
-    def done(task: asyncio.Task[None]) -> None:
-        nonlocal failures
-        tasks.discard(task)
-        slots.release()
-        if task.exception() is not None:
-            failures += 1
-
-    try:
-        async with aiohttp.ClientSession() as session:
-            for prompt in prompts(jobs):
-                await slots.acquire()
-                task = asyncio.get_running_loop().create_task(one(session, prompt))
-                tasks.add(task)
-                task.add_done_callback(done)
-            while tasks:
-                await asyncio.wait(set(tasks))
-    finally:
-        await runner.cleanup()
-    return seen, failures
+    return seen, failures, {}
 
 
 def child(args: argparse.Namespace) -> int:
     """Run one contender and print one JSON line with its measurements."""
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
     if args.contender == "webhook-loop":
-        import aiohttp  # noqa: F401  (imported before the RSS baseline, as flux_async is)
-    else:
-        import flux_async  # noqa: F401
-    baseline_rss = rss_kb()
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    run = run_loop if args.contender == "webhook-loop" else run_flux
-    seen, failures = asyncio.run(run(args.url, args.jobs, args.concurrency))
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    print(
-        json.dumps(
-            {
-                "wall_s": wall,
-                "cpu_s": cpu,
-                "max_rss_kb": peak_rss_kb(),
-                "baseline_rss_kb": baseline_rss,
-                "failures": failures,
-                "seen": seen,
-            }
+        return measure_child(
+            cpu=args.cpu,
+            uses_flux=False,
+            run=lambda: webhook_loop(args.url, args.jobs, args.concurrency),
         )
+    return measure_child(
+        cpu=args.cpu,
+        uses_flux=True,
+        run=lambda: run_flux(
+            args.url, args.jobs, args.concurrency, trusted=args.contender == "flux-trusted"
+        ),
     )
-    return 0
 
 
 def run_contender(
@@ -201,8 +140,8 @@ def run_contender(
     """Start a fresh fake, run one contender in a child process, collect its numbers."""
     low, high = args.latency
     time_limit = 120 + 10 * (jobs / concurrency) * high
-    fake_cpu, client_cpu = pinned_cpus(args)
-    with FakeProcess(latency=f"{low},{high}", seed=args.seed, cpu=fake_cpu) as fake:
+    fake_cpu, client_cpu = pinned_cpus(args.no_pin)
+    with FakeProcess("--latency", f"{low},{high}", seed=args.seed, cpu=fake_cpu) as fake:
         command = [
             sys.executable,
             str(Path(__file__).resolve()),
@@ -215,20 +154,23 @@ def run_contender(
             "--concurrency",
             str(concurrency),
         ]
-        result = run_child(contender, command, cpu=client_cpu, time_limit=time_limit)
+        result = run_child(
+            contender,
+            command,
+            cpu=client_cpu,
+            time_limit=time_limit,
+            code=None if contender == "webhook-loop" else args.code,
+        )
         stats = fake.stats(detail=True)
     requests = stats["requests"]
     creates = requests.get("shortapi.create", 0)
     queries = requests.get("shortapi.query", 0)
-    lags = sorted(
-        seen_at - stats["jobs"][job_id]["ready_at"]
-        for job_id, seen_at in result["seen"].items()
-        if stats["jobs"].get(job_id, {}).get("ready_at") is not None
-    )
+    lags = detection_lags(result["seen"], stats)
     return {
         "contender": contender,
         "jobs": jobs,
         "ok": len(result["seen"]),
+        UNSUPPORTED: result.get(UNSUPPORTED),
         "jobs_created": stats["jobs_created"],
         "wall_s": result["wall_s"],
         "cpu_ms_per_job": 1000 * result["cpu_s"] / jobs,
@@ -241,6 +183,25 @@ def run_contender(
     }
 
 
+def table_row(name: str, row: dict[str, Any]) -> list[str]:
+    """Format one result as the cells of a Markdown table row."""
+    if row[UNSUPPORTED]:
+        return [name, row["contender"], *(["n/a"] * (len(TABLE_HEADER) - 3)), UNSUPPORTED]
+    return [
+        name,
+        row["contender"],
+        f"{row['wall_s']:.1f}",
+        f"{row['cpu_ms_per_job']:.2f}",
+        f"{row['requests_per_job']:.2f}",
+        f"{row['queries_per_job']:.2f}",
+        f"{row['callbacks_per_job']:.2f}",
+        f"{row['lag_p50_ms']:.0f}",
+        f"{row['lag_p99_ms']:.0f}",
+        f"{row['max_rss_mb']:.1f}",
+        f"{row['ok']}/{row['jobs']}",
+    ]
+
+
 def orchestrate(args: argparse.Namespace) -> int:
     """Run the scenarios, print the comparison table; non-zero on lost jobs or a missed target."""
     if args.smoke:
@@ -249,50 +210,62 @@ def orchestrate(args: argparse.Namespace) -> int:
         scenarios = dict(SCENARIOS)
     else:
         scenarios = {args.scenario: SCENARIOS[args.scenario]}
+    contenders = [name.strip() for name in args.contenders.split(",") if name.strip()]
+    unknown = set(contenders) - set(CONTENDERS)
+    if unknown or not contenders:
+        print(f"unknown contenders {sorted(unknown)}; choose from {CONTENDERS}", file=sys.stderr)
+        return 2
     low, high = args.latency
     print(
         f"bench_webhooks ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs): fake latency "
         f"uniform {low:g}-{high:g} s, seed {args.seed}, median of {args.repeat} run(s); "
-        f"{code_under_test()}",
+        f"{code_under_test(args.code)}",
         flush=True,
     )
     rows: list[tuple[str, dict[str, Any]]] = []
     for name, (jobs, concurrency) in scenarios.items():
-        runs: dict[str, list[dict[str, Any]]] = {contender: [] for contender in CONTENDERS}
+        runs: dict[str, list[dict[str, Any]]] = {contender: [] for contender in contenders}
         for repeat in range(args.repeat):
-            for contender in CONTENDERS if repeat % 2 == 0 else CONTENDERS[::-1]:
+            for contender in contenders if repeat % 2 == 0 else contenders[::-1]:
                 print(f"  {name} run {repeat + 1}: {contender} ...", file=sys.stderr, flush=True)
                 runs[contender].append(run_contender(contender, jobs, concurrency, args))
-        for contender in CONTENDERS:
-            row = dict(runs[contender][0])
-            for key, value in row.items():
-                if isinstance(value, float):
-                    row[key] = statistics.median(run[key] for run in runs[contender])
-            row["ok"] = min(run["ok"] for run in runs[contender])
-            rows.append((name, row))
+        rows.extend((name, median_row(runs[contender])) for contender in contenders)
     print()
-    print(TABLE_HEADER)
-    print("|" + "---|" * (TABLE_HEADER.count("|") - 1))
+    print_table(TABLE_HEADER, [table_row(name, row) for name, row in rows])
+    print()
+    return report(rows)
+
+
+def report(rows: list[tuple[str, dict[str, Any]]]) -> int:
+    """Print the targets; return 1 on lost jobs or a missed request target."""
     status = 0
+    loops = {name: row for name, row in rows if row["contender"] == "webhook-loop"}
     for name, row in rows:
-        print(
-            f"| {name} | {row['contender']} | {row['wall_s']:.1f} | {row['cpu_ms_per_job']:.2f} "
-            f"| {row['requests_per_job']:.2f} | {row['queries_per_job']:.2f} "
-            f"| {row['callbacks_per_job']:.2f} | {row['lag_p50_ms']:.0f} "
-            f"| {row['lag_p99_ms']:.0f} | {row['max_rss_mb']:.1f} | {row['ok']}/{row['jobs']} |"
-        )
+        contender = row["contender"]
+        if row[UNSUPPORTED]:
+            print(f"{name} {contender}: not measured, this flux_async refuses it: "
+                  f"{row[UNSUPPORTED]}")
+            continue
         if row["ok"] != row["jobs"]:
+            print(f"{name} {contender}: only {row['ok']} of {row['jobs']} jobs succeeded")
             status = 1
-    print()
-    for name, row in rows:
-        if row["contender"] == "flux":
-            met = row["requests_per_job"] <= 2.0
-            print(
-                f"{name} flux: {row['requests_per_job']:.2f} requests per job "
-                f"(target <= 2: {'met' if met else 'MISSED'})"
-            )
-            if not met:
-                status = 1
+        if contender == "webhook-loop":
+            continue
+        limit = 2.0 if contender == "flux" else 1.05
+        met = row["requests_per_job"] <= limit
+        line = (
+            f"{name} {contender}: {row['requests_per_job']:.2f} requests per job "
+            f"(target <= {limit:g}: {'met' if met else 'MISSED'})"
+        )
+        loop = loops.get(name)
+        if loop is not None:
+            ratio = row["cpu_ms_per_job"] / loop["cpu_ms_per_job"]
+            line += f", CPU per job {ratio:.2f}x the loop's"
+            if contender == "flux-trusted":
+                line += f" (target <= 1.2x: {'met' if ratio <= 1.2 else 'missed'})"
+        print(line)
+        if not met and contender == "flux":
+            status = 1
     return status
 
 
@@ -303,8 +276,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=parse_latency, default=(2.0, 6.0), metavar="LOW,HIGH")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--contenders",
+        default=",".join(CONTENDERS),
+        help=f"comma-separated, from {', '.join(CONTENDERS)} (default: all)",
+    )
     parser.add_argument("--smoke", action="store_true", help="a tiny run (CI)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin fake and client")
+    add_code_argument(parser)
     parser.add_argument("--contender", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--jobs", type=int, help=argparse.SUPPRESS)

@@ -27,9 +27,23 @@ def run_benchmark(script: str, *args: str) -> str:
 def test_bench_batch_smoke() -> None:
     output = run_benchmark("bench_batch.py", "--smoke", "--contenders", "flux,loop")
     assert "| scenario | contender | wall s | CPU ms/job |" in output
+    assert "| lag p99 ms | 429s | max RSS MB |" in output
     assert "| smoke | flux |" in output
     assert "| smoke | loop |" in output
     assert "flux/loop: CPU per job" in output
+    assert "  flux-same:" not in output  # only the contenders asked for
+
+
+def test_bench_batch_refuses_unknown_contenders() -> None:
+    finished = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_batch.py"), "--contenders", "loop+journal"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert finished.returncode == 2
+    assert "unknown contenders ['loop+journal']" in finished.stderr
 
 
 @pytest.mark.timeout(60)
@@ -45,4 +59,5 @@ def test_bench_webhooks_smoke() -> None:
     output = run_benchmark("bench_webhooks.py", "--smoke")
     assert "| scenario | contender | wall s | CPU ms/job | req/job |" in output
     assert "| smoke | flux |" in output and "| smoke | webhook-loop |" in output
-    assert "requests per job (target <= 2: met)" in output
+    assert "| smoke | flux-trusted |" in output
+    assert "smoke flux: 2.00 requests per job (target <= 2: met)" in output
