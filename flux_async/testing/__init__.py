@@ -70,8 +70,9 @@ From a shell, ``python -m flux_async.testing --port 8123`` serves until SIGINT/S
 and prints its URL on the first line; ``--help`` lists the options.
 """
 
-from ._core import CallbackRecord, FakeJob
 from ._faults import Faults
+from ._latency import Latency
 from ._server import FakeProvider
+from ._state import CallbackRecord, FakeJob
 
-__all__ = ["CallbackRecord", "FakeJob", "FakeProvider", "Faults"]
+__all__ = ["CallbackRecord", "FakeJob", "FakeProvider", "Faults", "Latency"]

@@ -1,7 +1,12 @@
 """Run the fake provider standalone: ``python -m flux_async.testing --port 8123``.
 
 The first line on stdout is the base URL. The server runs in the foreground until
-SIGINT or SIGTERM, then prints a one-line summary of its counters on stderr.
+SIGINT or SIGTERM, then prints a one-line summary of its counters on stderr. For
+benchmarks, for example a long-tailed provider that slows down after 500 jobs, limited
+to 50 requests per second per key, holding each create's answer 0.2-0.5 s::
+
+    python -m flux_async.testing --latency lognormal:0.3,0.8 \
+        --latency-after 500=normal:2,0.5 --rate-limit 50 --create-delay 0.2,0.5
 """
 
 from __future__ import annotations
@@ -13,21 +18,39 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from ._core import Latency
 from ._faults import Faults
+from ._latency import Latency, parse_latency
+from ._png import DEFAULT_MAX_SIDE
 from ._server import FakeProvider
+
+_LATENCY_FORMS = "SECONDS, LOW,HIGH, uniform:LOW,HIGH, normal:MEAN,SD or lognormal:MEDIAN,SIGMA"
 
 # Faults a correct client survives without losing or duplicating a job.
 TRANSIENT_FAULTS = ("create_429", "create_5xx", "query_5xx", "create_reset", "query_reset")
 
 
 def _latency(text: str) -> Latency:
-    parts = [float(part) for part in text.split(",")]
-    if len(parts) == 1:
-        return parts[0]
-    if len(parts) == 2:
-        return (parts[0], parts[1])
-    raise argparse.ArgumentTypeError("latency is SECONDS or LOW,HIGH")
+    try:
+        return parse_latency(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _shift(text: str) -> tuple[int, Latency]:
+    count, sep, spec = text.partition("=")
+    if not sep or not count.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected N=SPEC (SPEC: {_LATENCY_FORMS}), got {text!r}")
+    return int(count), _latency(spec)
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
 
 def _fault(text: str) -> tuple[str, float]:
@@ -53,9 +76,46 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--latency",
         type=_latency,
-        default=(0.02, 0.08),
-        metavar="SECONDS|LOW,HIGH",
-        help="create-to-ready latency (default 0.02,0.08)",
+        default=Latency.uniform(0.02, 0.08),
+        metavar="SPEC",
+        help=f"create-to-ready latency per job, seeded: {_LATENCY_FORMS} (default 0.02,0.08)",
+    )
+    parser.add_argument(
+        "--latency-after",
+        type=_shift,
+        default=None,
+        metavar="N=SPEC",
+        help="after the first N jobs, draw latencies from SPEC instead (slows down mid-batch)",
+    )
+    parser.add_argument(
+        "--create-delay",
+        type=_latency,
+        default=None,
+        metavar="SPEC",
+        help="hold each create's answer this long after its job was made (same SPEC forms)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=_non_negative,
+        default=0.0,
+        metavar="N",
+        help="hidden limit: N requests per second per API key over all keyed routes; "
+        "beyond it 429 with Retry-After (default 0: off)",
+    )
+    parser.add_argument(
+        "--rate-limit-burst",
+        type=_non_negative,
+        default=None,
+        metavar="B",
+        help="token bucket size for --rate-limit (default: N, one second's worth)",
+    )
+    parser.add_argument(
+        "--image-max-side",
+        type=int,
+        default=DEFAULT_MAX_SIDE,
+        metavar="PX",
+        help="scale served PNGs down to PX on the long side, keeping the requested aspect "
+        f"ratio; 0 serves the requested size (default {DEFAULT_MAX_SIDE})",
     )
     parser.add_argument(
         "--fault-rate",
@@ -79,10 +139,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def faults_from(args: argparse.Namespace) -> Faults:
     """Build the fault schedule from parsed arguments."""
-    values: dict[str, float | int] = dict.fromkeys(TRANSIENT_FAULTS, args.fault_rate)
+    values: dict[str, object] = dict.fromkeys(TRANSIENT_FAULTS, args.fault_rate)
+    if args.create_delay is not None:
+        values["create_delay"] = args.create_delay
+    values["rate_limit"] = args.rate_limit
+    if args.rate_limit_burst is not None:
+        values["rate_limit_burst"] = args.rate_limit_burst
     for name, value in args.fault:
         values[name] = int(value) if name == "rate_limit_first_creates" else value
     return Faults(**values)  # type: ignore[arg-type]  # names are checked by _fault
+
+
+def latency_from(args: argparse.Namespace) -> Latency:
+    """Build the latency distribution from parsed arguments."""
+    latency: Latency = args.latency
+    if args.latency_after is not None:
+        after_jobs, then = args.latency_after
+        latency = Latency.shift(latency, then, after_jobs=after_jobs)
+    return latency
 
 
 async def serve(fake: FakeProvider) -> None:
@@ -98,7 +172,8 @@ async def serve(fake: FakeProvider) -> None:
             print(
                 f"fake provider: {fake.create_attempts} create attempts, "
                 f"{len(fake.jobs)} jobs, {sum(fake.polls_per_job.values())} polls, "
-                f"{len(fake.callbacks_sent)} callbacks, {fake.lost_responses} lost responses",
+                f"{len(fake.callbacks_sent)} callbacks, {fake.lost_responses} lost responses, "
+                f"{fake.rejected_429} answered 429",
                 file=sys.stderr,
             )
     finally:
@@ -112,13 +187,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         faults = faults_from(args)
         fake = FakeProvider(
-            latency=args.latency,
+            latency=latency_from(args),
             faults=faults,
             seed=args.seed,
             host=args.host,
             port=args.port,
             api_key=args.api_key,
             credits=args.credits,
+            image_max_side=args.image_max_side or None,
         )
     except (TypeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -7,24 +7,15 @@ import dataclasses
 import math
 import random
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiohttp import web
 
-from ._core import (
-    FakeJob,
-    FakeState,
-    admit_create,
-    bearer_key,
-    decode_json,
-    is_int,
-    is_number,
-    json_response,
-    reset_connection,
-)
-from ._png import image_for
+from ._faults import JobFate
+from ._protocol import JobSpec, ProtocolRoutes
+from ._state import FakeJob
+from ._wire import bearer_key, is_int, is_number, json_response, reset_connection, uuid_from
 
 __all__ = ["MODELS", "AIMLAPIRoutes"]
 
@@ -120,10 +111,6 @@ FAILURE_MESSAGES = (  # §2.4 documented 500 messages
     "Something wrong with the server, please try again later",
     "The model is under maintenance. Please try again later",
 )
-
-
-def _request_id(rng: random.Random) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
 def _enum(values: tuple[str, ...], received: Any) -> str:
@@ -248,15 +235,16 @@ def _output_size(body: dict[str, Any], spec: ModelSpec) -> tuple[int, int]:
     return DEFAULT_SIZE
 
 
-class AIMLAPIRoutes:
+class AIMLAPIRoutes(ProtocolRoutes):
     """Serve ``POST /v1/images/generations``, answering after the job's latency (§2.1)."""
 
-    def __init__(self, state: FakeState) -> None:
-        self._state = state
+    provider = "aimlapi"
+    create_counter = "aimlapi.generate"
+    has_status = False  # synchronous: no status field for an unknown-status fault
 
     def routes(self) -> list[web.RouteDef]:
         """Return the aiohttp route table."""
-        return [web.post(PATH, self.generate)]
+        return [web.post(PATH, self.create)]
 
     def error(self, status: int, message: str) -> web.Response:
         """Build the documented error body (§2.4); ``statusCode`` is a string there."""
@@ -265,13 +253,23 @@ class AIMLAPIRoutes:
         body = {
             "message": message,
             "path": PATH,
-            "requestId": _request_id(self._state.rng),
+            "requestId": uuid_from(self._state.rng),
             "statusCode": str(status),
             "timestamp": f"{timestamp}.{int(now % 1 * 1000):03d}Z",
         }
         return json_response(body, status=status)
 
-    def _refuse(self, status: int) -> web.Response:
+    def key_of(self, request: web.Request) -> str | None:
+        """Read the Bearer key (§2.1)."""
+        return bearer_key(request)
+
+    def prompt_of(self, body: Any) -> str | None:
+        """Read the top-level ``prompt`` (§2.2)."""
+        prompt = body.get("prompt") if isinstance(body, dict) else None
+        return prompt if isinstance(prompt, str) else None
+
+    def refuse(self, status: int) -> web.Response:
+        """Build the §2.4 error body for 401, 429, 500 or 503."""
         messages = {
             401: "This request requires a valid API key. "
             "Provide it in the Authorization header as 'Bearer <key>'.",
@@ -281,49 +279,42 @@ class AIMLAPIRoutes:
         }
         return self.error(status, messages.get(status, "Error"))
 
-    async def generate(self, request: web.Request) -> web.StreamResponse:
-        """Validate, charge, wait for the job's latency, then answer (§2.2-§2.4)."""
-        state = self._state
-        state.requests["aimlapi.generate"] += 1
-        state.create_attempts += 1
-        attempt = state.create_attempts  # taken before any await, so arrival order counts
-        body = decode_json(await request.read())
-        prompt = body.get("prompt") if isinstance(body, dict) else None
-        refused, triggers = admit_create(
-            state,
-            request,
-            attempt=attempt,
-            prompt=prompt if isinstance(prompt, str) else None,
-            key=bearer_key(request),
-            refuse=self._refuse,
-        )
-        if refused is not None:
-            return refused
+    def new_id(self, rng: random.Random) -> str:
+        """Draw a uuid (AI/ML API has no job id on the wire)."""
+        return uuid_from(rng)
+
+    def validate(self, body: Any) -> JobSpec | web.Response:
+        """Check a body against §2.2."""
         checked = validate(body)
         if isinstance(checked, list):
             return self.error(400, "Body validation error!\n" + "\n".join(checked))
         model, spec = checked
-        num_images = int(body.get("num_images", 1))
-        cost = CREDITS_PER_IMAGE * num_images
+        return JobSpec(
+            model=model,
+            prompt=body["prompt"],
+            params=body,
+            num_images=int(body.get("num_images", 1)),
+            image_size=_output_size(body, spec),
+            extra=spec,
+        )
+
+    def admit_job(self, spec: JobSpec) -> web.Response | None:
+        """Charge the credits, or refuse with 403 when they run out (§2.4)."""
+        state = self._state
+        cost = CREDITS_PER_IMAGE * spec.num_images
         if state.credits_left is not None:
             if state.credits_left < cost:
                 return self.error(
                     403, "You've run out of credits. Please top up your balance to continue."
                 )
             state.credits_left -= cost
-        fate = state.dice.job_fate(triggers, has_callback=False)
-        if fate.outcome == "unknown_status":
-            # A synchronous API has no status field to garble; the job just succeeds.
-            fate = dataclasses.replace(fate, outcome="succeeded")
-        job = state.add_job(
-            job_id=state.new_job_id(_request_id),
-            provider="aimlapi",
-            prompt=body["prompt"],
-            model=model,
-            params=body,
-            fate=fate,
-            num_images=num_images,
-        )
+        return None
+
+    async def answer(
+        self, request: web.Request, job: FakeJob, spec: JobSpec, fate: JobFate
+    ) -> web.StreamResponse:
+        """Wait for the job's latency, then answer (§2.1: the call is synchronous)."""
+        state = self._state
         if not await state.wait_until(job.ready_at):
             return reset_connection(request)  # the fake is closing: never-finish ends here
         if fate.drop_response:
@@ -331,7 +322,7 @@ class AIMLAPIRoutes:
             return reset_connection(request, hard=False)
         if job.outcome == "failed":
             return self.error(500, state.rng.choice(FAILURE_MESSAGES))
-        return self._success(job, body, spec)
+        return self._success(job, spec.params, spec.extra)
 
     def _success(self, job: FakeJob, body: dict[str, Any], spec: ModelSpec) -> web.Response:
         rng = self._state.rng
@@ -341,7 +332,7 @@ class AIMLAPIRoutes:
         status = rng.choice((200, 201))
         shape = rng.choice(("images", "data_url", "data_b64"))
         if shape == "images":
-            width, height = _output_size(body, spec)
+            width, height = job.image_size
             seed = body.get("seed")
             return json_response(
                 {
@@ -360,7 +351,7 @@ class AIMLAPIRoutes:
             items: list[dict[str, Any]] = [{"url": url, "b64_json": None} for url in urls]
         else:
             items = [
-                {"url": None, "b64_json": base64.b64encode(image_for(_name(url))).decode()}
+                {"url": None, "b64_json": base64.b64encode(self._state.image(_name(url))).decode()}
                 for url in urls
             ]
         usage = {"credits_used": CREDITS_PER_IMAGE * len(urls)}

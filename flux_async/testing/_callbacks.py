@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 
 import aiohttp
 
-from ._core import CallbackRecord, FakeJob, FakeState
+from ._state import CallbackRecord, FakeJob, FakeState
 
 __all__ = ["CallbackDispatcher", "Payload", "PayloadBuilder"]
 
@@ -64,6 +64,14 @@ class CallbackDispatcher:
         delay = max(0.0, when - time.monotonic())
         self._begin()
         self._timers[job.id] = asyncio.get_running_loop().call_later(delay, self._fire, job)
+
+    def reschedule(self, job: FakeJob) -> None:
+        """Move a job's deliveries to its (changed) ready time, e.g. after a cancel."""
+        handle = self._timers.pop(job.id, None)
+        if handle is not None:
+            handle.cancel()
+            self._end()
+        self.schedule(job)
 
     async def deliver_now(self, job: FakeJob) -> None:
         """Deliver the job's callbacks at once (the early-callback fault)."""

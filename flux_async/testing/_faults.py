@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass, fields
 from typing import Literal
 
+from ._latency import LatencyLike, as_latency
+
 __all__ = [
     "PROMPT_TRIGGERS",
     "CallbackFault",
@@ -18,7 +20,7 @@ __all__ = [
     "prompt_triggers",
 ]
 
-Outcome = Literal["succeeded", "failed", "never", "unknown_status"]
+Outcome = Literal["succeeded", "failed", "never", "unknown_status", "cancelled"]
 CallbackFault = Literal["duplicate", "early", "late", "out_of_order", "never"]
 
 #: Every ``[fault:<name>]`` marker a prompt may carry; see the package docstring.
@@ -75,6 +77,17 @@ class Faults:
         callback_late_delay: Extra delay, in seconds, for late callbacks.
         callback_out_of_order: Deliver the terminal callback, then a stale running one.
         callback_never: Never deliver the callback.
+        create_delay: Hold every create's answer this long after its job was made:
+            seconds, a ``(low, high)`` range or a `Latency`. The job exists (and its
+            latency runs) from the request's arrival, so many creates can be "in
+            flight" for the client while the provider already made their jobs.
+        rate_limit: A hidden limit in requests per second per API key, over every
+            keyed route (creates, queries, PiAPI cancel and history; not image
+            downloads): a token bucket refilled at this rate. A request beyond it gets
+            429 with ``Retry-After`` (the whole seconds until a token is free, at least
+            1) and no job. 0 turns it off.
+        rate_limit_burst: The bucket's size, in requests; None means ``rate_limit``
+            (one second's worth), at least 1.
     """
 
     create_429: float = 0.0
@@ -94,11 +107,24 @@ class Faults:
     callback_late_delay: float = 0.5
     callback_out_of_order: float = 0.0
     callback_never: float = 0.0
+    create_delay: LatencyLike = 0.0
+    rate_limit: float = 0.0
+    rate_limit_burst: float | None = None
 
     def __post_init__(self) -> None:
-        """Reject probabilities outside [0, 1] and negative counts or delays."""
-        not_probabilities = {"retry_after", "rate_limit_first_creates", "callback_late_delay"}
+        """Reject probabilities outside [0, 1] and negative counts, rates or delays."""
+        not_probabilities = {
+            "retry_after",
+            "rate_limit_first_creates",
+            "callback_late_delay",
+            "rate_limit",
+        }
+        as_latency(self.create_delay)  # raises on a malformed delay
+        if self.rate_limit_burst is not None and not self.rate_limit_burst >= 1:
+            raise ValueError(f"Faults.rate_limit_burst must be >= 1, got {self.rate_limit_burst!r}")
         for field in fields(self):
+            if field.name in ("create_delay", "rate_limit_burst"):
+                continue
             value = getattr(self, field.name)
             if field.name in not_probabilities:
                 if value < 0:
@@ -132,6 +158,15 @@ class FaultDice:
         self.faults = faults
         self._rng = rng
         self._prompts_rate_limited: set[str] = set()
+        delay = as_latency(faults.create_delay)
+        # A zero delay draws nothing, so it leaves a schedule's other draws alone.
+        self._create_delay = None if delay.kind == "fixed" and delay.a == 0 else delay
+
+    def create_delay(self, job_index: int) -> float:
+        """Draw how long a create's answer is held after its job was made."""
+        if self._create_delay is None:
+            return 0.0
+        return self._create_delay.draw(self._rng, job_index)
 
     def chance(self, probability: float) -> bool:
         """Return True with the given probability."""

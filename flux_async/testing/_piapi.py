@@ -4,30 +4,20 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from ._callbacks import CallbackDispatcher, Payload
-from ._core import (
-    FakeJob,
-    FakeState,
-    Phase,
-    admit_create,
-    admit_query,
-    decode_json,
-    is_http_url,
-    is_int,
-    is_number,
-    json_response,
-    reset_connection,
-)
+from ._callbacks import Payload
+from ._protocol import JobSpec, ProtocolRoutes, admit_keyed
+from ._state import FakeJob, Phase
+from ._wire import is_http_url, is_int, is_number, json_response, uuid_from
 
 __all__ = ["PiAPIRoutes", "rfc3339"]
 
-# §3.2
+# §3.2. These constants are written from providers.md on purpose and are not shared with
+# flux_async/providers/piapi.py (DESIGN, "The fake provider"); do not merge them.
 SCHNELL, DEV, ADVANCED = "Qubico/flux1-schnell", "Qubico/flux1-dev", "Qubico/flux1-dev-advanced"
 MODELS = (SCHNELL, DEV, ADVANCED)
 TASK_TYPES = (
@@ -51,6 +41,14 @@ CONTROL_TYPES = ("depth", "canny", "soft_edge", "openpose")
 SERVICE_MODES = ("", "public", "private")
 MAX_PIXELS = 1_048_576  # §3.3: width * height <= 1,048,576
 KONTEXT_MAX_STEPS = 40  # §3.3
+DEFAULT_SIZE = 1024  # §3.3: Kontext's height default; the fake uses it for both sides
+
+# §7.2 task history: GET /api/open/tasks/histories, page from 1, page_size default 10 and
+# max 100 ("returns error if exceeded"), model filter, start_time/end_time in unix s.
+HISTORY_PATH = "/api/open/tasks/histories"
+HISTORY_DEFAULT_PAGE_SIZE = 10
+HISTORY_MAX_PAGE_SIZE = 100
+HISTORY_MODEL = "flux"  # §7.2: the history's model filter value for Flux tasks
 
 # §3.4: the Go zero time stands for "not yet".
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -63,6 +61,9 @@ RUNNING_SPELLINGS = ("processing", "Processing", "starting", "retry")
 SUCCESS_SPELLINGS = ("completed", "Completed", "success")
 FAILED_SPELLINGS = ("failed", "Failed")
 UNKNOWN_STATUSES = ("exploded", "quarantined")  # not in any documented set
+# §7.2: a cancelled task's status is [U]; the fake reports it "failed" (the one failure
+# status every client knows) with CANCELLED_ERROR.
+CANCELLED_STATUS = "failed"
 
 NO_ERROR: dict[str, Any] = {"code": 0, "raw_message": "", "message": "", "detail": None}
 FAILURE_ERROR: dict[str, Any] = {
@@ -71,10 +72,12 @@ FAILURE_ERROR: dict[str, Any] = {
     "message": "failed to generate image",
     "detail": None,
 }
-
-
-def _task_id(rng: random.Random) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+CANCELLED_ERROR: dict[str, Any] = {
+    "code": 10001,
+    "raw_message": "task canceled by user",
+    "message": "task canceled",
+    "detail": None,
+}
 
 
 def _envelope_error(status: int, message: str) -> web.Response:
@@ -208,84 +211,85 @@ def _validate_config(config: Any) -> str | None:
     return None
 
 
-class PiAPIRoutes:
-    """Serve ``POST /api/v1/task`` and ``GET /api/v1/task/{task_id}`` (§3.1)."""
+def _size(task_input: dict[str, Any]) -> tuple[int, int]:
+    # §3.3: width and height (txt2img, kontext); 1024 when absent.
+    width = task_input.get("width") or DEFAULT_SIZE
+    return int(width), int(task_input.get("height") or DEFAULT_SIZE)
 
-    def __init__(self, state: FakeState, callbacks: CallbackDispatcher) -> None:
-        self._state = state
-        self._callbacks = callbacks
+
+class PiAPIRoutes(ProtocolRoutes):
+    """Serve PiAPI's Flux task routes (§3.1, §7.2).
+
+    ``POST /api/v1/task`` and ``GET /api/v1/task/{task_id}``, plus
+    ``DELETE /api/v1/task/{task_id}`` (cancel a pending task) and
+    ``GET /api/open/tasks/histories`` (task history).
+    """
+
+    provider = "piapi"
+    create_counter = "piapi.create"
+    query_counter = "piapi.query"
 
     def routes(self) -> list[web.RouteDef]:
         """Return the aiohttp route table."""
         return [
             web.post("/api/v1/task", self.create),
             web.get("/api/v1/task/{task_id}", self.query),
+            web.delete("/api/v1/task/{task_id}", self.cancel),
+            web.get(HISTORY_PATH, self.history),
         ]
 
-    async def create(self, request: web.Request) -> web.StreamResponse:
-        """Create a task (§3.3) and answer with the §3.4 envelope."""
-        state = self._state
-        state.requests["piapi.create"] += 1
-        state.create_attempts += 1
-        attempt = state.create_attempts  # taken before any await, so arrival order counts
-        body = decode_json(await request.read())
-        prompt = _prompt_of(body)
-        refused, triggers = admit_create(
-            state,
-            request,
-            attempt=attempt,
-            prompt=prompt,
-            key=request.headers.get("X-API-Key"),
-            refuse=_refuse,
-        )
-        if refused is not None:
-            return refused
+    def key_of(self, request: web.Request) -> str | None:
+        """Read ``X-API-Key`` (§3.1; header names are case-insensitive)."""
+        return request.headers.get("X-API-Key")
+
+    def prompt_of(self, body: Any) -> str | None:
+        """Read ``input.prompt`` (§3.3)."""
+        return _prompt_of(body)
+
+    def refuse(self, status: int) -> web.Response:
+        """Build the error envelope for 401, 429, 500 or 503 (§3.7: [U], S15's shape)."""
+        return _refuse(status)
+
+    def new_id(self, rng: random.Random) -> str:
+        """Draw a uuid task id (§3.4)."""
+        return uuid_from(rng)
+
+    def validate(self, body: Any) -> JobSpec | web.Response:
+        """Check a create body against §3.2 and §3.3."""
         problem = _validate(body)
         if problem is not None:
             return _envelope_error(400, problem)
         config = body.get("config") or {}
         webhook = config.get("webhook_config") or {}
-        endpoint = webhook.get("endpoint") or None
-        fate = state.dice.job_fate(triggers, has_callback=endpoint is not None)
         task_input = body["input"]
-        job = state.add_job(
-            job_id=state.new_job_id(_task_id),
-            provider="piapi",
-            prompt=task_input["prompt"],
+        return JobSpec(
             model=body["model"],
+            prompt=task_input["prompt"],
             params=task_input,
-            fate=fate,
             num_images=int(task_input.get("batch_size") or 1),
-            callback_url=endpoint,
+            image_size=_size(task_input),
+            callback_url=webhook.get("endpoint") or None,
             callback_secret=webhook.get("secret") or None,
             task_type=body["task_type"],
             service_mode=config.get("service_mode", ""),
         )
-        if "early" in job.callback_faults:
-            await self._callbacks.deliver_now(job)
-        else:
-            self._callbacks.schedule(job)
-        if fate.drop_response:
-            state.lost_responses += 1
-            return reset_connection(request, hard=False)
-        # §3.4: the create response is the task as first stored, always "pending".
+
+    def accepted_response(self, job: FakeJob, spec: JobSpec) -> web.StreamResponse:
+        """Answer with the §3.4 envelope: the task as first stored, always "pending"."""
         data = _task_data(job, "queued", "pending")
         return json_response({"code": 200, "data": data, "message": "success"})
 
-    async def query(self, request: web.Request) -> web.StreamResponse:
+    def job_id_of(self, request: web.Request) -> str:
+        """Read the ``{task_id}`` path segment (§3.1)."""
+        return request.match_info["task_id"]
+
+    def not_found(self, job_id: str) -> web.Response:
+        """Answer 404 with the error envelope (§3.7: [U])."""
+        return _envelope_error(404, "task not found")
+
+    def query_response(self, job: FakeJob, phase: Phase) -> web.StreamResponse:
         """Return a task (§3.4-§3.6) with a seeded choice of status spelling."""
-        state = self._state
-        state.requests["piapi.query"] += 1
-        task_id = request.match_info["task_id"]
-        state.polls_per_job[task_id] += 1
-        refused = admit_query(state, request, key=request.headers.get("X-API-Key"), refuse=_refuse)
-        if refused is not None:
-            return refused
-        job = state.jobs.get(task_id)
-        if job is None or job.provider != "piapi":
-            return _envelope_error(404, "task not found")  # §3.7: [U]
-        phase = job.phase(time.monotonic())
-        data = _task_data(job, phase, _status(job, phase, state.rng))
+        data = _task_data(job, phase, _status(job, phase, self._state.rng))
         return json_response({"code": 200, "data": data, "message": "success"})
 
     def callback_payload(self, job: FakeJob, kind: str) -> Payload | None:
@@ -296,6 +300,88 @@ class PiAPIRoutes:
         body = {"timestamp": int(time.time()), "data": _task_data(job, phase, status)}
         headers = {"x-webhook-secret": job.callback_secret} if job.callback_secret else {}
         return status, msgspec.json.encode(body), headers
+
+    async def cancel(self, request: web.Request) -> web.StreamResponse:
+        """Cancel a pending task (§7.2: ``DELETE /api/v1/task/{task_id}``, pending only).
+
+        Only the route and "pending only" are documented; the rest is the fake's choice:
+        a pending (queued) task ends at once with status ``failed`` and `CANCELLED_ERROR`,
+        no image and no charge (``meta.usage.consume`` 0), its webhook (if any) is sent
+        now, and the answer is 200 with the §3.4 envelope of the cancelled task. A task
+        that is running or finished is refused with 400 ``{"code": 400, "data": null,
+        "message": ...}`` and left alone; an unknown id gets 404.
+        """
+        state = self._state
+        state.requests["piapi.cancel"] += 1
+        refused = admit_keyed(state, self.key_of(request), self.refuse)
+        if refused is not None:
+            return refused
+        job = state.jobs.get(request.match_info["task_id"])
+        if job is None or job.provider != self.provider:
+            return self.not_found("")
+        now = time.monotonic()
+        phase = job.phase(now)
+        if phase != "queued":
+            state_name = "finished" if phase == "done" else "processing"
+            return _envelope_error(
+                400, f"task is {state_name}: only pending tasks can be canceled"
+            )
+        job.cancel(now)
+        state.cancels += 1
+        if self._callbacks is not None:
+            self._callbacks.reschedule(job)
+        data = _task_data(job, "done", CANCELLED_STATUS)
+        return json_response({"code": 200, "data": data, "message": "success"})
+
+    async def history(self, request: web.Request) -> web.StreamResponse:
+        """List tasks, newest first (§7.2 "User Task History").
+
+        Documented: ``page`` (from 1, default 1), ``page_size`` (default 10, max 100,
+        an error above), ``model`` (empty: all; ``flux`` for these tasks),
+        ``start_time``/``end_time`` (unix seconds, no limit by default), header
+        ``x-api-key``. The response schema is [U]; the fake answers
+        ``{"code": 200, "message": "success", "data": {"total": N, "page": P,
+        "page_size": S, "list": [<task data as GET /api/v1/task/{id} returns it>]}}``
+        and refuses bad parameters with 400 and the error envelope. Times compare with
+        the task's ``meta.created_at``, both bounds inclusive.
+        """
+        state = self._state
+        state.requests["piapi.history"] += 1
+        refused = admit_keyed(state, self.key_of(request), self.refuse)
+        if refused is not None:
+            return refused
+        query = request.query
+        try:
+            page = int(query.get("page") or 1)
+            page_size = int(query.get("page_size") or HISTORY_DEFAULT_PAGE_SIZE)
+            start = float(query["start_time"]) if query.get("start_time") else None
+            end = float(query["end_time"]) if query.get("end_time") else None
+        except ValueError:
+            return _envelope_error(400, "page, page_size, start_time and end_time are integers")
+        if page < 1:
+            return _envelope_error(400, f"page must be >= 1, got {page}")
+        if not 1 <= page_size <= HISTORY_MAX_PAGE_SIZE:
+            return _envelope_error(
+                400, f"page_size must be from 1 to {HISTORY_MAX_PAGE_SIZE}, got {page_size}"
+            )
+        model = query.get("model", "")
+        tasks = [
+            job
+            for job in state.jobs.values()
+            if job.provider == self.provider
+            and model in ("", HISTORY_MODEL)
+            and (start is None or job.created_wall >= start)
+            and (end is None or job.created_wall <= end)
+        ]
+        tasks.reverse()  # jobs are kept in creation order; the newest come first
+        now = time.monotonic()
+        chosen = tasks[(page - 1) * page_size : page * page_size]
+        items = []
+        for job in chosen:
+            phase = job.phase(now)
+            items.append(_task_data(job, phase, _status(job, phase, state.rng)))
+        data = {"total": len(tasks), "page": page, "page_size": page_size, "list": items}
+        return json_response({"code": 200, "data": data, "message": "success"})
 
 
 def _prompt_of(body: Any) -> str | None:
@@ -317,6 +403,8 @@ def _status(job: FakeJob, phase: Phase, rng: random.Random) -> str:
         return rng.choice(SUCCESS_SPELLINGS)
     if job.outcome == "failed":
         return rng.choice(FAILED_SPELLINGS)
+    if job.outcome == "cancelled":
+        return CANCELLED_STATUS
     return UNKNOWN_STATUSES[job.variant % len(UNKNOWN_STATUSES)]
 
 
@@ -333,8 +421,9 @@ def _output(job: FakeJob) -> dict[str, Any]:
 
 def _task_data(job: FakeJob, phase: Phase, status: str) -> dict[str, Any]:
     """Build the ``data`` object shared by create, get and webhook (§3.4)."""
-    finished = phase == "done" and job.outcome in ("succeeded", "failed")
+    finished = phase == "done" and job.outcome in ("succeeded", "failed", "cancelled")
     batch_size = int(job.params.get("batch_size") or 1)
+    consume = 0 if job.outcome == "cancelled" else CONSUME[job.model] * batch_size
     echo = {"prompt": "", "negative_prompt": "", "width": 0, "height": 0, "steps": 0}
     echo.update(job.params)
     return {
@@ -359,10 +448,18 @@ def _task_data(job: FakeJob, phase: Phase, status: str) -> dict[str, Any]:
             "ended_at": rfc3339(job.wall_time(job.ready_at))
             if finished and job.ready_at is not None
             else GO_ZERO_TIME,
-            "usage": {"type": "quota", "frozen": 0, "consume": CONSUME[job.model] * batch_size},
+            "usage": {"type": "quota", "frozen": 0, "consume": consume},
             "is_using_private_pool": False,
         },
         "detail": None,
         "logs": [],
-        "error": FAILURE_ERROR if finished and job.outcome == "failed" else NO_ERROR,
+        "error": _error_of(job) if finished else NO_ERROR,
     }
+
+
+def _error_of(job: FakeJob) -> dict[str, Any]:
+    if job.outcome == "failed":
+        return FAILURE_ERROR
+    if job.outcome == "cancelled":
+        return CANCELLED_ERROR
+    return NO_ERROR

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import collections
 import time
+import urllib.parse
 from typing import Literal
 
 from aiohttp import web
-from yarl import URL
 
 from ._aimlapi import AIMLAPIRoutes
 from ._callbacks import CallbackDispatcher
-from ._core import CallbackRecord, FakeJob, FakeState, Latency, json_response
 from ._faults import Faults
+from ._latency import LatencyLike
 from ._piapi import PiAPIRoutes
-from ._png import image_for
+from ._png import DEFAULT_MAX_SIDE
 from ._shortapi import ShortAPIRoutes
+from ._state import CallbackRecord, FakeJob, FakeState
+from ._wire import json_response
 
 __all__ = ["FakeProvider"]
 
@@ -32,7 +34,8 @@ class FakeProvider:
 
     Args:
         latency: Seconds from create until a job is ready: a number, a ``(low, high)``
-            range drawn uniformly, or a callable drawing from the fake's RNG.
+            range drawn uniformly, a `Latency` (normal, lognormal, shifting after N
+            jobs), or a callable drawing from the fake's RNG.
         faults: The fault schedule; None means no faults (prompt markers still apply).
         seed: Seeds all randomness: latency, faults, ids, status spellings and
             response-shape choices.
@@ -40,18 +43,21 @@ class FakeProvider:
         port: Port to listen on; 0 picks a free one.
         api_key: If set, only this key is accepted; otherwise any non-empty key is.
         credits: AI/ML API credits (one per image); None means unlimited.
+        image_max_side: Served PNGs keep the requested aspect ratio but are scaled down
+            to this many pixels on their long side (None: the requested size itself).
     """
 
     def __init__(
         self,
         *,
-        latency: Latency = (0.02, 0.08),
+        latency: LatencyLike = (0.02, 0.08),
         faults: Faults | None = None,
         seed: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
         api_key: str | None = None,
         credits: float | None = None,
+        image_max_side: int | None = DEFAULT_MAX_SIDE,
     ) -> None:
         self._state = FakeState(
             latency=latency,
@@ -59,6 +65,7 @@ class FakeProvider:
             seed=seed,
             api_key=api_key,
             credits=credits,
+            image_max_side=image_max_side,
         )
         self._host = host
         self._port = port
@@ -113,7 +120,9 @@ class FakeProvider:
         host = "127.0.0.1" if self._host in ("", "0.0.0.0") else self._host
         if host == "::":
             host = "::1"
-        self._url = str(URL.build(scheme="http", host=host, port=port))
+        if ":" in host:
+            host = f"[{host}]"
+        self._url = f"http://{host}:{port}"
         self._state.base_url = self._url
         return self
 
@@ -148,7 +157,7 @@ class FakeProvider:
     @property
     def port(self) -> int:
         """Return the bound port."""
-        return URL(self.url).port or 0
+        return urllib.parse.urlsplit(self.url).port or 0
 
     @property
     def faults(self) -> Faults:
@@ -196,6 +205,31 @@ class FakeProvider:
         return self._state.lost_responses
 
     @property
+    def rejected_429(self) -> int:
+        """Count 429 answers: the hidden ``rate_limit`` and the 429 faults together."""
+        return self._state.rejected_429
+
+    @property
+    def rate_limited(self) -> int:
+        """Count requests refused by the hidden ``Faults.rate_limit`` (part of `rejected_429`)."""
+        return self._state.rate_limited
+
+    @property
+    def held_creates(self) -> int:
+        """Count creates whose job exists but whose answer ``create_delay`` still holds."""
+        return self._state.held_creates
+
+    @property
+    def abandoned_responses(self) -> int:
+        """Count held creates whose client gave up before the answer (the job stays)."""
+        return self._state.abandoned_responses
+
+    @property
+    def cancels(self) -> int:
+        """Count tasks ended by a PiAPI cancel request."""
+        return self._state.cancels
+
+    @property
     def credits_left(self) -> float | None:
         """Return the AI/ML API credits left (None: unlimited)."""
         return self._state.credits_left
@@ -206,8 +240,8 @@ class FakeProvider:
 
     def image_bytes(self, url: str) -> bytes:
         """Return the PNG bytes behind a result URL (or ``/files/...`` path), served or not."""
-        name = URL(url).path.rsplit("/", 1)[-1].removesuffix(".png")
-        return image_for(name)
+        name = urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1].removesuffix(".png")
+        return self._state.image(name)
 
     def stats(self, *, detail: bool = True) -> dict[str, object]:
         """Return the counters as JSON-ready data, as ``GET /_fake/stats`` does."""
@@ -232,7 +266,7 @@ class FakeProvider:
         data = state.served_files.get(path)
         if data is None:
             # Encoded when first asked for, so 100,000 unfetched results cost nothing.
-            data = state.served_files[path] = image_for(name)
+            data = state.served_files[path] = state.image(name)
         return web.Response(body=data, content_type="image/png")
 
     async def _serve_stats(self, request: web.Request) -> web.StreamResponse:

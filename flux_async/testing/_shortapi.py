@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import random
-import time
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from ._callbacks import CallbackDispatcher, Payload
-from ._core import (
-    FakeJob,
-    FakeState,
-    Phase,
-    admit_create,
-    admit_query,
-    bearer_key,
-    decode_json,
-    is_http_url,
-    json_response,
-    reset_connection,
-)
+from ._callbacks import Payload
+from ._protocol import JobSpec, ProtocolRoutes
+from ._state import FakeJob, Phase
+from ._wire import bearer_key, is_http_url, json_response
 
 __all__ = ["ShortAPIRoutes"]
 
@@ -33,6 +23,9 @@ NUM_IMAGES = (1, 2, 4, 8)  # §1.2: the doc lists them as strings "1","2","4","8
 PERFORMANCES = ("dev", "schnell")
 # §1.2 pricing: per request, echoed as a string.
 AMOUNT = {"dev": "0.02", "schnell": "0.002"}
+# §1.2 carries only an aspect ratio; the pixel size is [U]. The fake takes 1024 px on
+# the long side as the nominal size (served PNGs are scaled down from it).
+NOMINAL_LONG_SIDE = 1024
 
 # §1.4 [I]: 0 queued, 1 processing, 2 succeeded, 3/4 failed.
 QUEUED, PROCESSING, SUCCEEDED = 0, 1, 2
@@ -114,12 +107,20 @@ def _num_images(args: dict[str, Any]) -> int | None:
     return value if isinstance(value, int) and value in NUM_IMAGES else None
 
 
-class ShortAPIRoutes:
+def nominal_size(aspect_ratio: str) -> tuple[int, int]:
+    """Return the (width, height) the fake takes for an aspect ratio such as ``"16:9"``."""
+    across, down = (int(part) for part in aspect_ratio.split(":"))
+    if across >= down:
+        return NOMINAL_LONG_SIDE, round(NOMINAL_LONG_SIDE * down / across)
+    return round(NOMINAL_LONG_SIDE * across / down), NOMINAL_LONG_SIDE
+
+
+class ShortAPIRoutes(ProtocolRoutes):
     """Serve ``POST /api/v1/job/create`` and ``GET /api/v1/job/query`` (§1.1)."""
 
-    def __init__(self, state: FakeState, callbacks: CallbackDispatcher) -> None:
-        self._state = state
-        self._callbacks = callbacks
+    provider = "shortapi"
+    create_counter = "shortapi.create"
+    query_counter = "shortapi.query"
 
     def routes(self) -> list[web.RouteDef]:
         """Return the aiohttp route table."""
@@ -128,61 +129,53 @@ class ShortAPIRoutes:
             web.get("/api/v1/job/query", self.query),
         ]
 
-    async def create(self, request: web.Request) -> web.StreamResponse:
-        """Create a job (§1.2, §1.3)."""
-        state = self._state
-        state.requests["shortapi.create"] += 1
-        state.create_attempts += 1
-        attempt = state.create_attempts  # taken before any await, so arrival order counts
-        body = decode_json(await request.read())
-        prompt = _prompt_of(body)
-        refused, triggers = admit_create(
-            state, request, attempt=attempt, prompt=prompt, key=bearer_key(request), refuse=_refuse
-        )
-        if refused is not None:
-            return refused
+    def key_of(self, request: web.Request) -> str | None:
+        """Read the Bearer key (§1.1)."""
+        return bearer_key(request)
+
+    def prompt_of(self, body: Any) -> str | None:
+        """Read ``args.prompt`` (§1.2)."""
+        return _prompt_of(body)
+
+    def refuse(self, status: int) -> web.Response:
+        """Build the error envelope for 401, 429, 500 or 503 (§1.5: [U], guessed)."""
+        return _refuse(status)
+
+    def new_id(self, rng: random.Random) -> str:
+        """Draw a 24-hex-character job id (§1.3)."""
+        return _job_id(rng)
+
+    def validate(self, body: Any) -> JobSpec | web.Response:
+        """Check a create body against §1.2."""
         checked = _validate(body)
         if isinstance(checked, str):
             return _error(checked)
         model, args, callback_url = checked
-        fate = state.dice.job_fate(triggers, has_callback=callback_url is not None)
-        job = state.add_job(
-            job_id=state.new_job_id(_job_id),
-            provider="shortapi",
-            prompt=args["prompt"],
+        return JobSpec(
             model=model,
+            prompt=args["prompt"],
             params=args,
-            fate=fate,
             num_images=_num_images(args) or 1,
+            image_size=nominal_size(args["aspect_ratio"]),
             callback_url=callback_url,
         )
-        if "early" in job.callback_faults:
-            await self._callbacks.deliver_now(job)
-        else:
-            self._callbacks.schedule(job)
-        if fate.drop_response:
-            state.lost_responses += 1
-            return reset_connection(request, hard=False)
-        amount = AMOUNT[args.get("performance", "dev")]
+
+    def accepted_response(self, job: FakeJob, spec: JobSpec) -> web.StreamResponse:
+        """Answer with the job id and the charge as a string (§1.3)."""
+        amount = AMOUNT[spec.params.get("performance", "dev")]
         return json_response({"code": 0, "data": {"amount": amount, "job_id": job.id}})
 
-    async def query(self, request: web.Request) -> web.StreamResponse:
+    def job_id_of(self, request: web.Request) -> str:
+        """Read the ``id`` query parameter (§1.1)."""
+        return request.query.get("id", "")
+
+    def not_found(self, job_id: str) -> web.Response:
+        """Answer HTTP 200 with code 1 ([U] how an unknown id is reported; §1.5 [I])."""
+        return _error("job not found" if job_id else "id is required")
+
+    def query_response(self, job: FakeJob, phase: Phase) -> web.StreamResponse:
         """Report a job's status (§1.4)."""
-        state = self._state
-        state.requests["shortapi.query"] += 1
-        job_id = request.query.get("id", "")
-        if job_id:
-            state.polls_per_job[job_id] += 1
-        refused = admit_query(state, request, key=bearer_key(request), refuse=_refuse)
-        if refused is not None:
-            return refused
-        if not job_id:
-            return _error("id is required")
-        job = state.jobs.get(job_id)
-        if job is None or job.provider != "shortapi":
-            # [U] how an unknown id is reported; code 1 on query is an error (§1.5 [I]).
-            return _error("job not found")
-        return json_response({"code": 0, "data": _data(job, job.phase(time.monotonic()))})
+        return json_response({"code": 0, "data": _data(job, phase)})
 
     def callback_payload(self, job: FakeJob, kind: str) -> Payload | None:
         """Build a callback body (§1.6: shape [U]; the query envelope plus ``job_id``)."""

@@ -26,7 +26,7 @@ from flux_async.testing import FakeProvider, Faults
 
 pytestmark = pytest.mark.anyio
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KEY = "test-key"
 BEARER = {"Authorization": f"Bearer {KEY}"}
 PIAPI_KEY = {"X-API-Key": KEY}
@@ -37,11 +37,6 @@ PIAPI_RUNNING = {"pending", "Pending", "starting", "processing", "Processing", "
 PIAPI_SUCCESS = {"Completed", "completed", "success"}
 PIAPI_FAILED = {"failed", "Failed"}
 SA_STATUS = {"queued": 0, "running": 1, "done": 2}  # providers.md §1.4
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture
@@ -178,7 +173,13 @@ def parse_png(data: bytes) -> tuple[int, int, bytes]:
 
 
 def test_public_surface() -> None:
-    assert flux_async.testing.__all__ == ["CallbackRecord", "FakeJob", "FakeProvider", "Faults"]
+    assert flux_async.testing.__all__ == [
+        "CallbackRecord",
+        "FakeJob",
+        "FakeProvider",
+        "Faults",
+        "Latency",
+    ]
 
 
 def test_faults_validate_and_round_retry_after() -> None:
@@ -259,7 +260,7 @@ async def test_shortapi_create_query_download(http: aiohttp.ClientSession) -> No
                 assert r.status == 200
                 assert r.content_type == "image/png"
                 data = await r.read()
-            assert parse_png(data)[:2] == (16, 16)
+            assert parse_png(data)[:2] == (256, 144)  # 16:9, scaled to 256 px on the long side
             assert fake.served_files[url.removeprefix(fake.url)] == data
             assert fake.image_bytes(url) == data
             downloads.append(data)
@@ -613,7 +614,7 @@ async def test_piapi_get_to_success(http: aiohttp.ClientSession) -> None:
         assert len(job.image_urls) == 2 and done["output"]["image_base64"] == ""
         assert done["meta"]["usage"]["consume"] == 2 * body["data"]["meta"]["usage"]["consume"] // 2
         async with http.get(job.image_urls[1]) as r:
-            assert parse_png(await r.read())[:2] == (16, 16)
+            assert parse_png(await r.read())[:2] == (256, 256)  # 1024x1024 by default
 
         _, single = await pi_create(http, fake, pi_body())
         await sleep_until(fake.jobs[single["data"]["task_id"]].ready_at)
@@ -767,7 +768,7 @@ async def test_aimlapi_success_shapes(http: aiohttp.ClientSession) -> None:
                     assert (image["width"], image["height"]) == (1024, 1024)
                     assert image["content_type"] == "image/png"
                     async with http.get(image["url"]) as r:
-                        assert parse_png(await r.read())[:2] == (16, 16)
+                        assert parse_png(await r.read())[:2] == (256, 256)
                 assert isinstance(answer["seed"], int)
                 assert answer["has_nsfw_concepts"] == [False, False]
                 assert answer["prompt"] == "a cat"

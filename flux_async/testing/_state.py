@@ -1,50 +1,38 @@
-"""Hold the fake's shared state: jobs, counters, the seeded RNG and HTTP helpers."""
+"""Hold the fake's shared state: jobs, counters, limits and the seeded RNG."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import hmac
+import math
 import random
-import socket
-import struct
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import msgspec
-from aiohttp import web
-from yarl import URL
-
-from ._faults import CallbackFault, FaultDice, Faults, JobFate, Outcome, prompt_triggers
+from ._faults import CallbackFault, FaultDice, Faults, JobFate, Outcome
+from ._latency import LatencyLike, as_latency
+from ._png import DEFAULT_MAX_SIDE, render_png
 
 __all__ = [
     "CallbackRecord",
     "FakeJob",
     "FakeState",
-    "Latency",
     "Phase",
     "Provider",
-    "Refuse",
-    "admit_create",
-    "admit_query",
-    "bearer_key",
-    "decode_json",
-    "is_http_url",
-    "is_int",
-    "is_number",
-    "json_response",
-    "reset_connection",
+    "TokenBucket",
+    "retry_after_header",
 ]
 
-Latency = float | tuple[float, float] | Callable[[random.Random], float]
 Phase = Literal["queued", "running", "done"]
 Provider = Literal["shortapi", "piapi", "aimlapi"]
 
 # Share of a job's latency spent queued before it starts running; only shapes status values.
 _QUEUED_SHARE = 0.3
+# The nominal size of an image whose job is unknown (fake.image_bytes of a made-up URL).
+_UNKNOWN_SIZE = (1024, 1024)
 
 
 @dataclass(slots=True, eq=False)
@@ -75,6 +63,12 @@ class FakeJob:
         callback_faults: Callback faults applied to this job.
         task_type: PiAPI ``task_type``; None for other providers.
         service_mode: PiAPI ``config.service_mode`` as sent, or ``""``.
+        image_size: The (width, height) the request asked for, as the wire format
+            carries it (ShortAPI: an aspect ratio at 1024 px on the long side; PiAPI:
+            width and height, default 1024x1024; AI/ML API: ``image_size`` or
+            ``aspect_ratio``). Served PNGs keep this aspect ratio, scaled down to the
+            fake's ``image_max_side``.
+        cancelled_at: When a cancel request ended the job (PiAPI), else None.
     """
 
     id: str
@@ -94,6 +88,8 @@ class FakeJob:
     callback_faults: frozenset[CallbackFault] = frozenset()
     task_type: str | None = None
     service_mode: str = ""
+    image_size: tuple[int, int] = (1024, 1024)
+    cancelled_at: float | None = None
 
     def phase(self, now: float) -> Phase:
         """Return the job's phase at a monotonic time."""
@@ -104,6 +100,14 @@ class FakeJob:
     def wall_time(self, monotonic_time: float) -> float:
         """Convert a monotonic time of this job into unix seconds."""
         return self.created_wall + (monotonic_time - self.created_at)
+
+    def cancel(self, now: float) -> None:
+        """End the job as cancelled at a monotonic time: no image, no charge."""
+        self.outcome = "cancelled"
+        self.ready_at = now
+        self.started_at = min(self.started_at, now)
+        self.image_urls = ()
+        self.cancelled_at = now
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,13 +142,17 @@ class FakeState:
     def __init__(
         self,
         *,
-        latency: Latency,
+        latency: LatencyLike,
         faults: Faults,
         seed: int,
         api_key: str | None,
         credits: float | None,
+        image_max_side: int | None = DEFAULT_MAX_SIDE,
     ) -> None:
-        _check_latency(latency)
+        self._latency = as_latency(latency)
+        if image_max_side is not None and image_max_side < 1:
+            raise ValueError(f"image_max_side must be >= 1 or None, got {image_max_side!r}")
+        self.image_max_side = image_max_side
         self.rng = random.Random(seed)
         self.dice = FaultDice(faults, self.rng)
         self.faults = faults
@@ -159,7 +167,12 @@ class FakeState:
         self.jobs: dict[str, FakeJob] = {}
         self.served_files: dict[str, bytes] = {}
         self.callbacks_sent: list[CallbackRecord] = []
-        self._latency = latency
+        self.rejected_429 = 0
+        self.rate_limited = 0
+        self.held_creates = 0
+        self.abandoned_responses = 0
+        self.cancels = 0
+        self._buckets: dict[str, TokenBucket] = {}
         self._closing = False
         self._sleepers: set[asyncio.Future[bool]] = set()
 
@@ -205,15 +218,12 @@ class FakeState:
     # -- randomness ----------------------------------------------------------------
 
     def draw_latency(self) -> float:
-        """Draw one job's create-to-ready latency in seconds."""
-        latency = self._latency
-        if isinstance(latency, (int, float)):
-            value = float(latency)
-        elif isinstance(latency, tuple):
-            value = self.rng.uniform(latency[0], latency[1])
-        else:
-            value = float(latency(self.rng))
-        return max(0.0, value)
+        """Draw the next job's create-to-ready latency in seconds."""
+        return self._latency.draw(self.rng, len(self.jobs))
+
+    def draw_create_delay(self) -> float:
+        """Draw how long the next create's answer is held (``Faults.create_delay``)."""
+        return self.dice.create_delay(len(self.jobs))
 
     # -- auth --------------------------------------------------------------------
 
@@ -224,6 +234,24 @@ class FakeState:
         if self.api_key is None:
             return True
         return hmac.compare_digest(key.encode(), self.api_key.encode())
+
+    def rate_limit_wait(self, key: str) -> float | None:
+        """Take a token of the hidden rate limit for an API key.
+
+        Returns:
+            None if the request may go on, else the seconds until a token is free.
+        """
+        rate = self.faults.rate_limit
+        if rate <= 0:
+            return None
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            burst = self.faults.rate_limit_burst
+            bucket = self._buckets[key] = TokenBucket(rate, rate if burst is None else burst)
+        wait = bucket.take(time.monotonic())
+        if wait is not None:
+            self.rate_limited += 1
+        return wait
 
     # -- jobs ----------------------------------------------------------------------
 
@@ -244,6 +272,7 @@ class FakeState:
         params: dict[str, Any],
         fate: JobFate,
         num_images: int,
+        image_size: tuple[int, int] = (1024, 1024),
         callback_url: str | None = None,
         callback_secret: str | None = None,
         task_type: str | None = None,
@@ -279,10 +308,20 @@ class FakeState:
             callback_faults=fate.callback_faults if callback_url else frozenset(),
             task_type=task_type,
             service_mode=service_mode,
+            image_size=image_size,
         )
         self.jobs[job_id] = job
         self.creates_per_prompt[prompt] += 1
         return job
+
+    # -- images ----------------------------------------------------------------------
+
+    def image(self, name: str) -> bytes:
+        """Return the PNG for a result name (``<job id>-<index>``), served or not."""
+        job_id, _, _ = name.rpartition("-")
+        job = self.jobs.get(job_id)
+        width, height = job.image_size if job is not None else _UNKNOWN_SIZE
+        return render_png(name, width, height, max_side=self.image_max_side)
 
     # -- stats -----------------------------------------------------------------------
 
@@ -297,6 +336,11 @@ class FakeState:
             "create_attempts": self.create_attempts,
             "jobs_created": len(self.jobs),
             "lost_responses": self.lost_responses,
+            "abandoned_responses": self.abandoned_responses,
+            "held_creates": self.held_creates,
+            "rejected_429": self.rejected_429,
+            "rate_limited": self.rate_limited,
+            "cancels": self.cancels,
             "callbacks_sent": len(self.callbacks_sent),
             "outcomes": dict(outcomes),
             "requests": dict(self.requests),
@@ -312,6 +356,7 @@ class FakeState:
                     "outcome": job.outcome,
                     "created_at": job.created_at,
                     "ready_at": job.ready_at,
+                    "image_size": list(job.image_size),
                     "image_urls": list(job.image_urls),
                 }
                 for job in self.jobs.values()
@@ -332,149 +377,34 @@ class FakeState:
         return data
 
 
+class TokenBucket:
+    """Refill ``rate`` tokens per second up to ``capacity``; a request takes one."""
+
+    __slots__ = ("_capacity", "_rate", "_tokens", "_updated")
+
+    def __init__(self, rate: float, capacity: float) -> None:
+        self._rate = rate
+        self._capacity = max(1.0, capacity)
+        self._tokens = self._capacity
+        self._updated: float | None = None
+
+    def take(self, now: float) -> float | None:
+        """Take a token at a monotonic time; return None, or the seconds until one is free."""
+        if self._updated is not None:
+            elapsed = max(0.0, now - self._updated)
+            self._tokens = min(self._capacity, self._tokens + elapsed * self._rate)
+        self._updated = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return None
+        return (1.0 - self._tokens) / self._rate
+
+
+def retry_after_header(seconds: float) -> str:
+    """Format a wait as whole ``Retry-After`` seconds, rounded up, at least 1."""
+    return str(max(1, math.ceil(seconds)))
+
+
 def _wake(sleeper: asyncio.Future[bool]) -> None:
     if not sleeper.done():
         sleeper.set_result(True)
-
-
-def _check_latency(latency: Latency) -> None:
-    if isinstance(latency, (int, float)):
-        if latency < 0:
-            raise ValueError(f"latency must be >= 0, got {latency!r}")
-    elif isinstance(latency, tuple):
-        if len(latency) != 2 or not 0 <= latency[0] <= latency[1]:
-            raise ValueError(f"latency range must be (low, high) with 0 <= low <= high: {latency}")
-    elif not callable(latency):
-        raise TypeError(f"latency must be a float, a (low, high) tuple or a callable: {latency!r}")
-
-
-def json_response(
-    body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    """Encode a JSON response."""
-    return web.Response(
-        body=msgspec.json.encode(body),
-        status=status,
-        content_type="application/json",
-        headers=headers,
-    )
-
-
-def decode_json(raw: bytes) -> Any:
-    """Decode a request body, returning None when it is not JSON."""
-    try:
-        return msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        return None
-
-
-def reset_connection(request: web.Request, *, hard: bool = True) -> web.Response:
-    """Close the request's connection without answering.
-
-    With ``hard``, linger 0 makes the kernel send a TCP RST, so the client sees
-    "connection reset by peer"; otherwise an orderly FIN makes it see a disconnect.
-
-    Returns:
-        A placeholder response for the handler to return; aiohttp finds the transport
-        closed and writes nothing.
-    """
-    transport = request.transport
-    if transport is not None:
-        if hard:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            transport.abort()
-        else:
-            transport.close()
-    return web.Response(status=499)
-
-
-Refuse = Callable[[int], web.Response]
-"""Build a provider's error response for an HTTP status (401, 429, 500 or 503)."""
-
-
-def admit_create(
-    state: FakeState,
-    request: web.Request,
-    *,
-    attempt: int,
-    prompt: str | None,
-    key: str | None,
-    refuse: Refuse,
-) -> tuple[web.Response | None, frozenset[str]]:
-    """Apply the network, auth and refusal faults every provider's create shares.
-
-    The order models a real server: a connection reset happens before the request is
-    read by anything, authentication before rate limiting, and rate limiting and
-    overload before any validation or work.
-
-    Args:
-        state: The fake's state.
-        request: The create request.
-        attempt: The request's 1-based arrival number among all creates.
-        prompt: The prompt, if the body had one.
-        key: The presented API key, if any.
-        refuse: Builds the provider's error response for a status.
-
-    Returns:
-        The response that ends the request (None to go on), and the prompt's triggers.
-    """
-    triggers = prompt_triggers(prompt)
-    if state.dice.create_reset(triggers):
-        return reset_connection(request), triggers
-    if not state.key_accepted(key):
-        return refuse(401), triggers
-    refusal = state.dice.create_refusal(triggers, attempt, prompt or "")
-    if refusal is not None:
-        response = refuse(refusal)
-        if refusal in (429, 503):
-            response.headers["Retry-After"] = state.faults.retry_after_header
-        return response, triggers
-    return None, triggers
-
-
-def admit_query(
-    state: FakeState, request: web.Request, *, key: str | None, refuse: Refuse
-) -> web.Response | None:
-    """Apply the reset, auth and 5xx faults every provider's query shares."""
-    fault = state.dice.query_fault()
-    if fault == "reset":
-        return reset_connection(request)
-    if not state.key_accepted(key):
-        return refuse(401)
-    if fault is not None:
-        response = refuse(fault)
-        if fault == 503:
-            response.headers["Retry-After"] = state.faults.retry_after_header
-        return response
-    return None
-
-
-def bearer_key(request: web.Request) -> str | None:
-    """Return the key of an ``Authorization: Bearer <key>`` header, if any."""
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not key:
-        return None
-    return key
-
-
-def is_number(value: Any) -> bool:
-    """Return whether a decoded JSON value is a number (JSON booleans are not)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def is_int(value: Any) -> bool:
-    """Return whether a decoded JSON value is a whole number, such as 2 or 2.0."""
-    return is_number(value) and float(value).is_integer()
-
-
-def is_http_url(text: str) -> bool:
-    """Return whether text is an absolute http(s) URL with a host."""
-    try:
-        url = URL(text)
-    except ValueError:
-        return False
-    return url.scheme in ("http", "https") and bool(url.host)
