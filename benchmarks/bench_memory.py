@@ -255,6 +255,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         flush=True,
     )
     rows: list[list[str]] = []
+    results: list[dict[str, Any]] = []
     sites: dict[str, list[str]] = {}
     for part, (jobs, warmup) in sizes.items():
         print(f"  measuring {part}: {jobs} outstanding jobs ...", file=sys.stderr, flush=True)
@@ -264,6 +265,14 @@ def orchestrate(args: argparse.Namespace) -> int:
         traced_per_job = traced["grown"] / jobs
         rss_per_job = rss["grown"] / jobs
         met = "yes" if max(traced_per_job, rss_per_job) <= TARGET_BYTES else "no"
+        results.append(
+            {
+                "part": part,
+                "jobs": jobs,
+                "traced_bytes_per_job": traced_per_job,
+                "rss_bytes_per_job": rss_per_job,
+            }
+        )
         rows.append(
             [
                 part,
@@ -281,6 +290,8 @@ def orchestrate(args: argparse.Namespace) -> int:
         print(f"\n{part}: the allocation sites that grew the most (tracemalloc):")
         for line in lines:
             print(f"  {line}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
 
 
@@ -300,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         help="outstanding jobs in the registry and scheduler (default 100,000)",
     )
     parser.add_argument("--smoke", action="store_true", help="200 and 1,000 jobs")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--part", choices=("e2e", "direct"), help=argparse.SUPPRESS)
     parser.add_argument("--measure", choices=("tracemalloc", "rss"), help=argparse.SUPPRESS)
