@@ -8,10 +8,22 @@ import random
 import aiohttp
 import pytest
 
-from flux_async import Phase, ProviderError, RateLimitedError, RetryPolicy, TransportError
+from flux_async import (
+    BadRequestError,
+    Phase,
+    ProviderError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    RetryPolicy,
+    TransportError,
+)
+from flux_async._errors import RequestError
 from flux_async._retry import (
+    CreateAction,
+    CreateDecision,
     RetryBudget,
     TokenBucket,
+    decide_create_failure,
     is_resend_safe,
     jittered,
     retry_wait,
@@ -121,3 +133,59 @@ def test_token_bucket_bounds_the_rate() -> None:
     assert delays == pytest.approx([0.0, 0.0, 0.1, 0.2, 0.3, 0.4])
     # after a quiet second the burst is available again
     assert bucket.reserve(10.0) == 0.0
+
+
+_TABLE = (0.25, 0.5, 1.0)
+R, A, U, F = (
+    CreateAction.RETRY, CreateAction.AWAIT_CALLBACK, CreateAction.UNKNOWN, CreateAction.FAILED
+)
+
+
+@pytest.mark.parametrize(
+    ("error", "attempt", "budget", "callbacks", "expected"),
+    [
+        # connect failure: nothing was sent, resent after the backoff step
+        (_error(TransportError, "create", Phase.NOT_SENT), 1, 5.0, False, (R, 0.25, None)),
+        # ... but not beyond the shared retry budget, nor beyond the attempts
+        (_error(TransportError, "create", Phase.NOT_SENT), 1, 0.0, False, (F, None, None)),
+        (_error(TransportError, "create", Phase.NOT_SENT), 6, 5.0, False, (F, None, None)),
+        # a read timeout after sending: never resent; the job may exist
+        (_error(TransportError, "create", Phase.AMBIGUOUS), 1, 5.0, False, (U, None, None)),
+        (_error(TransportError, "create", Phase.AMBIGUOUS), 1, 5.0, True, (A, None, None)),
+        (_error(ProviderUnavailableError, "create", Phase.AMBIGUOUS, status=502), 1, 5.0,
+         True, (A, None, None)),
+        # a definitive no: the provider refused, no job exists
+        (_error(BadRequestError, "create", Phase.DEFINITIVE, status=400), 1, 5.0, True,
+         (F, None, None)),
+        # 429 with Retry-After: paced by the provider, so retried even with no budget, and
+        # every create pauses for as long
+        (_error(RateLimitedError, "create", Phase.REFUSED, status=429, retry_after=3.0), 1, 0.0,
+         False, (R, 3.0, 3.0)),
+        # 429 without Retry-After: the first backoff step, from the budget
+        (_error(RateLimitedError, "create", Phase.REFUSED, status=429), 2, 5.0, False,
+         (R, 0.5, 0.5)),
+        # 429 asking for longer than retry_after_max: given up, creates still paused
+        (_error(RateLimitedError, "create", Phase.REFUSED, status=429, retry_after=600.0), 1,
+         5.0, False, (F, None, 0.25)),
+        # 503: refused, retried
+        (_error(ProviderUnavailableError, "create", Phase.REFUSED, status=503), 1, 5.0, False,
+         (R, 0.25, None)),
+    ],
+)
+def test_decide_create_failure(
+    error: RequestError,
+    attempt: int,
+    budget: float,
+    callbacks: bool,
+    expected: tuple[CreateAction, float | None, float | None],
+) -> None:
+    tokens = RetryBudget(ratio=0.2, reserve=budget)
+    decision = decide_create_failure(
+        error, attempt=attempt, policy=RetryPolicy(attempts=6), table=_TABLE, rng=None,
+        budget=tokens, callbacks=callbacks,
+    )
+    assert decision == CreateDecision(*expected)
+    # A retry the provider did not pace spends one token of the shared budget.
+    paced = getattr(error, "retry_after", None) is not None
+    spent = decision.action is CreateAction.RETRY and not paced
+    assert tokens.tokens == budget - (1.0 if spent else 0.0)

@@ -1,0 +1,66 @@
+"""`EventBus`: delivery, filters, the logging subscriber, and a failing subscriber."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from flux_async import Event, JobStatus
+from flux_async._events import EventBus
+from flux_async._registry import Registry
+
+
+def test_status_changes_reach_subscribers_with_a_clock_of_our_choice() -> None:
+    bus = EventBus("shortapi", clock=lambda: 42.0)
+    registry = Registry(clock=time.time, on_change=bus.on_change)
+    seen: list[Event] = []
+    stop = bus.subscribe(seen.append)
+    entry = registry.allocate("shortapi", "flux")
+    registry.accept(entry, "job-1")
+    registry.advance(entry, JobStatus.RUNNING)
+    registry.advance(entry, JobStatus.SUCCEEDED)
+    assert [(e.kind, e.job_id, e.time) for e in seen] == [
+        ("submitted", "job-1", 42.0),
+        ("status", "job-1", 42.0),
+        ("finished", "job-1", 42.0),
+    ]
+    stop()
+    bus.emit("retried", entry, "again")
+    assert len(seen) == 3
+
+
+def test_a_filtered_subscriber_gets_only_its_kinds() -> None:
+    bus = EventBus("piapi", log=False)
+    seen: list[str] = []
+    bus.subscribe(lambda event: seen.append(event.kind), kinds={"rate_limited"})
+    assert not bus  # nobody listens to every kind
+    bus.emit("submitted", None)
+    bus.emit("rate_limited", None, "creates paused for 1.00s")
+    assert seen == ["rate_limited"]
+
+
+def test_retries_are_logged_by_the_default_subscriber(caplog: pytest.LogCaptureFixture) -> None:
+    bus = EventBus("shortapi")
+    with caplog.at_level(logging.INFO, logger="flux_async"):
+        bus.emit("retried", None, "HTTP 503")
+        bus.emit("submitted", None)
+    assert "retrying" in caplog.text and "HTTP 503" in caplog.text
+    assert len(caplog.records) == 1
+
+
+def test_a_failing_subscriber_is_logged_and_does_not_stop_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = EventBus("shortapi", log=False)
+    seen: list[str] = []
+
+    def broken(event: Event) -> None:
+        raise RuntimeError("subscriber bug")
+
+    bus.subscribe(broken)
+    bus.subscribe(lambda event: seen.append(event.kind))
+    with caplog.at_level(logging.ERROR, logger="flux_async"):
+        bus.emit("downloaded", None, "/tmp/x.png")
+    assert seen == ["downloaded"] and "subscriber" in caplog.text
