@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import closing
@@ -479,14 +480,21 @@ async def test_events_queued_while_writing_go_in_the_next_transaction(tmp_path: 
     async with SQLiteJournal(tmp_path / "run.sqlite") as journal:
         await journal.put_allocated(record("L1"))
         before = journal.transactions
-        journal.put_status("L1", JobStatus.QUEUED)  # tick 1: its write starts
-        for _ in range(5):  # ticks 2..6, while it may still be written: grouped together
-            await asyncio.sleep(0)
+        # Hold the writer thread, so the first write is still in progress for the next ticks.
+        gate = threading.Event()
+        assert journal._executor is not None
+        journal._executor.submit(gate.wait, 10)
+        journal.put_status("L1", JobStatus.QUEUED)
+        await asyncio.sleep(0)  # tick 1: its write is handed to the (busy) writer
+        for _ in range(5):  # ticks 2..6: queued meanwhile
             journal.put_status("L1", JobStatus.RUNNING)
+            journal.put_accepted("L1", "job-1")
+            await asyncio.sleep(0)
+        gate.set()
         await journal.flush()
-        assert 1 <= journal.transactions - before <= 2
+        assert journal.transactions - before == 2
         assert (found := await journal.find("L1")) is not None
-        assert found.status is JobStatus.RUNNING
+        assert (found.status, found.job_id) == (JobStatus.RUNNING, "job-1")
 
 
 # A crash -----------------------------------------------------------------------------------

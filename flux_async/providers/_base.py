@@ -7,30 +7,24 @@ never opens a socket or sleeps; the client's transport does that.
 from __future__ import annotations
 
 import abc
-import math
 import urllib.parse
-from collections.abc import Iterable
-from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar
+from decimal import Decimal
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
 from .._config import Limits, env_api_key
 from .._errors import (
-    AuthenticationError,
-    BadRequestError,
     ConfigurationError,
-    InsufficientCreditsError,
     Phase,
     ProviderError,
-    ProviderUnavailableError,
-    RateLimitedError,
     UnexpectedResponseError,
-    ValidationError,
-    phase_for_status,
 )
-from .._http import HTTPRequest, HTTPResponse, parse_retry_after
+from .._http import HTTPRequest, HTTPResponse, parse_retry_after, phase_for_status
 from .._models import GenerationRequest, Image, JobStatus
+from ._wire import decode, error_kind, payload_of, provider_message
+
+T = TypeVar("T")
 
 __all__ = [
     "Accepted",
@@ -59,6 +53,8 @@ class Update(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None = None
     """The provider's own words on why the job failed."""
     seed: int | None = None
+    refunded: bool = False
+    """The provider says it did not charge for this (failed) job: ``cost`` is then 0."""
 
 
 class Accepted(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,6 +98,8 @@ class Provider(abc.ABC):
     """The header carrying a per-job secret on callbacks, when the provider sends one."""
     default_limits: ClassVar[Limits] = Limits()
     """Admission defaults for this provider (used when the client is given none)."""
+    result_hosts: ClassVar[tuple[str, ...]] = ()
+    """Hosts the provider serves result images from, where documented; empty when unknown."""
 
     def __init__(self, api_key: str | None = None, *, base_url: str | None = None) -> None:
         key = api_key if api_key is not None else env_api_key(self.env_var)
@@ -167,68 +165,44 @@ class Provider(abc.ABC):
 
     # -- helpers for subclasses -------------------------------------------------------------
 
-    def _invalid(self, field: str, value: Any, allowed: str) -> ValidationError:
-        shown = repr(value)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        return ValidationError(
-            f"{self.name}: {field}={shown} is not allowed; allowed: {allowed}",
-            provider=self.name,
-            field=field,
-            value=value,
-            allowed=allowed,
+    def _payload(self, body: bytes) -> Any:
+        """Return ``body`` as an error's ``payload``; adapters hide the secrets it echoes."""
+        return payload_of(body)
+
+    def _http_error(self, response: HTTPResponse, operation: str) -> ProviderError:
+        """Build the error for a non-2xx answer (adapters read their own error bodies)."""
+        payload = self._payload(response.body)
+        return self._error(
+            response,
+            operation,
+            message=provider_message(payload, "message", "error"),
+            payload=payload,
         )
 
-    def _unsupported(self, field: str, value: Any, supported: Iterable[str]) -> ValidationError:
-        return self._invalid(
-            field, value, f"{self.name} does not take {field}; it takes {', '.join(supported)}"
-        )
-
-    def _check_prompt(self, prompt: Any, *, max_length: int | None = None) -> str:
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise self._invalid("prompt", prompt, "a non-empty string")
-        if max_length is not None and len(prompt) > max_length:
-            raise self._invalid("prompt", prompt, f"at most {max_length} characters")
-        return prompt
-
-    def _check_url(self, field: str, value: Any) -> str:
-        if isinstance(value, str):
-            parsed = urllib.parse.urlsplit(value)
-            if parsed.scheme in ("http", "https") and parsed.netloc:
-                return value
-        raise self._invalid(field, value, "an http:// or https:// URL")
-
-    def _check_choice(self, field: str, value: Any, choices: Iterable[Any]) -> Any:
-        options = tuple(choices)
-        if isinstance(value, bool) or value not in options:
-            raise self._invalid(field, value, ", ".join(str(option) for option in options))
-        return value
-
-    def _check_int(
-        self, field: str, value: Any, low: int | None = None, high: int | None = None
-    ) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self._invalid(field, value, _range_text("an integer", low, high))
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise self._invalid(field, value, _range_text("an integer", low, high))
-        return value
-
-    def _check_number(
+    def _decode_answer(
         self,
-        field: str,
-        value: Any,
-        low: float | None = None,
-        high: float | None = None,
+        decoder: msgspec.json.Decoder[T],
+        response: HTTPResponse,
+        operation: str,
         *,
-        low_exclusive: bool = False,
-    ) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self._invalid(field, value, _range_text("a number", low, high, low_exclusive))
-        too_low = low is not None and (value <= low if low_exclusive else value < low)
-        too_high = high is not None and value > high
-        if not math.isfinite(value) or too_low or too_high:
-            raise self._invalid(field, value, _range_text("a number", low, high, low_exclusive))
-        return value
+        phase: Phase,
+    ) -> T:
+        """Check for a 2xx and decode the body, or raise the error that says what went wrong.
+
+        Args:
+            phase: what an unreadable 2xx means: `Phase.AMBIGUOUS` for a create (the job may
+                exist and be paid), `Phase.DEFINITIVE` for a query.
+
+        Raises:
+            ProviderError: from `_http_error` for a non-2xx answer.
+            UnexpectedResponseError: the body does not decode.
+        """
+        if not 200 <= response.status < 300:
+            raise self._http_error(response, operation)
+        try:
+            return decode(decoder, response.body)
+        except msgspec.DecodeError as exc:
+            raise self._undecodable(response, operation, str(exc), phase=phase) from exc
 
     def _error(
         self,
@@ -244,7 +218,7 @@ class Provider(abc.ABC):
         """Build the typed error for a non-success answer, with the provider's words."""
         status = response.status
         if kind is None:
-            kind = _kind_for_status(status)
+            kind = error_kind(status)
         if phase is None:
             phase = phase_for_status(status) if status >= 300 else Phase.DEFINITIVE
         retry_after = None
@@ -265,104 +239,14 @@ class Provider(abc.ABC):
         )
 
     def _undecodable(
-        self,
-        response: HTTPResponse,
-        operation: str,
-        detail: str,
-        *,
-        phase: Phase,
-        payload: Any = None,
+        self, response: HTTPResponse, operation: str, detail: str, *, phase: Phase
     ) -> UnexpectedResponseError:
-        """Build the error for an answer that cannot be used.
-
-        ``payload`` defaults to the first 2 KiB of the raw body; pass a scrubbed one when
-        the body may echo a secret.
-        """
+        """Build the error for an answer that cannot be used, its payload from `_payload`."""
         return UnexpectedResponseError(
             f"{self.name} {operation}: unexpected response (HTTP {response.status}): {detail}",
             provider=self.name,
             phase=phase,
             operation=operation,
             status=response.status,
-            payload=response.body[:2048] if payload is None else payload,
+            payload=self._payload(response.body),
         )
-
-
-def _kind_for_status(status: int) -> type[ProviderError]:
-    if status == 401:
-        return AuthenticationError
-    if status in (402, 403):
-        return InsufficientCreditsError
-    if status == 429:
-        return RateLimitedError
-    if status >= 500:
-        return ProviderUnavailableError
-    return BadRequestError
-
-
-def _range_text(
-    kind: str, low: float | None, high: float | None, low_exclusive: bool = False
-) -> str:
-    if low is not None and high is not None:
-        return f"{kind} in {'(' if low_exclusive else '['}{low}, {high}]"
-    if low is not None:
-        return f"{kind} {'>' if low_exclusive else '>='} {low}"
-    if high is not None:
-        return f"{kind} <= {high}"
-    return kind
-
-
-def to_decimal(value: Any) -> Decimal | None:
-    """Read a charge given as a string or a number; ``None`` when absent or unreadable.
-
-    A charge that cannot be read must never lose the job it belongs to, so this never raises.
-    """
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        amount = Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        return None
-    return amount if amount.is_finite() else None
-
-
-def provider_message(body: Any, *keys: str) -> str | None:
-    """Return the first non-empty string (or ``{message}``) among ``keys`` of ``body``."""
-    if not isinstance(body, dict):
-        return None
-    for key in keys:
-        value = body.get(key)
-        if isinstance(value, dict):
-            value = value.get("message")
-        if isinstance(value, str) and value.strip():
-            return value.strip()[:500]
-    return None
-
-
-def base64_image(encoded: str) -> Image:
-    """Return an `Image` for inline base64 bytes, as a ``data:`` URL.
-
-    Responses do not always say the format, so it is read from the first base64 characters
-    of each format's magic bytes; PNG when unsure.
-    """
-    encoded = encoded.strip()
-    if encoded.startswith("data:"):
-        return Image(url=encoded)
-    if encoded.startswith("/9j/"):
-        content_type = "image/jpeg"
-    elif encoded.startswith("UklGR"):
-        content_type = "image/webp"
-    else:
-        content_type = "image/png"
-    return Image(url=f"data:{content_type};base64,{encoded}", content_type=content_type)
-
-
-def decode_json(body: bytes) -> Any:
-    """Decode JSON bytes into plain Python objects, or raise `msgspec.DecodeError`."""
-    try:
-        return _json_decoder.decode(body)
-    except RecursionError as exc:  # msgspec raises this for nesting deeper than ~1000
-        raise msgspec.DecodeError("JSON nested too deeply") from exc
-
-
-_json_decoder = msgspec.json.Decoder()

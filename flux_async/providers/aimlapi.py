@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 
@@ -26,8 +26,28 @@ from ._base import (
     Prepared,
     Provider,
     Update,
+)
+from ._validate import (
+    Ints,
+    Numbers,
+    Takes,
+    check_bool,
+    check_choice,
+    check_extra_keys,
+    check_int,
+    check_number,
+    check_objects,
+    check_prompt,
+    check_request,
+    check_url,
+    invalid,
+)
+from ._wire import (
+    WireImage,
     base64_image,
-    decode_json,
+    images_from,
+    int_code,
+    is_int,
     provider_message,
     to_decimal,
 )
@@ -61,24 +81,54 @@ _FLUX1_FORMATS = ("jpeg", "png")
 _FLUX2_FORMATS = ("jpeg", "png", "webp")
 _MAX_LORAS = 3
 _LORA_SCALE = (0.0, 4.0)
+# flux-pro/v1.1-ultra: "Output is a fixed 2752x1536 per the README" (providers.md 2.2). That is
+# 16:9 (within 1%), so it is read as the size of a 16:9 (the default) request only: inferred.
+ULTRA_16_9_SIZE = (2752, 1536)
 
 
-class _Spec(NamedTuple):
-    """What one model id takes (providers.md 2.2, from the per-model OpenAPI files, S4)."""
+def _takes(
+    *,
+    image: str | None = None,
+    max_images: int = 0,
+    sizes: tuple[int, int] | None = None,
+    aspect_ratio: bool = False,
+    guidance: Numbers | None = None,
+    steps: Ints | None = None,
+    strength: bool = False,
+    output_formats: tuple[str, ...] = (),
+    extras: frozenset[str] = frozenset(),
+) -> Takes:
+    """Return what one model id takes (providers.md 2.2, from the per-model OpenAPI files, S4).
 
-    image_field: str | None = None
-    """``image_url`` or ``image_urls``: where reference images go; ``None`` for text only."""
-    max_images: int = 0
-    sizes: tuple[int, int] | None = None
-    """Bounds of ``image_size`` width and height; ``None`` when the model takes no image_size."""
-    aspect_ratio: bool = False
-    """Takes ``aspect_ratio`` from `ASPECT_RATIOS` (and no image_size)."""
-    guidance: tuple[float, float] | None = None
-    steps: tuple[int, int | None] | None = None
-    strength: bool = False
-    output_formats: tuple[str, ...] = ()
-    extras: frozenset[str] = frozenset()
-    """Provider-specific keys taken through ``extra`` (besides image_size/output_format)."""
+    Args:
+        image: ``image_url`` or ``image_urls``: where reference images go.
+        sizes: bounds of ``image_size`` width and height.
+        aspect_ratio: takes ``aspect_ratio`` from `ASPECT_RATIOS` (and no image_size).
+        extras: provider-specific keys taken through ``extra`` (besides image_size,
+            output_format and image_urls, which follow from the other arguments).
+    """
+    keys = sorted(extras)
+    if sizes is not None:
+        keys.append("image_size")
+    if output_formats:
+        keys.append("output_format")
+    if max_images > 1:
+        keys.append("image_urls")
+    return Takes(
+        image=image,
+        max_images=max_images,
+        sizes=sizes,
+        aspect_ratios=ASPECT_RATIOS if aspect_ratio else (),
+        # Common to every model (2.2): num_images 1-4, seed >= 1.
+        num_images=Ints(*NUM_IMAGES, "num_images"),
+        seed=Ints(1, None, "seed"),
+        guidance=guidance,
+        steps=steps,
+        # srpo/image-to-image documents 0-1; flux/dev/image-to-image gives no range.
+        strength=Numbers(0, 1, "strength") if strength else None,
+        output_formats=output_formats,
+        extras=tuple(keys),
+    )
 
 
 _SAFETY = frozenset({"enable_safety_checker"})
@@ -86,69 +136,78 @@ _TOLERANCE = frozenset({"safety_tolerance"})
 _SRPO = frozenset({"enable_safety_checker", "sync_mode", "acceleration"})
 _FLUX2 = frozenset({"enable_safety_checker", "enable_prompt_expansion", "acceleration"})
 _FLUX2_PRO = frozenset({"enable_safety_checker", "safety_tolerance"})
-_GUIDANCE = (1.0, 20.0)
-_STEPS = (1, 50)
+_GUIDANCE = Numbers(1.0, 20.0, "guidance_scale")
+_STEPS = Ints(1, 50, "num_inference_steps")
 
-_KONTEXT_T2I = _Spec(
-    aspect_ratio=True, guidance=_GUIDANCE, output_formats=_FLUX1_FORMATS, extras=_TOLERANCE
-)
-_KONTEXT_I2I = _KONTEXT_T2I._replace(image_field="image_url", max_images=4)
-_FLUX2_T2I = _Spec(
-    sizes=(512, 2048),
-    guidance=(0.0, 20.0),
-    steps=(4, 50),
-    output_formats=_FLUX2_FORMATS,
-    extras=_FLUX2,
-)
-_FLUX2_PRO_T2I = _Spec(sizes=(512, 2048), output_formats=_FLUX2_FORMATS, extras=_FLUX2_PRO)
+_KONTEXT: dict[str, Any] = {
+    "aspect_ratio": True,
+    "guidance": _GUIDANCE,
+    "output_formats": _FLUX1_FORMATS,
+    "extras": _TOLERANCE,
+}
+_FLUX2_BASE: dict[str, Any] = {
+    "sizes": (512, 2048),
+    "guidance": Numbers(0.0, 20.0, "guidance_scale"),
+    "steps": Ints(4, 50, "num_inference_steps"),
+    "output_formats": _FLUX2_FORMATS,
+    "extras": _FLUX2,
+}
+_FLUX2_PRO_BASE: dict[str, Any] = {
+    "sizes": (512, 2048),
+    "output_formats": _FLUX2_FORMATS,
+    "extras": _FLUX2_PRO,
+}
+_EDIT: dict[str, Any] = {"image": "image_urls", "max_images": 3}
 
-MODELS: dict[str, _Spec] = {
+MODELS: dict[str, Takes] = {
     # flux/schnell's step maximum is not given at the docs' HEAD (2.2); older versions said 12.
-    "flux/schnell": _Spec(sizes=(64, 1536), steps=(1, None), extras=_SAFETY),
-    "flux/dev": _Spec(sizes=(512, 1536), guidance=_GUIDANCE, steps=_STEPS, extras=_SAFETY),
-    "flux/dev/image-to-image": _Spec(
-        image_field="image_url",
+    "flux/schnell": _takes(
+        sizes=(64, 1536), steps=Ints(1, None, "num_inference_steps"), extras=_SAFETY
+    ),
+    "flux/dev": _takes(sizes=(512, 1536), guidance=_GUIDANCE, steps=_STEPS, extras=_SAFETY),
+    "flux/dev/image-to-image": _takes(
+        image="image_url",
         max_images=1,
         guidance=_GUIDANCE,
         steps=_STEPS,
         strength=True,
         extras=_SAFETY,
     ),
-    "flux-pro": _Spec(
+    "flux-pro": _takes(
         sizes=(256, 1440),
         guidance=_GUIDANCE,
         steps=_STEPS,
         output_formats=_FLUX1_FORMATS,
         extras=_TOLERANCE,
     ),
-    "flux-pro/v1.1": _Spec(
+    "flux-pro/v1.1": _takes(
         sizes=(256, 1440), output_formats=_FLUX1_FORMATS, extras=_TOLERANCE | _SAFETY
     ),
-    "flux-pro/v1.1-ultra": _Spec(
+    "flux-pro/v1.1-ultra": _takes(
         aspect_ratio=True,
         output_formats=_FLUX1_FORMATS,
         extras=_TOLERANCE | _SAFETY | {"raw"},
     ),
-    "flux-realism": _Spec(
+    "flux-realism": _takes(
         sizes=(512, 1536),
         guidance=_GUIDANCE,
         steps=_STEPS,
         output_formats=_FLUX1_FORMATS,
         extras=_SAFETY,
     ),
-    "flux/kontext-pro/text-to-image": _KONTEXT_T2I,
-    "flux/kontext-max/text-to-image": _KONTEXT_T2I,
-    "flux/kontext-pro/image-to-image": _KONTEXT_I2I,
-    "flux/kontext-max/image-to-image": _KONTEXT_I2I,
-    "flux/srpo": _Spec(
+    "flux/kontext-pro/text-to-image": _takes(**_KONTEXT),
+    "flux/kontext-max/text-to-image": _takes(**_KONTEXT),
+    "flux/kontext-pro/image-to-image": _takes(**_KONTEXT, image="image_url", max_images=4),
+    "flux/kontext-max/image-to-image": _takes(**_KONTEXT, image="image_url", max_images=4),
+    "flux/srpo": _takes(
         sizes=(512, 1536),
         guidance=_GUIDANCE,
         steps=_STEPS,
         output_formats=_FLUX1_FORMATS,
         extras=_SRPO,
     ),
-    "flux/srpo/image-to-image": _Spec(
-        image_field="image_url",
+    "flux/srpo/image-to-image": _takes(
+        image="image_url",
         max_images=1,
         guidance=_GUIDANCE,
         steps=_STEPS,
@@ -156,33 +215,24 @@ MODELS: dict[str, _Spec] = {
         output_formats=_FLUX1_FORMATS,
         extras=_SRPO,
     ),
-    "blackforestlabs/flux-2": _FLUX2_T2I,
-    "blackforestlabs/flux-2-lora": _FLUX2_T2I._replace(extras=_FLUX2 | {"loras"}),
-    "blackforestlabs/flux-2-pro": _FLUX2_PRO_T2I,
-    "blackforestlabs/flux-2-max": _FLUX2_PRO_T2I,
-    "blackforestlabs/flux-2-edit": _FLUX2_T2I._replace(image_field="image_urls", max_images=3),
+    "blackforestlabs/flux-2": _takes(**_FLUX2_BASE),
+    "blackforestlabs/flux-2-lora": _takes(**{**_FLUX2_BASE, "extras": _FLUX2 | {"loras"}}),
+    "blackforestlabs/flux-2-pro": _takes(**_FLUX2_PRO_BASE),
+    "blackforestlabs/flux-2-max": _takes(**_FLUX2_PRO_BASE),
+    "blackforestlabs/flux-2-edit": _takes(**_FLUX2_BASE, **_EDIT),
     # The lora-edit schema spells the field "loars"; "loras" (as on flux-2-lora) is sent.
-    "blackforestlabs/flux-2-lora-edit": _FLUX2_T2I._replace(
-        image_field="image_urls", max_images=3, extras=_FLUX2 | {"loras"}
+    "blackforestlabs/flux-2-lora-edit": _takes(
+        **{**_FLUX2_BASE, "extras": _FLUX2 | {"loras"}}, **_EDIT
     ),
-    "blackforestlabs/flux-2-pro-edit": _FLUX2_PRO_T2I._replace(
-        image_field="image_urls", max_images=3
-    ),
+    "blackforestlabs/flux-2-pro-edit": _takes(**_FLUX2_PRO_BASE, **_EDIT),
 }
 TEXT_TO_IMAGE = "flux/dev"
 IMAGE_TO_IMAGE = "flux/dev/image-to-image"
 _ALIASES = {"schnell": ("flux/schnell", None), "dev": (TEXT_TO_IMAGE, IMAGE_TO_IMAGE)}
-_IMAGE_MODELS = tuple(model for model, spec in MODELS.items() if spec.image_field)
+_IMAGE_MODELS = tuple(model for model, takes in MODELS.items() if takes.image)
 
 
 # Wire structs declare only the fields read; unknown fields are ignored.
-class _WireImage(msgspec.Struct):
-    url: Any = None
-    width: Any = None
-    height: Any = None
-    content_type: Any = None
-
-
 class _WireDatum(msgspec.Struct):
     url: Any = None
     b64_json: Any = None
@@ -198,7 +248,7 @@ class _Meta(msgspec.Struct):
 
 
 class _Generation(msgspec.Struct):
-    images: list[_WireImage] | None = None
+    images: list[WireImage] | None = None
     data: list[_WireDatum] | None = None
     meta: _Meta | None = None
     seed: Any = None
@@ -242,21 +292,25 @@ class AIMLAPI(Provider):
         """Validate a request against the chosen model's OpenAPI schema (providers.md 2.2)."""
         extra = dict(request.extra)
         model = self._model(request)
-        spec = MODELS[model]
-        allowed_extra = _extra_keys(spec)
-        for key, value in extra.items():
-            if key not in allowed_extra:
-                allowed = ", ".join(allowed_extra) if allowed_extra else "no extra keys"
-                raise self._invalid(f"extra[{key!r}]", value, f"{allowed} (for {model})")
-
+        takes = MODELS[model]
+        check_extra_keys(self.name, extra, takes.extras, f" (for {model})")
         args: dict[str, Any] = {
-            "prompt": self._check_prompt(request.prompt, max_length=PROMPT_MAX_LENGTH)
+            "prompt": check_prompt(self.name, request.prompt, max_length=PROMPT_MAX_LENGTH)
         }
-        self._images(request.image_url, extra.pop("image_urls", None), model, spec, args)
-        self._size(request, extra.pop("image_size", None), model, spec, args)
-        self._numbers(request, model, spec, args)
+        self._images(request.image_url, extra.pop("image_urls", None), model, takes, args)
+        self._size(request, extra.pop("image_size", None), model, takes, args)
+
+        def refused(field: str) -> str:
+            if field == "strength":
+                return (
+                    f"nothing: {model} takes none (flux/dev/image-to-image and "
+                    "flux/srpo/image-to-image do)"
+                )
+            return f"nothing: {model} takes none"
+
+        check_request(self.name, takes, request, args, refused=refused)
         for key, value in extra.items():
-            args[key] = self._extra_value(key, value, spec)
+            args[key] = self._extra_value(key, value, takes)
         return Prepared(model=model, args=args)
 
     def _model(self, request: GenerationRequest) -> str:
@@ -268,48 +322,51 @@ class AIMLAPI(Provider):
             if not with_image:
                 return text_model
             if image_model is None:
-                raise self._invalid(
+                raise invalid(
+                    self.name,
                     "image_url",
                     request.image_url,
                     f"no image for {text_model}; image models: {', '.join(_IMAGE_MODELS)}",
                 )
             return image_model
         if request.model not in MODELS:
-            raise self._invalid(
-                "model", request.model, f"{', '.join(MODELS)} (or {', '.join(_ALIASES)})"
+            raise invalid(
+                self.name, "model", request.model, f"{', '.join(MODELS)} (or {', '.join(_ALIASES)})"
             )
         return request.model
 
     def _images(
-        self, image_url: str | None, more: Any, model: str, spec: _Spec, args: dict[str, Any]
+        self, image_url: str | None, more: Any, model: str, takes: Takes, args: dict[str, Any]
     ) -> None:
         urls: list[str] = []
         if image_url is not None:
-            if spec.image_field is None:
-                raise self._invalid(
+            if takes.image is None:
+                raise invalid(
+                    self.name,
                     "image_url",
                     image_url,
                     f"no image for {model}; image models: {', '.join(_IMAGE_MODELS)}",
                 )
-            urls.append(self._check_url("image_url", image_url))
+            urls.append(check_url(self.name, "image_url", image_url))
         if more is not None:
             if not isinstance(more, (list, tuple)) or not more:
-                raise self._invalid("extra['image_urls']", more, "a non-empty list of URLs")
+                raise invalid(self.name, "extra['image_urls']", more, "a non-empty list of URLs")
             urls.extend(
-                self._check_url(f"extra['image_urls'][{index}]", url)
+                check_url(self.name, f"extra['image_urls'][{index}]", url)
                 for index, url in enumerate(more)
             )
-        if spec.image_field is None:
+        if takes.image is None:
             return
         if not urls:
-            raise self._invalid("image_url", None, f"an http(s) URL (required by {model})")
-        if len(urls) > spec.max_images:
-            raise self._invalid(
+            raise invalid(self.name, "image_url", None, f"an http(s) URL (required by {model})")
+        if len(urls) > takes.max_images:
+            raise invalid(
+                self.name,
                 "extra['image_urls']",
                 more,
-                f"at most {spec.max_images} images in all for {model}, image_url included",
+                f"at most {takes.max_images} images in all for {model}, image_url included",
             )
-        if spec.image_field == "image_urls":
+        if takes.image == "image_urls":
             args["image_urls"] = urls
         else:
             # Kontext image-to-image takes a uri or a list of up to 4 (2.2).
@@ -320,7 +377,7 @@ class AIMLAPI(Provider):
         request: GenerationRequest,
         image_size: Any,
         model: str,
-        spec: _Spec,
+        takes: Takes,
         args: dict[str, Any],
     ) -> None:
         sized = request.width is not None or request.height is not None
@@ -336,31 +393,36 @@ class AIMLAPI(Provider):
         if not given:
             return
         if len(given) > 1:
-            raise self._invalid(
+            raise invalid(
+                self.name,
                 given[-1],
                 _one_of(request, image_size, given[-1]),
                 f"only one of {', '.join(given)}",
             )
-        if spec.aspect_ratio:
+        if takes.aspect_ratios:
             if request.aspect_ratio is None:
-                raise self._invalid(
+                raise invalid(
+                    self.name,
                     given[0],
                     _one_of(request, image_size, given[0]),
                     f"aspect_ratio ({', '.join(ASPECT_RATIOS)}): {model} takes no image_size",
                 )
-            args["aspect_ratio"] = self._check_choice(
-                "aspect_ratio", request.aspect_ratio, ASPECT_RATIOS
+            args["aspect_ratio"] = check_choice(
+                self.name, "aspect_ratio", request.aspect_ratio, takes.aspect_ratios
             )
             return
-        if spec.sizes is None:
-            raise self._invalid(
+        sizes = takes.sizes
+        if sizes is None:
+            raise invalid(
+                self.name,
                 given[0],
                 _one_of(request, image_size, given[0]),
                 f"nothing: {model} makes an image the size of its input image",
             )
         if request.aspect_ratio is not None:
             if request.aspect_ratio not in ASPECT_RATIO_PRESETS:
-                raise self._invalid(
+                raise invalid(
+                    self.name,
                     "aspect_ratio",
                     request.aspect_ratio,
                     f"{', '.join(ASPECT_RATIO_PRESETS)} (the image_size presets of {model}), "
@@ -368,104 +430,79 @@ class AIMLAPI(Provider):
                 )
             args["image_size"] = ASPECT_RATIO_PRESETS[request.aspect_ratio]
         elif sized:
-            args["image_size"] = self._dimensions("", request.width, request.height, spec.sizes)
+            args["image_size"] = self._dimensions("", request.width, request.height, sizes)
         elif isinstance(image_size, str):
-            args["image_size"] = self._check_choice("extra['image_size']", image_size, SIZE_PRESETS)
+            args["image_size"] = check_choice(
+                self.name, "extra['image_size']", image_size, SIZE_PRESETS
+            )
         elif isinstance(image_size, Mapping) and set(image_size) <= {"width", "height"}:
             args["image_size"] = self._dimensions(
                 "extra['image_size']",
                 image_size.get("width"),
                 image_size.get("height"),
-                spec.sizes,
+                sizes,
             )
         else:
-            raise self._invalid(
+            raise invalid(
+                self.name,
                 "extra['image_size']",
                 image_size,
                 f"one of {', '.join(SIZE_PRESETS)} or {{'width': w, 'height': h}}",
             )
 
     def _dimensions(
-        self, prefix: str, width: Any, height: Any, bounds: tuple[int, int]
+        self, prefix: str, width: Any, height: Any, bounds: tuple[int, int | None]
     ) -> dict[str, int]:
         low, high = bounds
         sides = {}
         for name, value in (("width", width), ("height", height)):
             field = f"{prefix}[{name!r}]" if prefix else name
-            side = self._check_int(field, value, low, high)
+            side = check_int(self.name, field, value, low, high)
             if side % SIZE_STEP:
-                raise self._invalid(field, value, f"a multiple of {SIZE_STEP} in [{low}, {high}]")
+                raise invalid(
+                    self.name, field, value, f"a multiple of {SIZE_STEP} in [{low}, {high}]"
+                )
             sides[name] = side
         return sides
 
-    def _numbers(
-        self, request: GenerationRequest, model: str, spec: _Spec, args: dict[str, Any]
-    ) -> None:
-        if request.num_images is not None:
-            args["num_images"] = self._check_int("num_images", request.num_images, *NUM_IMAGES)
-        if request.seed is not None:
-            args["seed"] = self._check_int("seed", request.seed, 1)
-        if request.guidance is not None:
-            if spec.guidance is None:
-                raise self._invalid("guidance", request.guidance, f"nothing: {model} takes none")
-            args["guidance_scale"] = self._check_number(
-                "guidance", request.guidance, *spec.guidance
-            )
-        if request.steps is not None:
-            if spec.steps is None:
-                raise self._invalid("steps", request.steps, f"nothing: {model} takes none")
-            args["num_inference_steps"] = self._check_int("steps", request.steps, *spec.steps)
-        if request.strength is not None:
-            if not spec.strength:
-                raise self._invalid(
-                    "strength",
-                    request.strength,
-                    f"nothing: {model} takes none (flux/dev/image-to-image and "
-                    "flux/srpo/image-to-image do)",
-                )
-            # srpo/image-to-image documents 0-1; flux/dev/image-to-image gives no range.
-            args["strength"] = self._check_number("strength", request.strength, 0, 1)
-
-    def _extra_value(self, key: str, value: Any, spec: _Spec) -> Any:
+    def _extra_value(self, key: str, value: Any, takes: Takes) -> Any:
         field = f"extra[{key!r}]"
         if key in ("enable_safety_checker", "sync_mode", "enable_prompt_expansion", "raw"):
             # raw's schema enum is [false] (2.2); true is passed on and left to the provider.
             # What sync_mode=false returns is [U] (2.5).
-            if not isinstance(value, bool):
-                raise self._invalid(field, value, "True or False")
-            return value
+            return check_bool(self.name, field, value)
         if key == "safety_tolerance":
             # A string "1"-"6" on the wire (2.2); an int is accepted and converted.
             text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-            return self._check_choice(field, text, SAFETY_TOLERANCES)
+            return check_choice(self.name, field, text, SAFETY_TOLERANCES)
         if key == "output_format":
-            return self._check_choice(field, value, spec.output_formats)
+            return check_choice(self.name, field, value, takes.output_formats)
         if key == "acceleration":
-            return self._check_choice(field, value, ACCELERATIONS)
+            return check_choice(self.name, field, value, ACCELERATIONS)
         assert key == "loras"
         return self._loras(value)
 
     def _loras(self, value: Any) -> list[dict[str, Any]]:
         field = "extra['loras']"
-        shape = "{path, scale?}"
-        if not isinstance(value, (list, tuple)) or len(value) > _MAX_LORAS:
-            raise self._invalid(field, value, f"a list of at most {_MAX_LORAS} objects {shape}")
         loras = []
-        for index, item in enumerate(value):
+        items = check_objects(
+            self.name, field, value, (0, _MAX_LORAS), ("path", "scale"), "{path, scale?}"
+        )
+        for index, item in enumerate(items):
             where = f"{field}[{index}]"
-            if not isinstance(item, Mapping):
-                raise self._invalid(where, item, f"an object {shape}")
-            for key in item:
-                if key not in ("path", "scale"):
-                    raise self._invalid(f"{where}[{key!r}]", item[key], "path, scale")
             path = item.get("path")
             if not isinstance(path, str) or not path.strip():
-                raise self._invalid(
-                    f"{where}['path']", path, "a URL or a HuggingFace repo id (owner/repo)"
+                raise invalid(
+                    self.name,
+                    f"{where}['path']",
+                    path,
+                    "a URL or a HuggingFace repo id (owner/repo)",
                 )
             lora: dict[str, Any] = {"path": path}
             if "scale" in item:
-                lora["scale"] = self._check_number(f"{where}['scale']", item["scale"], *_LORA_SCALE)
+                lora["scale"] = check_number(
+                    self.name, f"{where}['scale']", item["scale"], *_LORA_SCALE
+                )
             loras.append(lora)
         return loras
 
@@ -492,13 +529,10 @@ class AIMLAPI(Provider):
         ``aimlapi-<uuid4 hex>``: it only has to name this generation in logs and snapshots,
         since nothing is ever queried with it.
         """
-        if not 200 <= response.status < 300:
-            raise self._http_error(response)
-        try:
-            generation = _generation_decoder.decode(response.body)
-        except (msgspec.DecodeError, RecursionError) as exc:
-            # The generation ran (and was billed) but its result cannot be read.
-            raise self._undecodable(response, "create", str(exc), phase=Phase.AMBIGUOUS) from exc
+        # The generation ran (and was billed) if its 2xx answer cannot be read.
+        generation = self._decode_answer(
+            _generation_decoder, response, "create", phase=Phase.AMBIGUOUS
+        )
         images = _images(generation)
         if not images:
             # The synchronous call was answered and nothing more will come for it: this is a
@@ -515,37 +549,23 @@ class AIMLAPI(Provider):
             status=JobStatus.SUCCEEDED,
             images=images,
             cost=cost,
-            seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+            seed=seed if is_int(seed) else None,
         )
         return Accepted(job_id=_job_id(response, generation), cost=cost, update=update)
 
-    def _http_error(self, response: HTTPResponse) -> ProviderError:
+    def _http_error(self, response: HTTPResponse, operation: str) -> ProviderError:
         # {"message", "path", "requestId", "statusCode", "timestamp"} (2.4); statusCode is a
         # string in the doc's example. The status decides the kind and phase: 403 is out of
         # credits, 429 and 503 did no work, 500/502/504 may have generated (and billed).
-        try:
-            payload: Any = decode_json(response.body)
-        except (msgspec.DecodeError, RecursionError):
-            payload = response.body[:2048]
+        payload = self._payload(response.body)
         code = payload.get("statusCode") if isinstance(payload, dict) else None
         return self._error(
             response,
-            "create",
+            operation,
             message=provider_message(payload, "message", "error"),
-            code=_status_code(code),
+            code=int_code(code),
             payload=payload,
         )
-
-
-def _extra_keys(spec: _Spec) -> tuple[str, ...]:
-    keys = sorted(spec.extras)
-    if spec.sizes is not None:
-        keys.append("image_size")
-    if spec.output_formats:
-        keys.append("output_format")
-    if spec.max_images > 1:
-        keys.append("image_urls")
-    return tuple(keys)
 
 
 def _one_of(request: GenerationRequest, image_size: Any, field: str) -> Any:
@@ -556,38 +576,20 @@ def _one_of(request: GenerationRequest, image_size: Any, field: str) -> Any:
     return f"{request.width}x{request.height}"
 
 
-def _status_code(value: Any) -> int | None:
-    """Read ``statusCode``, documented as a string ("429") but possibly an int."""
-    if isinstance(value, str):
-        text = value.strip()
-        return int(text) if text.isascii() and text.isdigit() and len(text) < 10 else None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return None
-
-
 def _images(generation: _Generation) -> tuple[Image, ...]:
     # images[].url first (the .md examples), else data[] (the OpenAPI schema), url before
     # b64_json (2.3).
-    images = [
-        Image(
-            url=image.url,
-            width=image.width if _is_int(image.width) else None,
-            height=image.height if _is_int(image.height) else None,
-            content_type=image.content_type if isinstance(image.content_type, str) else None,
-        )
-        for image in generation.images or ()
-        if isinstance(image.url, str) and image.url.strip()
-    ]
+    images = images_from(generation.images)
     if images:
-        return tuple(images)
+        return images
+    found: list[Image] = []
     for datum in generation.data or ():
         if isinstance(datum.url, str) and datum.url.strip():
-            images.append(Image(url=datum.url))
+            found.append(Image(url=datum.url))
         elif isinstance(datum.b64_json, str) and datum.b64_json.strip():
             # The response does not repeat the request's output_format.
-            images.append(base64_image(datum.b64_json))
-    return tuple(images)
+            found.append(base64_image(datum.b64_json))
+    return tuple(found)
 
 
 def _cost(generation: _Generation) -> Decimal | None:
@@ -611,6 +613,3 @@ def _job_id(response: HTTPResponse, generation: _Generation) -> str:
             return candidate.strip()[:200]
     return f"aimlapi-{uuid.uuid4().hex}"
 
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

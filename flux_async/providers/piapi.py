@@ -5,33 +5,22 @@ Wire format: providers.md section 3. ``POST /api/v1/task`` with
 ``{"code": 200, "message", "data": {"task_id", "status", "output", "meta", "error", ...}}``;
 a webhook delivers ``{"timestamp", "data": {...the same data...}}``.
 
-PiAPI echoes the per-job webhook secret back in ``data.config.webhook_config.secret``, so every
-payload attached to an error here is scrubbed of it first.
+PiAPI echoes the per-job webhook back in ``data.config.webhook_config``: its ``secret``, and its
+``endpoint``, whose path holds the callback token. Every payload attached to an error here has
+both removed first.
 """
 
 from __future__ import annotations
 
-import re
 import urllib.parse
-from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 import msgspec
 
 from .._config import Limits
-from .._errors import (
-    AuthenticationError,
-    BadRequestError,
-    InsufficientCreditsError,
-    Phase,
-    ProviderError,
-    ProviderUnavailableError,
-    RateLimitedError,
-    UnexpectedResponseError,
-    UnknownStatusError,
-    phase_for_status,
-)
+from .._errors import Phase, ProviderError, UnexpectedResponseError, UnknownStatusError
+from .._http import phase_for_status
 from .._models import GenerationRequest, Image, JobStatus
 from ._base import (
     Accepted,
@@ -41,9 +30,33 @@ from ._base import (
     Prepared,
     Provider,
     Update,
+)
+from ._validate import (
+    Ints,
+    Numbers,
+    OneOf,
+    Takes,
+    check_bool,
+    check_choice,
+    check_extra_keys,
+    check_int,
+    check_number,
+    check_objects,
+    check_prompt,
+    check_request,
+    check_url,
+    invalid,
+)
+from ._wire import (
     base64_image,
+    convert,
     decode_json,
+    error_kind,
+    failure_reason,
+    int_code,
+    payload_of,
     provider_message,
+    shown,
     to_decimal,
 )
 
@@ -54,31 +67,6 @@ DEV = "Qubico/flux1-dev"
 DEV_ADVANCED = "Qubico/flux1-dev-advanced"
 MODELS = (SCHNELL, DEV, DEV_ADVANCED)
 MODEL_ALIASES = {"schnell": SCHNELL, "dev": DEV, "dev-advanced": DEV_ADVANCED}
-
-TASK_TYPES = (
-    "txt2img",
-    "img2img",
-    "txt2img-lora",
-    "img2img-lora",
-    "fill-inpaint",
-    "fill-outpaint",
-    "redux-variation",
-    "controlnet-lora",
-    "kontext",
-)
-# Only flux1-dev-advanced runs LoRA, ControlNet, fill, redux and kontext (providers.md 3.2).
-_ADVANCED_ONLY = frozenset(TASK_TYPES[2:])
-_NEEDS_IMAGE = frozenset(
-    {"img2img", "img2img-lora", "fill-inpaint", "fill-outpaint", "redux-variation", "kontext"}
-)
-# width/height "can be used in txt2img ONLY"; the Kontext spec also takes them (3.3).
-_TAKES_SIZE = frozenset({"txt2img", "kontext"})
-# denoise is for the task types that start from an image (3.3: "img2img and the others").
-_TAKES_DENOISE = frozenset(
-    {"img2img", "img2img-lora", "fill-inpaint", "fill-outpaint", "redux-variation"}
-)
-# The Kontext input is prompt, image, width, height, steps and seed only (3.3, [I] S13).
-_KONTEXT = "kontext"
 
 MAX_PIXELS = 1_048_576
 """width * height may not exceed this (1024 * 1024), providers.md 3.3."""
@@ -123,6 +111,69 @@ _CUSTOM_SETTING_KEYS = ("setting_type", *_OUTPAINT_SIDES)
 _LORA_COUNT = {"txt2img-lora": (1, 1), "img2img-lora": (1, 1), "controlnet-lora": (0, 1)}
 _CONTROL_NET_COUNT = {"controlnet-lora": (1, 1)}
 
+_KONTEXT = "kontext"
+# width/height "can be used in txt2img ONLY"; the Kontext spec also takes them (3.3).
+_SIZED = (1, None)
+_GUIDANCE = Numbers(*GUIDANCE_RANGE, "guidance_scale")
+# denoise is for the task types that start from an image (3.3: "img2img and the others").
+_DENOISE = Numbers(0, 1, "denoise", low_exclusive=True)
+_SEED = Ints(*_SEED_RANGE, "seed")
+_BATCH = Ints(1, MAX_BATCH, "batch_size")
+_ONE_IMAGE = OneOf((1,), None, f"1 (batch_size works on {SCHNELL} only)")
+"""What every model but schnell takes as num_images: 1, sent as nothing."""
+
+
+def _task(*, image: bool, extras: tuple[str, ...] = (), **rules: Any) -> Takes:
+    # num_images and steps depend on the model too; `PiAPI.prepare` fills them in.
+    keys = ("task_type", "service_mode", "negative_prompt", *extras)
+    return Takes(image="image" if image else None, max_images=int(image), extras=keys, **rules)
+
+
+# The task types and what each takes (providers.md 3.2, 3.3). The names are spelled again, on
+# purpose, in testing/_piapi.py: both sides are written from providers.md, not from each other
+# (DESIGN), so a wrong name cannot pass every test.
+TASK_TYPES: dict[str, Takes] = {
+    "txt2img": _task(image=False, sizes=_SIZED, guidance=_GUIDANCE, seed=_SEED),
+    "img2img": _task(image=True, guidance=_GUIDANCE, strength=_DENOISE, seed=_SEED),
+    "txt2img-lora": _task(
+        image=False, guidance=_GUIDANCE, seed=_SEED, extras=("lora_settings",)
+    ),
+    "img2img-lora": _task(
+        image=True, guidance=_GUIDANCE, strength=_DENOISE, seed=_SEED, extras=("lora_settings",)
+    ),
+    "fill-inpaint": _task(image=True, guidance=_GUIDANCE, strength=_DENOISE, seed=_SEED),
+    "fill-outpaint": _task(
+        image=True,
+        guidance=_GUIDANCE,
+        strength=_DENOISE,
+        seed=_SEED,
+        extras=("custom_settings",),
+    ),
+    "redux-variation": _task(image=True, guidance=_GUIDANCE, strength=_DENOISE, seed=_SEED),
+    "controlnet-lora": _task(
+        image=False,
+        guidance=_GUIDANCE,
+        seed=_SEED,
+        extras=("lora_settings", "control_net_settings"),
+    ),
+    # The Kontext input is prompt, image, width, height, steps and seed only (3.3, [I] S13):
+    # no guidance, no denoise, no negative_prompt.
+    _KONTEXT: Takes(
+        image="image",
+        max_images=1,
+        sizes=_SIZED,
+        steps=Ints(1, _MAX_KONTEXT_STEPS, "steps"),
+        seed=_SEED,
+        extras=("task_type", "service_mode"),
+    ),
+}
+# Only flux1-dev-advanced runs LoRA, ControlNet, fill, redux and kontext (providers.md 3.2).
+_ADVANCED_ONLY = frozenset(list(TASK_TYPES)[2:])
+_NEEDS_IMAGE = tuple(sorted(name for name, takes in TASK_TYPES.items() if takes.image))
+_TAKES_DENOISE = tuple(sorted(name for name, takes in TASK_TYPES.items() if takes.strength))
+# The order PiAPI's number fields are checked in.
+_NUMBER_ORDER = ("guidance", "strength", "num_images", "steps", "seed")
+
 # Status values (providers.md 3.6) differ between PiAPI's own pages, and the enum is
 # capitalised; values are compared lower-cased and trimmed. Anything else is an
 # UnknownStatusError, never an endless poll.
@@ -137,9 +188,8 @@ _STATUS = {
     "retry": JobStatus.RUNNING,
 }
 _CODE_OK = 200  # the envelope's success code (3.4), not 0
-_REDACTED = "<redacted>"
-_SECRET_IN_BYTES = re.compile(rb'(?i)("secret"\s*:\s*)"(?:[^"\\]|\\.)*"?')
-_CREDIT_WORDS = ("credit", "quota", "balance", "insufficient")
+# config.webhook_config echoes the secret and the endpoint (whose path is the callback token).
+_HIDDEN = ("secret", "endpoint")
 
 
 # Wire structs declare only the fields read; unknown fields are ignored. Leaves are Any
@@ -214,85 +264,103 @@ class PiAPI(Provider):
         extra = dict(request.extra)
         task_type = self._task_type(request, extra.pop("task_type", None))
         model = self._model(request.model, task_type)
-        allowed_extra = _extra_keys(task_type)
-        for key, value in extra.items():
-            if key not in allowed_extra:
-                raise self._invalid(
-                    f"extra[{key!r}]",
-                    value,
-                    f"{', '.join(allowed_extra)} (for task_type {task_type})",
-                )
+        takes = TASK_TYPES[task_type]
+        takes = takes._replace(
+            num_images=_BATCH if model == SCHNELL else _ONE_IMAGE,
+            steps=takes.steps or Ints(1, _MAX_STEPS[model], "steps"),
+        )
+        check_extra_keys(self.name, extra, takes.extras, f" (for task_type {task_type})")
 
-        data: dict[str, Any] = {"prompt": self._check_prompt(request.prompt)}
-        self._image(request.image_url, task_type, data)
-        self._size(request, task_type, data)
-        self._numbers(request, model, task_type, data)
+        data: dict[str, Any] = {"prompt": check_prompt(self.name, request.prompt)}
+        self._image(request.image_url, task_type, takes, data)
+        self._size(request, task_type, takes, data)
+
+        def refused(field: str) -> str:
+            if field == "guidance":
+                return f"nothing: task_type {task_type} takes no guidance"
+            return (
+                f"nothing for task_type {task_type}; strength (denoise) is for "
+                f"{', '.join(_TAKES_DENOISE)}"
+            )
+
+        check_request(self.name, takes, request, data, fields=_NUMBER_ORDER, refused=refused)
 
         if "negative_prompt" in extra:
             negative = extra["negative_prompt"]
             if not isinstance(negative, str):
-                raise self._invalid("extra['negative_prompt']", negative, "a string")
+                raise invalid(self.name, "extra['negative_prompt']", negative, "a string")
             data["negative_prompt"] = negative
         if task_type in _LORA_COUNT:
-            low, high = _LORA_COUNT[task_type]
-            if "lora_settings" in extra or low:
-                data["lora_settings"] = self._lora_settings(extra.get("lora_settings"), low, high)
+            if "lora_settings" in extra or _LORA_COUNT[task_type][0]:
+                data["lora_settings"] = self._lora_settings(
+                    extra.get("lora_settings"), _LORA_COUNT[task_type]
+                )
         if task_type in _CONTROL_NET_COUNT:
-            low, high = _CONTROL_NET_COUNT[task_type]
             data["control_net_settings"] = self._control_net_settings(
-                extra.get("control_net_settings"), low, high
+                extra.get("control_net_settings"), _CONTROL_NET_COUNT[task_type]
             )
         if task_type == "fill-outpaint":
             data["custom_settings"] = self._custom_settings(extra.get("custom_settings"))
 
         args: dict[str, Any] = {"task_type": task_type, "input": data}
         if "service_mode" in extra:
-            mode = self._check_choice("extra['service_mode']", extra["service_mode"], SERVICE_MODES)
+            mode = check_choice(
+                self.name, "extra['service_mode']", extra["service_mode"], SERVICE_MODES
+            )
             args["config"] = {"service_mode": mode}
         return Prepared(model=model, args=args)
 
     def _task_type(self, request: GenerationRequest, value: Any) -> str:
         if value is None:
             return "txt2img" if request.image_url is None else "img2img"
-        return str(self._check_choice("extra['task_type']", value, TASK_TYPES))
+        return str(check_choice(self.name, "extra['task_type']", value, TASK_TYPES))
 
     def _model(self, value: str | None, task_type: str) -> str:
         if value is None:
             return DEV_ADVANCED if task_type in _ADVANCED_ONLY else DEV
         model = MODEL_ALIASES.get(value, value) if isinstance(value, str) else value
         if model not in MODELS:
-            raise self._invalid(
-                "model", value, f"{', '.join(MODELS)} (or {', '.join(MODEL_ALIASES)})"
+            raise invalid(
+                self.name, "model", value, f"{', '.join(MODELS)} (or {', '.join(MODEL_ALIASES)})"
             )
         if task_type in _ADVANCED_ONLY and model != DEV_ADVANCED:
-            raise self._invalid(
+            raise invalid(
+                self.name,
                 "model", value, f"{DEV_ADVANCED} (the only model that runs task_type {task_type})"
             )
         return str(model)
 
-    def _image(self, image_url: str | None, task_type: str, data: dict[str, Any]) -> None:
-        if task_type in _NEEDS_IMAGE:
+    def _image(
+        self, image_url: str | None, task_type: str, takes: Takes, data: dict[str, Any]
+    ) -> None:
+        if takes.image is not None:
             if image_url is None:
-                raise self._invalid(
-                    "image_url", None, f"an http(s) URL (task_type {task_type} needs an image)"
+                raise invalid(
+                    self.name,
+                    "image_url",
+                    None,
+                    f"an http(s) URL (task_type {task_type} needs an image)",
                 )
-            data["image"] = self._check_url("image_url", image_url)
+            data[takes.image] = check_url(self.name, "image_url", image_url)
         elif image_url is not None:
-            raise self._invalid(
+            raise invalid(
+                self.name,
                 "image_url",
                 image_url,
-                f"no image for task_type {task_type}; these take one: "
-                f"{', '.join(sorted(_NEEDS_IMAGE))}",
+                f"no image for task_type {task_type}; these take one: {', '.join(_NEEDS_IMAGE)}",
             )
 
-    def _size(self, request: GenerationRequest, task_type: str, data: dict[str, Any]) -> None:
+    def _size(
+        self, request: GenerationRequest, task_type: str, takes: Takes, data: dict[str, Any]
+    ) -> None:
         sized = request.width is not None or request.height is not None
         if not sized and request.aspect_ratio is None:
             return
-        if task_type not in _TAKES_SIZE:
+        if takes.sizes is None:
             field = "width/height" if sized else "aspect_ratio"
             value = f"{request.width}x{request.height}" if sized else request.aspect_ratio
-            raise self._invalid(
+            raise invalid(
+                self.name,
                 field,
                 value,
                 f"nothing: PiAPI takes sizes for task_type txt2img and kontext only, "
@@ -300,132 +368,84 @@ class PiAPI(Provider):
             )
         if sized:
             if request.aspect_ratio is not None:
-                raise self._invalid(
+                raise invalid(
+                    self.name,
                     "aspect_ratio", request.aspect_ratio, "aspect_ratio or width/height, not both"
                 )
-            width = self._check_int("width", request.width, 1)
-            height = self._check_int("height", request.height, 1)
+            width = check_int(self.name, "width", request.width, *takes.sizes)
+            height = check_int(self.name, "height", request.height, *takes.sizes)
             if width * height > MAX_PIXELS:
-                raise self._invalid(
+                raise invalid(
+                    self.name,
                     "width/height",
                     f"{width}x{height}",
                     f"width * height <= {MAX_PIXELS:,} (e.g. 1024x1024)",
                 )
         else:
-            ratio = self._check_choice("aspect_ratio", request.aspect_ratio, ASPECT_RATIO_SIZES)
+            ratio = check_choice(
+                self.name, "aspect_ratio", request.aspect_ratio, ASPECT_RATIO_SIZES
+            )
             width, height = ASPECT_RATIO_SIZES[ratio]
         data["width"] = width
         data["height"] = height
 
-    def _numbers(
-        self, request: GenerationRequest, model: str, task_type: str, data: dict[str, Any]
-    ) -> None:
-        if request.guidance is not None:
-            if task_type == _KONTEXT:
-                raise self._invalid(
-                    "guidance", request.guidance, "nothing: task_type kontext takes no guidance"
-                )
-            data["guidance_scale"] = self._check_number(
-                "guidance", request.guidance, *GUIDANCE_RANGE
-            )
-        if request.strength is not None:
-            if task_type not in _TAKES_DENOISE:
-                raise self._invalid(
-                    "strength",
-                    request.strength,
-                    f"nothing for task_type {task_type}; strength (denoise) is for "
-                    f"{', '.join(sorted(_TAKES_DENOISE))}",
-                )
-            data["denoise"] = self._check_number(
-                "strength", request.strength, 0, 1, low_exclusive=True
-            )
-        if request.num_images is not None:
-            if model == SCHNELL:
-                data["batch_size"] = self._check_int("num_images", request.num_images, 1, MAX_BATCH)
-            elif request.num_images != 1 or isinstance(request.num_images, bool):
-                raise self._invalid(
-                    "num_images", request.num_images, f"1 (batch_size works on {SCHNELL} only)"
-                )
-        if request.steps is not None:
-            cap = _MAX_KONTEXT_STEPS if task_type == _KONTEXT else _MAX_STEPS[model]
-            data["steps"] = self._check_int("steps", request.steps, 1, cap)
-        if request.seed is not None:
-            data["seed"] = self._check_int("seed", request.seed, *_SEED_RANGE)
-
-    def _items(
-        self, field: str, value: Any, low: int, high: int, shape: str
-    ) -> list[Mapping[Any, Any]]:
-        count = f"exactly {low}" if low == high else f"{low} to {high}"
-        if not isinstance(value, (list, tuple)) or not low <= len(value) <= high:
-            raise self._invalid(field, value, f"a list of {count} objects {shape}")
-        for index, item in enumerate(value):
-            if not isinstance(item, Mapping):
-                raise self._invalid(f"{field}[{index}]", item, f"an object {shape}")
-        return list(value)
-
-    def _known_keys(self, field: str, item: Mapping[Any, Any], keys: tuple[str, ...]) -> None:
-        for key in item:
-            if key not in keys:
-                raise self._invalid(f"{field}[{key!r}]", item[key], ", ".join(keys))
-
-    def _lora_settings(self, value: Any, low: int, high: int) -> list[dict[str, Any]]:
+    def _lora_settings(self, value: Any, count: tuple[int, int]) -> list[dict[str, Any]]:
         field = "extra['lora_settings']"
         shape = "{lora_type, lora_image?, lora_strength?}"
         settings = []
-        for index, item in enumerate(self._items(field, value, low, high, shape)):
+        items = check_objects(self.name, field, value, count, _LORA_KEYS, shape)
+        for index, item in enumerate(items):
             where = f"{field}[{index}]"
-            self._known_keys(where, item, _LORA_KEYS)
             lora_type = item.get("lora_type")
             if not isinstance(lora_type, str) or not lora_type.strip():
-                raise self._invalid(
+                raise invalid(
+                    self.name,
                     f"{where}['lora_type']", lora_type, "a LoRA name such as 'mjv6' or 'realism'"
                 )
             setting: dict[str, Any] = {"lora_type": lora_type}
             if "lora_image" in item:
-                setting["lora_image"] = self._check_url(
-                    f"{where}['lora_image']", item["lora_image"]
+                setting["lora_image"] = check_url(
+                    self.name, f"{where}['lora_image']", item["lora_image"]
                 )
             if "lora_strength" in item:
                 # The range is not documented (providers.md 3.3): any finite number.
-                setting["lora_strength"] = self._check_number(
-                    f"{where}['lora_strength']", item["lora_strength"]
+                setting["lora_strength"] = check_number(
+                    self.name, f"{where}['lora_strength']", item["lora_strength"]
                 )
             settings.append(setting)
         return settings
 
-    def _control_net_settings(self, value: Any, low: int, high: int) -> list[dict[str, Any]]:
+    def _control_net_settings(self, value: Any, count: tuple[int, int]) -> list[dict[str, Any]]:
         field = "extra['control_net_settings']"
         shape = "{control_type, control_image, control_strength?, return_preprocessed_image?}"
         settings = []
-        for index, item in enumerate(self._items(field, value, low, high, shape)):
+        items = check_objects(self.name, field, value, count, _CONTROL_NET_KEYS, shape)
+        for index, item in enumerate(items):
             where = f"{field}[{index}]"
-            self._known_keys(where, item, _CONTROL_NET_KEYS)
             # control_type names live on a separate page (depth, canny, soft_edge, openpose,
             # ...); only the shape is checked so a newly added type is not refused.
             control_type = item.get("control_type")
             if not isinstance(control_type, str) or not control_type.strip():
-                raise self._invalid(
+                raise invalid(
+                    self.name,
                     f"{where}['control_type']",
                     control_type,
                     "a ControlNet name such as 'depth' or 'canny'",
                 )
             setting: dict[str, Any] = {
                 "control_type": control_type,
-                "control_image": self._check_url(
-                    f"{where}['control_image']", item.get("control_image")
+                "control_image": check_url(
+                    self.name, f"{where}['control_image']", item.get("control_image")
                 ),
             }
             if "control_strength" in item:
-                setting["control_strength"] = self._check_number(
-                    f"{where}['control_strength']", item["control_strength"]
+                setting["control_strength"] = check_number(
+                    self.name, f"{where}['control_strength']", item["control_strength"]
                 )
             if "return_preprocessed_image" in item:
                 flag = item["return_preprocessed_image"]
-                if not isinstance(flag, bool):
-                    raise self._invalid(
-                        f"{where}['return_preprocessed_image']", flag, "True or False"
-                    )
-                setting["return_preprocessed_image"] = flag
+                where_flag = f"{where}['return_preprocessed_image']"
+                setting["return_preprocessed_image"] = check_bool(self.name, where_flag, flag)
             settings.append(setting)
         return settings
 
@@ -434,19 +454,19 @@ class PiAPI(Provider):
         shape = "{setting_type: 'outpaint', outpaint_left/right/top/bottom?}"
         settings = []
         # The doc's example sends one entry; no maximum is documented.
-        for index, item in enumerate(self._items(field, value, 1, 16, shape)):
+        items = check_objects(self.name, field, value, (1, 16), _CUSTOM_SETTING_KEYS, shape)
+        for index, item in enumerate(items):
             where = f"{field}[{index}]"
-            self._known_keys(where, item, _CUSTOM_SETTING_KEYS)
             setting: dict[str, Any] = {
-                "setting_type": self._check_choice(
-                    f"{where}['setting_type']", item.get("setting_type"), ("outpaint",)
+                "setting_type": check_choice(
+                    self.name, f"{where}['setting_type']", item.get("setting_type"), ("outpaint",)
                 )
             }
             # "The total delta pixel size should be less than 1024*1024" is ambiguous without
             # the input image's size, so it is left to PiAPI.
             for side in _OUTPAINT_SIDES:
                 if side in item:
-                    setting[side] = self._check_int(f"{where}[{side!r}]", item[side], 0)
+                    setting[side] = check_int(self.name, f"{where}[{side!r}]", item[side], 0)
             settings.append(setting)
         return settings
 
@@ -481,22 +501,22 @@ class PiAPI(Provider):
         The job id is never lost once PiAPI gave one: a state that cannot be read leaves
         ``Accepted.update`` as ``None`` rather than raising.
         """
-        if not 200 <= response.status < 300:
-            raise self._http_error(response, "create")
         try:
-            envelope = _decode_envelope(response.body)
-        except msgspec.DecodeError as exc:
+            envelope = self._decode_answer(
+                _envelope_decoder, response, "create", phase=Phase.AMBIGUOUS
+            )
+        except UnexpectedResponseError:
             # A 2xx answer we cannot read may still mean a created (and paid) task; a body
             # that is JSON but not the documented shape may still name it.
             job_id = _loose_task_id(response.body)
             if job_id is not None:
                 return Accepted(job_id=job_id)
-            raise self._unexpected(response, "create", str(exc), Phase.AMBIGUOUS) from exc
+            raise
         if not _is_ok(envelope.code):
             raise self._code_error(response, "create", envelope)
         data = envelope.data
         if data is None or not isinstance(data.task_id, str) or not data.task_id.strip():
-            raise self._unexpected(response, "create", "no data.task_id", Phase.AMBIGUOUS)
+            raise self._undecodable(response, "create", "no data.task_id", phase=Phase.AMBIGUOUS)
         job_id = data.task_id
         update: Update | None
         try:
@@ -516,16 +536,13 @@ class PiAPI(Provider):
 
     def parse_query(self, response: HTTPResponse) -> Update:
         """Decode ``{"code": 200, "data": {"status", "output": {"image_url"|"image_urls"}}}``."""
-        if not 200 <= response.status < 300:
-            raise self._http_error(response, "query")
-        try:
-            envelope = _decode_envelope(response.body)
-        except msgspec.DecodeError as exc:
-            raise self._unexpected(response, "query", str(exc), Phase.DEFINITIVE) from exc
+        envelope = self._decode_answer(
+            _envelope_decoder, response, "query", phase=Phase.DEFINITIVE
+        )
         if not _is_ok(envelope.code):
             raise self._code_error(response, "query", envelope)
         if envelope.data is None:
-            raise self._unexpected(response, "query", "no data", Phase.DEFINITIVE)
+            raise self._undecodable(response, "query", "no data", phase=Phase.DEFINITIVE)
         return self._update(envelope.data, response, "query")
 
     def parse_callback(self, body: bytes) -> CallbackUpdate:
@@ -540,7 +557,7 @@ class PiAPI(Provider):
             msgspec.DecodeError: a field has a type the task object cannot have.
             FluxError: an unknown status, or a completed task without an image.
         """
-        raw = _decode_json(body)
+        raw = decode_json(body)
         if not isinstance(raw, dict):
             raise ValueError("piapi callback body is not a JSON object")
         inner = raw.get("data")
@@ -548,10 +565,7 @@ class PiAPI(Provider):
             if "task_id" not in raw:
                 raise ValueError("piapi callback body has no data object")
             inner = raw
-        try:
-            data = msgspec.convert(inner, _TaskData)
-        except RecursionError as exc:
-            raise msgspec.DecodeError("JSON nested too deeply") from exc
+        data = convert(inner, _TaskData)
         job_id = data.task_id if isinstance(data.task_id, str) and data.task_id else None
         update = self._update(data, HTTPResponse(200, {}, body), "callback")
         return CallbackUpdate(job_id=job_id, update=update, secret=_echoed_secret(data.config))
@@ -560,12 +574,12 @@ class PiAPI(Provider):
         status = _status(data.status)
         if status is None:
             raise UnknownStatusError(
-                f"{self.name} {operation}: unknown task status {_shown(data.status)}",
+                f"{self.name} {operation}: unknown task status {shown(data.status)}",
                 provider=self.name,
                 phase=Phase.DEFINITIVE,
                 operation=operation,
                 status=response.status,
-                payload=_scrubbed_payload(response.body),
+                payload=self._payload(response.body),
             )
         error = None
         images: tuple[Image, ...] = ()
@@ -574,26 +588,21 @@ class PiAPI(Provider):
         elif status is JobStatus.SUCCEEDED:
             images = _images(data.output)
             if not images:
-                raise self._unexpected(
+                raise self._undecodable(
                     response,
                     operation,
                     "status completed but output holds no image_url, image_urls or image_base64",
-                    Phase.DEFINITIVE,
+                    phase=Phase.DEFINITIVE,
                 )
         return Update(status=status, images=images, cost=_cost(data), error=error)
 
-    def _unexpected(
-        self, response: HTTPResponse, operation: str, detail: str, phase: Phase
-    ) -> UnexpectedResponseError:
-        # The raw body echoes the webhook secret: attach a scrubbed payload instead.
-        return self._undecodable(
-            response, operation, detail, phase=phase, payload=_scrubbed_payload(response.body)
-        )
+    def _payload(self, body: bytes) -> Any:
+        return payload_of(body, hide=_HIDDEN)
 
     def _http_error(self, response: HTTPResponse, operation: str) -> ProviderError:
         # The HTTP error body of the task API is undocumented (providers.md 3.7); a
         # third-party guide shows {"code", "data": null, "message"}. Anything is accepted.
-        payload = _scrubbed_payload(response.body)
+        payload = self._payload(response.body)
         message = provider_message(payload, "message", "error", "detail")
         if message is None and isinstance(payload, dict):
             inner = payload.get("data")
@@ -606,71 +615,30 @@ class PiAPI(Provider):
     def _code_error(
         self, response: HTTPResponse, operation: str, envelope: _Envelope
     ) -> ProviderError:
-        # A 2xx whose envelope code is not 200. Codes shaped like HTTP statuses are read as
-        # such; others (their list is [U], providers.md 3.7) are a definitive refusal.
+        # A 2xx whose envelope code is not 200.
         message = None
         if isinstance(envelope.message, str) and envelope.message.strip():
             message = envelope.message.strip()[:500]
         elif envelope.data is not None:
             message = _failure_reason(envelope.data.error)
         code = _plain_code(envelope.code)
-        kind: type[ProviderError] = BadRequestError
-        phase = Phase.DEFINITIVE
-        if isinstance(code, int) and 400 <= code < 600:
-            phase = phase_for_status(code)
-            if code == 401:
-                kind = AuthenticationError
-            elif code in (402, 403):
-                kind = InsufficientCreditsError
-            elif code == 429:
-                kind = RateLimitedError
-            elif code >= 500:
-                kind = ProviderUnavailableError
-        if kind is BadRequestError and any(
-            word in (message or "").lower() for word in _CREDIT_WORDS
-        ):
-            kind = InsufficientCreditsError
+        # Codes shaped like HTTP statuses are read as such; others (their list is [U], 3.7)
+        # are a definitive refusal, typed by the words said.
+        status = code if isinstance(code, int) and 400 <= code < 600 else None
         return self._error(
             response,
             operation,
             message=message,
             code=code,
-            payload=_scrubbed_payload(response.body),
-            phase=phase,
-            kind=kind,
+            payload=self._payload(response.body),
+            phase=phase_for_status(status) if status is not None else Phase.DEFINITIVE,
+            kind=error_kind(status, message or ""),
         )
-
-
-def _extra_keys(task_type: str) -> tuple[str, ...]:
-    keys = ["task_type", "service_mode"]
-    if task_type != _KONTEXT:
-        keys.append("negative_prompt")
-    if task_type in _LORA_COUNT:
-        keys.append("lora_settings")
-    if task_type in _CONTROL_NET_COUNT:
-        keys.append("control_net_settings")
-    if task_type == "fill-outpaint":
-        keys.append("custom_settings")
-    return tuple(keys)
-
-
-def _decode_json(body: bytes) -> Any:
-    try:
-        return decode_json(body)
-    except RecursionError as exc:
-        raise msgspec.DecodeError("JSON nested too deeply") from exc
-
-
-def _decode_envelope(body: bytes) -> _Envelope:
-    try:
-        return _envelope_decoder.decode(body)
-    except RecursionError as exc:
-        raise msgspec.DecodeError("JSON nested too deeply") from exc
 
 
 def _loose_task_id(body: bytes) -> str | None:
     try:
-        raw = _decode_json(body)
+        raw = decode_json(body)
     except msgspec.DecodeError:
         return None
     if not isinstance(raw, dict) or not _is_ok(raw.get("code")):
@@ -686,17 +654,11 @@ def _is_ok(code: Any) -> bool:
 
 
 def _plain_code(code: Any) -> int | str | None:
-    """Return the envelope's ``code`` as an int when it is one (PiAPI sends ints)."""
-    if isinstance(code, bool):
-        return None
-    if isinstance(code, int):
-        return code
-    if isinstance(code, str):
-        text = code.strip()
-        if text.isascii() and text.isdigit() and len(text) < 10:
-            return int(text)
-        return text[:40] or None
-    return None
+    """Return the envelope's ``code`` as an int when it is one (PiAPI sends ints), else text."""
+    number = int_code(code)
+    if number is not None or not isinstance(code, str):
+        return number
+    return code.strip()[:40] or None
 
 
 def _status(value: Any) -> JobStatus | None:
@@ -730,14 +692,7 @@ def _cost(data: _TaskData) -> Decimal | None:
 
 def _failure_reason(error: Any) -> str | None:
     # data.error {code, raw_message, message, detail}; empty strings mean "no error" (3.7).
-    if isinstance(error, str):
-        return error.strip()[:500] or None
-    if isinstance(error, dict):
-        for key in ("message", "raw_message"):
-            value = error.get(key)
-            if isinstance(value, str) and value.strip():
-                return value.strip()[:500]
-    return None
+    return failure_reason(error, "message", "raw_message")
 
 
 def _echoed_secret(config: Any) -> str | None:
@@ -745,35 +700,3 @@ def _echoed_secret(config: Any) -> str | None:
     secret = webhook.get("secret") if isinstance(webhook, dict) else None
     return secret if isinstance(secret, str) and secret else None
 
-
-def _scrub(node: Any) -> Any:
-    """Return ``node`` (a task object) with ``config.webhook_config.secret`` redacted."""
-    if not isinstance(node, dict):
-        return node
-    config = node.get("config")
-    webhook = config.get("webhook_config") if isinstance(config, dict) else None
-    if not isinstance(webhook, dict) or "secret" not in webhook:
-        return node
-    assert isinstance(config, dict)
-    return {**node, "config": {**config, "webhook_config": {**webhook, "secret": _REDACTED}}}
-
-
-def _scrubbed_payload(body: bytes) -> Any:
-    """Decode ``body`` for an error's ``payload``, with the echoed webhook secret removed."""
-    try:
-        raw = _decode_json(body)
-    except msgspec.DecodeError:
-        return _SECRET_IN_BYTES.sub(rb'\1"' + _REDACTED.encode() + rb'"', body)[:2048]
-    if isinstance(raw, dict):
-        raw = _scrub(raw)
-        if isinstance(raw.get("data"), dict):
-            raw = {**raw, "data": _scrub(raw["data"])}
-    return raw
-
-
-def _shown(value: Any) -> str:
-    try:
-        shown = repr(value)
-    except ValueError:  # an integer too long to print
-        return "<unprintable>"
-    return shown if len(shown) <= 80 else shown[:77] + "..."

@@ -16,13 +16,7 @@ from typing import Any
 import msgspec
 
 from .._config import Limits
-from .._errors import (
-    BadRequestError,
-    InsufficientCreditsError,
-    Phase,
-    ProviderUnavailableError,
-    UnknownStatusError,
-)
+from .._errors import Phase, ProviderError, ProviderUnavailableError, UnknownStatusError
 from .._models import GenerationRequest, Image, JobStatus
 from ._base import (
     Accepted,
@@ -32,7 +26,27 @@ from ._base import (
     Prepared,
     Provider,
     Update,
+)
+from ._validate import (
+    OneOf,
+    Takes,
+    check_choice,
+    check_extra_keys,
+    check_int,
+    check_prompt,
+    check_request,
+    check_url,
+    invalid,
+)
+from ._wire import (
+    WireImage,
+    convert,
     decode_json,
+    error_kind,
+    failure_reason,
+    images_from,
+    is_int,
+    payload_of,
     provider_message,
     to_decimal,
 )
@@ -49,7 +63,14 @@ _SIZE_TOLERANCE = Fraction(3, 100)
 # Pricing per request (providers.md 1.2, the model pages).
 _PRICES = {"schnell": Decimal("0.002"), "dev": Decimal("0.02")}
 _SUPPORTED = ("prompt", "image_url", "aspect_ratio", "width/height", "num_images", "model")
-_EXTRA_KEYS = ("performance",)
+
+# What each model takes (providers.md 1.2): prompt, num_images, aspect_ratio (geometry in
+# `_aspect_ratio`), performance, and image_url for image-to-image. seed, steps, guidance and
+# strength are not documented, so they are refused rather than silently dropped.
+_TEXT = Takes(num_images=OneOf(NUM_IMAGES, "num_images"), extras=("performance",))
+MODELS = {TEXT_TO_IMAGE: _TEXT, IMAGE_TO_IMAGE: _TEXT._replace(image="image_url", max_images=1)}
+# The refused fields are checked before anything else, in this order.
+_REFUSED_FIRST = ("seed", "steps", "guidance", "strength")
 
 # Status values (providers.md 1.4): numeric 2 is documented; 0/1 running and >= 3 failed are
 # inferred from third-party clients; ShortAPI's own skill says "succeeded". Strings are
@@ -84,15 +105,8 @@ class _CreateEnvelope(msgspec.Struct):
     message: Any = None
 
 
-class _WireImage(msgspec.Struct):
-    url: Any = None
-    width: Any = None
-    height: Any = None
-    content_type: Any = None
-
-
 class _WireResult(msgspec.Struct):
-    images: list[_WireImage] | None = None
+    images: list[WireImage] | None = None
 
 
 class _QueryData(msgspec.Struct):
@@ -145,71 +159,81 @@ class ShortAPI(Provider):
 
     def prepare(self, request: GenerationRequest) -> Prepared:
         """Validate a request against ShortAPI's documented FLUX arguments (providers.md 1.2)."""
-        args: dict[str, Any] = {"prompt": self._check_prompt(request.prompt)}
-        for field in ("seed", "steps", "guidance", "strength"):
-            value = getattr(request, field)
-            if value is not None:
-                raise self._unsupported(field, value, _SUPPORTED)
-
+        name = self.name
+        args: dict[str, Any] = {"prompt": check_prompt(name, request.prompt)}
+        takes = MODELS[TEXT_TO_IMAGE if request.image_url is None else IMAGE_TO_IMAGE]
+        check_request(name, takes, request, args, fields=_REFUSED_FIRST, refused=_refused)
+        check_extra_keys(name, request.extra, takes.extras)
         performance = None
-        for key, value in request.extra.items():
-            if key not in _EXTRA_KEYS:
-                raise self._invalid(f"extra[{key!r}]", value, ", ".join(_EXTRA_KEYS))
-            performance = self._check_choice("extra['performance']", value, PERFORMANCES)
-
-        model = TEXT_TO_IMAGE if request.image_url is None else IMAGE_TO_IMAGE
-        if request.model is not None:
-            if request.model in PERFORMANCES:
-                if performance is not None and performance != request.model:
-                    raise self._invalid(
-                        "model", request.model, f"the same as extra['performance'] ({performance})"
-                    )
-                performance = request.model
-            elif request.model == IMAGE_TO_IMAGE and request.image_url is None:
-                raise self._invalid("image_url", None, f"an http(s) URL (required by {model})")
-            elif request.model not in (TEXT_TO_IMAGE, IMAGE_TO_IMAGE) or (
-                request.model == TEXT_TO_IMAGE and request.image_url is not None
-            ):
-                raise self._invalid(
-                    "model",
-                    request.model,
-                    f"{', '.join(PERFORMANCES)}, {TEXT_TO_IMAGE} (without image_url) "
-                    f"or {IMAGE_TO_IMAGE} (with image_url)",
-                )
+        if "performance" in request.extra:
+            performance = check_choice(
+                name, "extra['performance']", request.extra["performance"], PERFORMANCES
+            )
+        model = self._model(request, performance)
+        if request.model in PERFORMANCES:
+            performance = request.model
         if request.image_url is not None:
-            args["image_url"] = self._check_url("image_url", request.image_url)
-
+            args["image_url"] = check_url(name, "image_url", request.image_url)
         args["aspect_ratio"] = self._aspect_ratio(request)
-        if request.num_images is not None:
-            args["num_images"] = self._check_choice("num_images", request.num_images, NUM_IMAGES)
+        check_request(name, takes, request, args, fields=("num_images",), refused=_refused)
         if performance is not None:
             args["performance"] = performance
         return Prepared(model=model, args=args)
+
+    def _model(self, request: GenerationRequest, performance: str | None) -> str:
+        """Return the model id: chosen by ``image_url``; ``model`` may only agree with it."""
+        model = TEXT_TO_IMAGE if request.image_url is None else IMAGE_TO_IMAGE
+        if request.model is None or request.model == model:
+            return model
+        if request.model in PERFORMANCES:
+            if performance is not None and performance != request.model:
+                raise invalid(
+                    self.name,
+                    "model",
+                    request.model,
+                    f"the same as extra['performance'] ({performance})",
+                )
+            return model
+        if request.model == IMAGE_TO_IMAGE:  # and no image_url
+            raise invalid(
+                self.name, "image_url", None, f"an http(s) URL (required by {IMAGE_TO_IMAGE})"
+            )
+        raise invalid(
+            self.name,
+            "model",
+            request.model,
+            f"{', '.join(PERFORMANCES)}, {TEXT_TO_IMAGE} (without image_url) "
+            f"or {IMAGE_TO_IMAGE} (with image_url)",
+        )
 
     def _aspect_ratio(self, request: GenerationRequest) -> str:
         if request.width is not None or request.height is not None:
             # ShortAPI takes only an aspect ratio; a size maps to the nearest documented one
             # within 3% (1344x768 is the usual "16:9" FLUX size, though it is 7:4).
-            width = self._check_int("width", request.width, 1)
-            height = self._check_int("height", request.height, 1)
+            width = check_int(self.name, "width", request.width, 1)
+            height = check_int(self.name, "height", request.height, 1)
             wanted = Fraction(width, height)
             nearest = min(_RATIOS, key=lambda known: abs(known - wanted) / known)
             ratio = _RATIOS[nearest] if abs(nearest - wanted) / nearest <= _SIZE_TOLERANCE else None
             if ratio is None:
-                raise self._invalid(
+                raise invalid(
+                    self.name,
                     "width/height",
                     f"{width}x{height}",
                     f"a size whose ratio is one of {', '.join(ASPECT_RATIOS)} "
                     "(ShortAPI takes aspect_ratio, not sizes)",
                 )
             if request.aspect_ratio is not None and request.aspect_ratio != ratio:
-                raise self._invalid(
-                    "aspect_ratio", request.aspect_ratio, f"{ratio} (to match width/height)"
+                raise invalid(
+                    self.name,
+                    "aspect_ratio",
+                    request.aspect_ratio,
+                    f"{ratio} (to match width/height)",
                 )
             return ratio
         if request.aspect_ratio is None:
             return "1:1"  # documented as required; a square is the least surprising default
-        return str(self._check_choice("aspect_ratio", request.aspect_ratio, ASPECT_RATIOS))
+        return str(check_choice(self.name, "aspect_ratio", request.aspect_ratio, ASPECT_RATIOS))
 
     def estimate_cost(self, prepared: Prepared) -> Decimal:
         """Return the published price: $0.002 per schnell request, $0.02 per dev request."""
@@ -235,15 +259,8 @@ class ShortAPI(Provider):
 
     def parse_create(self, response: HTTPResponse) -> Accepted:
         """Decode ``{"code": 0, "data": {"amount", "job_id"}}``."""
-        if not 200 <= response.status < 300:
-            raise self._http_error(response, "create")
-        try:
-            envelope = _create_decoder.decode(response.body)
-        except msgspec.DecodeError as exc:
-            # A 2xx answer we cannot read may still mean a created (and paid) job.
-            raise self._undecodable(
-                response, "create", str(exc), phase=Phase.AMBIGUOUS
-            ) from exc
+        # A 2xx answer we cannot read may still mean a created (and paid) job.
+        envelope = self._decode_answer(_create_decoder, response, "create", phase=Phase.AMBIGUOUS)
         if envelope.code not in (0, "0"):
             raise self._code_error(response, "create", envelope.code, envelope)
         data = envelope.data
@@ -265,14 +282,7 @@ class ShortAPI(Provider):
 
     def parse_query(self, response: HTTPResponse) -> Update:
         """Decode ``{"code": 0, "data": {"status", "result": {"images": [{"url"}]}}}``."""
-        if not 200 <= response.status < 300:
-            raise self._http_error(response, "query")
-        try:
-            envelope = _query_decoder.decode(response.body)
-        except msgspec.DecodeError as exc:
-            raise self._undecodable(
-                response, "query", str(exc), phase=Phase.DEFINITIVE
-            ) from exc
+        envelope = self._decode_answer(_query_decoder, response, "query", phase=Phase.DEFINITIVE)
         if envelope.code not in (0, "0"):
             raise self._code_error(response, "query", envelope.code, envelope)
         if envelope.data is None:
@@ -290,7 +300,7 @@ class ShortAPI(Provider):
         if not isinstance(raw, dict):
             raise ValueError("callback body is not a JSON object")
         inner = raw.get("data") if isinstance(raw.get("data"), dict) else raw
-        data = msgspec.convert(inner, _QueryData)
+        data = convert(inner, _QueryData)
         job_id = None
         for candidate in (data.job_id, data.id, raw.get("job_id"), raw.get("id")):
             if isinstance(candidate, str) and candidate:
@@ -308,17 +318,23 @@ class ShortAPI(Provider):
                 phase=Phase.DEFINITIVE,
                 operation="query",
                 status=response.status,
-                payload=_payload(response.body),
+                payload=self._payload(response.body),
             )
-        refunded = data.refunded is True
-        if refunded and status is not JobStatus.SUCCEEDED:
+        # A failed job "is also flagged with refunded: true" (providers.md 1.4, [I]), and the
+        # status string "refunded" says the same: ShortAPI gave the charge back, so the job
+        # costs 0 whatever `amount` it still carries. A succeeded job is paid whatever flag
+        # it has.
+        refunded = status is not JobStatus.SUCCEEDED and (
+            data.refunded is True or _is_refunded_status(data.status)
+        )
+        if refunded:
             status = JobStatus.FAILED
         error = None
         images: tuple[Image, ...] = ()
         if status is JobStatus.FAILED:
-            error = _failure_reason(data) or ("refunded" if refunded else "generation failed")
+            error = failure_reason(data.error) or ("refunded" if refunded else "generation failed")
         elif status is JobStatus.SUCCEEDED:
-            images = _images(data.result)
+            images = images_from(data.result.images if data.result else None)
             if not images:
                 raise self._undecodable(
                     response,
@@ -326,13 +342,21 @@ class ShortAPI(Provider):
                     "status succeeded but result.images holds no URL",
                     phase=Phase.DEFINITIVE,
                 )
-        seed = data.seed if isinstance(data.seed, int) and not isinstance(data.seed, bool) else None
         return Update(
-            status=status, images=images, cost=to_decimal(data.amount), error=error, seed=seed
+            status=status,
+            images=images,
+            cost=Decimal(0) if refunded else to_decimal(data.amount),
+            error=error,
+            seed=data.seed if is_int(data.seed) else None,
+            refunded=refunded,
         )
 
-    def _http_error(self, response: HTTPResponse, operation: str) -> Exception:
-        body = _payload(response.body)
+    def _payload(self, body: bytes) -> Any:
+        # Whether answers echo callback_url (and its token) is undocumented (1.6): hide it.
+        return payload_of(body, hide=("callback_url",))
+
+    def _http_error(self, response: HTTPResponse, operation: str) -> ProviderError:
+        body = self._payload(response.body)
         return self._error(
             response,
             operation,
@@ -343,13 +367,11 @@ class ShortAPI(Provider):
 
     def _code_error(
         self, response: HTTPResponse, operation: str, code: Any, envelope: Any
-    ) -> Exception:
-        message = None
-        for value in (envelope.info, envelope.message):
-            if isinstance(value, str) and value.strip():
-                message = value.strip()[:500]
-                break
-        payload = _payload(response.body)
+    ) -> ProviderError:
+        message = provider_message(
+            {"info": envelope.info, "message": envelope.message}, "info", "message"
+        )
+        payload = self._payload(response.body)
         if code == _CODE_UPSTREAM_UNAVAILABLE:
             return self._error(
                 response,
@@ -360,12 +382,7 @@ class ShortAPI(Provider):
                 phase=Phase.REFUSED,
                 kind=ProviderUnavailableError,
             )
-        lowered = (message or "").lower()
-        kind = (
-            InsufficientCreditsError
-            if "balance" in lowered or "insufficient" in lowered or "credit" in lowered
-            else BadRequestError
-        )
+        # ShortAPI's codes are not HTTP statuses (0 is success): only the words decide.
         return self._error(
             response,
             operation,
@@ -373,8 +390,12 @@ class ShortAPI(Provider):
             code=code,
             payload=payload,
             phase=Phase.DEFINITIVE,
-            kind=kind,
+            kind=error_kind(None, message or ""),
         )
+
+
+def _refused(field: str) -> str:
+    return f"shortapi does not take {field}; it takes {', '.join(_SUPPORTED)}"
 
 
 def _status(value: Any) -> JobStatus | None:
@@ -393,38 +414,6 @@ def _status(value: Any) -> JobStatus | None:
     return None
 
 
-def _images(result: _WireResult | None) -> tuple[Image, ...]:
-    if result is None or not result.images:
-        return ()
-    return tuple(
-        Image(
-            url=image.url,
-            width=image.width if _is_int(image.width) else None,
-            height=image.height if _is_int(image.height) else None,
-            content_type=image.content_type if isinstance(image.content_type, str) else None,
-        )
-        for image in result.images
-        if isinstance(image.url, str) and image.url
-    )
+def _is_refunded_status(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower() == "refunded"
 
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _failure_reason(data: _QueryData) -> str | None:
-    # The failure field is undocumented (providers.md 1.4): clients probe data.error as a
-    # string or {message}.
-    error = data.error
-    if isinstance(error, dict):
-        error = error.get("message")
-    if isinstance(error, str) and error.strip():
-        return error.strip()[:500]
-    return None
-
-
-def _payload(body: bytes) -> Any:
-    try:
-        return decode_json(body)
-    except msgspec.DecodeError:
-        return body[:2048]

@@ -171,7 +171,7 @@ def test_the_documented_http_example(api: AIMLAPI) -> None:
         ({"model": "schnell"}, "flux/schnell"),
         ({"model": "dev"}, "flux/dev"),
         ({"model": "dev", "image_url": "https://i/x.png"}, "flux/dev/image-to-image"),
-        *[({"model": model}, model) for model, spec in MODELS.items() if not spec.image_field],
+        *[({"model": model}, model) for model, takes in MODELS.items() if not takes.image],
     ],
 )
 def test_model_selection(api: AIMLAPI, params: dict[str, Any], model: str) -> None:
@@ -180,8 +180,8 @@ def test_model_selection(api: AIMLAPI, params: dict[str, Any], model: str) -> No
 
 @pytest.mark.parametrize(("ratio", "preset"), sorted(ASPECT_RATIO_PRESETS.items()))
 def test_aspect_ratio_maps_to_an_image_size_preset(api: AIMLAPI, ratio: str, preset: str) -> None:
-    for model, spec in MODELS.items():
-        if spec.sizes is not None and not spec.image_field:
+    for model, takes in MODELS.items():
+        if takes.sizes is not None and not takes.image:
             assert body_of(api, model=model, aspect_ratio=ratio)["image_size"] == preset
 
 
