@@ -21,11 +21,11 @@ import anyio
 import anyio.to_thread
 
 from ._config import Limits, RetryPolicy, Timeouts
-from ._errors import ClientStateError, DownloadError, Phase, TransportError
+from ._errors import ClientStateError, DownloadError, TransportError
 from ._http import parse_retry_after
 from ._models import Generation
 from ._retry import jittered, wait_table
-from ._transport import phase_for_exception
+from ._transport import client_timeout, map_aiohttp_errors
 
 __all__ = ["Downloader"]
 
@@ -70,12 +70,7 @@ class Downloader:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._limits.max_downloads),
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    connect=self._timeouts.pool,
-                    sock_connect=self._timeouts.connect,
-                    sock_read=self._timeouts.read,
-                ),
+                timeout=client_timeout(self._timeouts, read=self._timeouts.read),
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
@@ -124,7 +119,7 @@ class Downloader:
 
     async def _fetch(self, url: str, folder: Path, stem: str, provider: str) -> Path:
         limit = self._limits.max_download_bytes
-        try:
+        with map_aiohttp_errors(provider, "download", subject=f"downloading {_short(url)}"):
             async with self._get_session().get(url, allow_redirects=True) as response:
                 if response.status != 200:
                     raise DownloadError(
@@ -166,14 +161,6 @@ class Downloader:
                     await _discard(temporary)
                     raise
                 return final
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise TransportError(
-                f"downloading {_short(url)}: {type(exc).__name__}: {exc}"[:300],
-                provider=provider,
-                phase=phase_for_exception(exc) if isinstance(exc, aiohttp.ClientError)
-                else Phase.AMBIGUOUS,
-                operation="download",
-            ) from exc
 
 
 async def _discard(path: Path) -> None:

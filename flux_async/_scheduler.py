@@ -110,10 +110,6 @@ class PollScheduler:
         entry.attempt += 1
         self._push(entry, self._now() + wait)
 
-    def postpone(self, entry: Entry, wait: float) -> None:
-        """Move a job's next poll to ``wait`` seconds from now (e.g. webhooks are on)."""
-        self._push(entry, self._now() + wait)
-
     def _now(self) -> float:
         loop = self._loop or asyncio.get_running_loop()
         return loop.time()

@@ -8,6 +8,8 @@ twice, so the mapping is a table (`phase_for_exception`) with a test of its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 
 import aiohttp
 
@@ -15,7 +17,7 @@ from ._config import Limits, Timeouts
 from ._errors import Phase, TransportError
 from ._http import HTTPRequest, HTTPResponse
 
-__all__ = ["Transport", "phase_for_exception"]
+__all__ = ["Transport", "client_timeout", "map_aiohttp_errors", "phase_for_exception"]
 
 # Responses larger than this are refused rather than buffered (a base64 image batch is the
 # largest legitimate answer).
@@ -51,6 +53,37 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:300]
 
 
+@contextlib.contextmanager
+def map_aiohttp_errors(
+    provider: str, operation: str, *, subject: str | None = None
+) -> Iterator[None]:
+    """Turn any aiohttp error (or timeout) raised inside into a `TransportError`.
+
+    The error's phase comes from `phase_for_exception`; its message starts with ``subject``
+    (default ``"{provider} {operation}"``). The one aiohttp error boundary of the package.
+    """
+    try:
+        yield
+    except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError) as exc:
+        raise TransportError(
+            f"{subject or f'{provider} {operation}'}: {_describe(exc)}",
+            provider=provider,
+            phase=phase_for_exception(exc),
+            operation=operation,
+        ) from exc
+
+
+def client_timeout(timeouts: Timeouts, *, read: float) -> aiohttp.ClientTimeout:
+    """Return aiohttp's timeout for ``timeouts`` with ``read`` as the socket read timeout.
+
+    No total: it would count time queued for a pooled connection and so hide whether the
+    request was sent (Timeouts' docstring).
+    """
+    return aiohttp.ClientTimeout(
+        total=None, connect=timeouts.pool, sock_connect=timeouts.connect, sock_read=read
+    )
+
+
 class Transport:
     """Sends `HTTPRequest`s over one aiohttp session.
 
@@ -70,20 +103,8 @@ class Transport:
         self._timeouts = timeouts
         self._session = session
         self._owns_session = session is None
-        # No total: it would count time queued for a pooled connection and so hide whether
-        # the request was sent (Timeouts' docstring).
-        self._timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=timeouts.pool,
-            sock_connect=timeouts.connect,
-            sock_read=timeouts.read,
-        )
-        self._timeout_sync = aiohttp.ClientTimeout(
-            total=None,
-            connect=timeouts.pool,
-            sock_connect=timeouts.connect,
-            sock_read=timeouts.read_sync,
-        )
+        self._timeout = client_timeout(timeouts, read=timeouts.read)
+        self._timeout_sync = client_timeout(timeouts, read=timeouts.read_sync)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -120,7 +141,7 @@ class Transport:
             TransportError: no usable response, with the phase it failed in.
         """
         session = self.session
-        try:
+        with map_aiohttp_errors(provider, request.operation):
             async with session.request(
                 request.method,
                 request.url,
@@ -141,10 +162,3 @@ class Transport:
                     )
                 body = await response.read()
                 return HTTPResponse(response.status, response.headers, body)
-        except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError) as exc:
-            raise TransportError(
-                f"{provider} {request.operation}: {_describe(exc)}",
-                provider=provider,
-                phase=phase_for_exception(exc),
-                operation=request.operation,
-            ) from exc
