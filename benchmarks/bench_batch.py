@@ -50,11 +50,21 @@ Any flux contender may carry ``+journal`` (e.g. ``flux+journal``): the same run 
 ``generate_many(..., journal=PATH)`` (the SQLite journal of issue 11), for the journal-on
 vs journal-off comparison; ``--journal`` adds that twin for every flux contender chosen.
 
-Latency distributions (``--dist``, several comma-separated): ``uniform`` (``--latency``,
-default 2-6 s), ``fast`` (200 ms +- 100), ``flux`` (8 s +- 4), ``longtail``, ``slowdown``
-(the provider slows down mid-batch) and ``ratelimit`` (a hidden rate limit answered with
-429). Each has a default loop interval (``--interval`` overrides it). Those the fake
-cannot produce yet are refused with a message naming what is missing.
+Latency distributions (``--dist``, several comma-separated, or ``all``), the fake's
+options in brackets:
+
+- ``uniform``: ``--latency LOW,HIGH`` (default 2-6 s), loop interval 0.25 s;
+- ``fast``: 200 ms +- 100 (uniform 0.1-0.3 s), loop interval 0.1 s;
+- ``flux``: FLUX-like, 8 s +- 4 (uniform 4-12 s), loop interval 1 s;
+- ``longtail``: lognormal, median 8 s, sigma 0.6 (p5 3 s, p99 32 s), loop interval 1 s;
+- ``slowdown``: 0.1-0.3 s for the first half of the batch's jobs, then 4-12 s
+  (``--latency-after N=uniform:4,12``), loop interval 0.25 s;
+- ``ratelimit``: ``fast`` behind a hidden limit of ``--rate-limit`` requests per second
+  per API key (default 200), answered 429 with ``Retry-After`` beyond it; loop interval
+  0.1 s. Also printed: requests/s against the limit and the share answered 429.
+
+``--interval`` overrides the loop's interval. A fake that cannot produce a distribution
+(an older checkout) is refused with a message naming the option it lacks.
 
 Scenarios: ``small`` is 2,000 jobs with 200 in flight, ``large`` 10,000 with 1,000.
 Everything runs on 127.0.0.1; with 2+ CPUs the fake and the client are pinned to different
@@ -70,6 +80,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,53 +141,67 @@ class Distribution:
     """A latency distribution of the fake, and how the contenders are tuned to it."""
 
     description: str
-    fake_args: tuple[str, ...]
-    low: float  # the fast end (``flux`` checks first here)
+    fake_args: Callable[[int], tuple[str, ...]]  # the fake's options, given the batch size
+    low: float  # a low quantile (``flux`` checks first here)
     median: float  # (``flux-backoff`` checks first here)
-    high: float  # the slow end (bounds the run's time limit)
+    high: float  # a high quantile (bounds the run's time limit)
     interval: float  # the loop's default poll interval
-    needs: str | None = None  # what the fake's --help must mention; None: works today
+    needs: str | None = None  # what the fake's --help must mention; None: any fake
     rate_limit: float | None = None  # the hidden limit (requests per second), if any
 
 
-def distributions(latency: tuple[float, float]) -> dict[str, Distribution]:
+def distributions(latency: tuple[float, float], rate_limit: float) -> dict[str, Distribution]:
     """Return the distributions by name; ``uniform`` takes ``--latency LOW,HIGH``."""
     low, high = latency
+    fast = ("--latency", "0.1,0.3")
     return {
         "uniform": Distribution(
             f"uniform {low:g}-{high:g} s",
-            ("--latency", f"{low},{high}"),
+            lambda jobs: ("--latency", f"{low},{high}"),
             low,
             (low + high) / 2,
             high,
             0.25,
         ),
         "fast": Distribution(
-            "200 ms +- 100 (uniform 0.1-0.3 s)", ("--latency", "0.1,0.3"), 0.1, 0.2, 0.3, 0.1
+            "200 ms +- 100 (uniform 0.1-0.3 s)", lambda jobs: fast, 0.1, 0.2, 0.3, 0.1
         ),
         "flux": Distribution(
-            "8 s +- 4 (uniform 4-12 s)", ("--latency", "4,12"), 4.0, 8.0, 12.0, 1.0
+            "8 s +- 4 (uniform 4-12 s)",
+            lambda jobs: ("--latency", "4,12"),
+            4.0,
+            8.0,
+            12.0,
+            1.0,
         ),
-        # TODO(fake): a long-tailed latency (e.g. lognormal, median 8 s, p99 ~40 s) as a
-        # `python -m flux_async.testing` option; wire its flag here once --help lists it.
         "longtail": Distribution(
-            "long-tailed, median 8 s", ("--latency-dist", "longtail"), 4.0, 8.0, 60.0, 1.0,
-            needs="--latency-dist",
+            "lognormal, median 8 s, sigma 0.6 (p5 3 s, p99 32 s)",
+            lambda jobs: ("--latency", "lognormal:8,0.6"),
+            3.0,
+            8.0,
+            32.0,
+            1.0,
+            needs="lognormal:",
         ),
-        # TODO(fake): the provider slows down mid-batch (fast, then FLUX-like latencies).
         "slowdown": Distribution(
-            "0.1-0.3 s, then 4-12 s from mid-batch", ("--latency-dist", "slowdown"),
-            0.1, 4.0, 12.0, 0.25,
-            needs="--latency-dist",
+            "0.1-0.3 s for the first half of the jobs, then 4-12 s (the provider slows down)",
+            lambda jobs: (*fast, "--latency-after", f"{jobs // 2}=uniform:4,12"),
+            0.1,
+            4.0,
+            12.0,
+            0.25,
+            needs="--latency-after",
         ),
-        # TODO(fake): Faults(rate_limit=N) answers 429 beyond N requests per second and
-        # counts them in the stats as `rejected_429`; `--fault rate_limit=N` sets it.
         "ratelimit": Distribution(
-            "200 ms +- 100 behind a hidden limit of 200 requests/s",
-            ("--latency", "0.1,0.3", "--fault", "rate_limit=200"),
-            0.1, 0.2, 0.3, 0.1,
-            needs="rate_limit",
-            rate_limit=200.0,
+            f"200 ms +- 100 behind a hidden limit of {rate_limit:g} requests/s per key "
+            "(429 with Retry-After beyond it)",
+            lambda jobs: (*fast, "--rate-limit", f"{rate_limit:g}"),
+            0.1,
+            0.2,
+            0.3,
+            0.1,
+            needs="--rate-limit",
+            rate_limit=rate_limit,
         ),
     }
 
@@ -232,7 +257,7 @@ async def run_flux(
 
 def child(args: argparse.Namespace) -> int:
     """Run one contender and print one JSON line with its measurements."""
-    dist = distributions(args.latency)[args.dist]
+    dist = distributions(args.latency, args.rate_limit)[args.dist]
     shape = args.contender.removesuffix(JOURNAL)
     if shape == "loop":
         return measure_child(
@@ -303,7 +328,7 @@ def run_contender(
     # Bound every run: the batch's ideal duration, many times over, plus start-up.
     time_limit = 120 + 10 * (jobs / concurrency) * (dist.high + interval + 8)
     fake_cpu, client_cpu = pinned_cpus(args.no_pin)
-    with FakeProcess(*dist.fake_args, seed=args.seed, cpu=fake_cpu) as fake:
+    with FakeProcess(*dist.fake_args(jobs), seed=args.seed, cpu=fake_cpu) as fake:
         command = [
             sys.executable,
             str(Path(__file__).resolve()),
@@ -321,6 +346,8 @@ def run_contender(
             ",".join(str(value) for value in args.latency),
             "--interval",
             str(interval),
+            "--rate-limit",
+            str(args.rate_limit),
         ]
         result = run_child(
             contender,
@@ -419,8 +446,10 @@ def orchestrate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
-    table = distributions(args.latency)
+    table = distributions(args.latency, args.rate_limit)
     dist_names = [name.strip() for name in args.dist.split(",") if name.strip()]
+    if dist_names == ["all"]:
+        dist_names = list(table)
     for dist_name in dist_names:
         if dist_name not in table:
             print(f"unknown --dist {dist_name!r}; choose from {', '.join(table)}", file=sys.stderr)
@@ -564,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         "--dist",
         default="uniform",
         help="latency distributions, comma-separated: uniform (--latency), fast, flux, "
-        "longtail, slowdown, ratelimit (default uniform)",
+        "longtail, slowdown, ratelimit (--rate-limit), or all (default uniform)",
     )
     parser.add_argument(
         "--latency",
@@ -574,11 +603,19 @@ def main(argv: list[str] | None = None) -> int:
         help="--dist uniform's create-to-ready seconds (default 2,6)",
     )
     parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=200.0,
+        metavar="N",
+        help="--dist ratelimit's hidden limit, requests per second (default 200; smoke 50)",
+    )
+    parser.add_argument(
         "--interval",
         type=float,
         default=None,
         help="the loop's poll interval and flux's steady poll wait (default: the "
-        "distribution's: uniform 0.25, fast 0.1, flux 1)",
+        "distribution's: uniform 0.25, fast and ratelimit 0.1, slowdown 0.25, flux and "
+        "longtail 1)",
     )
     parser.add_argument(
         "--contenders",
@@ -616,6 +653,8 @@ def main(argv: list[str] | None = None) -> int:
         return child(args)
     if args.smoke:
         args.latency = (0.05, 0.2)
+        if args.rate_limit == parser.get_default("rate_limit"):
+            args.rate_limit = 50.0
         if args.interval is None and args.dist == "uniform":
             args.interval = 0.05
     return orchestrate(args)

@@ -5,6 +5,8 @@ Usage::
     python benchmarks/run_all.py            # the full runs (about 15 minutes on 2 cores)
     python benchmarks/run_all.py --smoke    # tiny sizes, a few seconds each
     python benchmarks/run_all.py --repeat 3 # bench_batch: median of 3 runs per contender
+    python benchmarks/run_all.py --dist all # bench_batch on every latency distribution
+    python benchmarks/run_all.py --code /tmp/base  # measure the flux_async in /tmp/base
 
 Each benchmark prints its own table; this script stops at the first one that fails.
 """
@@ -24,12 +26,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (for CI)")
     parser.add_argument("--repeat", type=int, default=1, help="bench_batch runs per contender")
+    parser.add_argument("--dist", default="uniform", help="bench_batch's latency distributions")
+    parser.add_argument("--code", default=None, metavar="DIR", help="import flux_async from DIR")
     args = parser.parse_args(argv)
-    smoke = ["--smoke"] if args.smoke else []
+    common = ["--smoke"] if args.smoke else []
+    if args.code is not None:
+        common += ["--code", args.code]
+    batch = ["--scenario", "both", "--repeat", str(args.repeat), "--dist", args.dist]
     commands = [
-        ["bench_batch.py", "--scenario", "both", "--repeat", str(args.repeat), *smoke],
-        ["bench_memory.py", *smoke],
-        ["bench_webhooks.py", "--scenario", "both", *smoke],
+        ["bench_batch.py", *batch, *common],
+        ["bench_memory.py", *common],
+        ["bench_webhooks.py", "--scenario", "both", *common],
     ]
     for script, *options in commands:
         print(f"\n$ python benchmarks/{script} {' '.join(options)}".rstrip(), flush=True)

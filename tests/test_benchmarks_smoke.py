@@ -1,4 +1,8 @@
-"""The benchmarks run end to end at tiny sizes (no timing is asserted)."""
+"""The benchmarks run end to end at tiny sizes (no timing is asserted).
+
+Each smoke run starts the fake and one client per contender as subprocesses (4-6 s each
+on 2 cores), hence ``slow``; CI runs them.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ def run_benchmark(script: str, *args: str) -> str:
     return finished.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_bench_batch_smoke() -> None:
     output = run_benchmark("bench_batch.py", "--smoke", "--contenders", "flux,loop")
@@ -46,6 +51,7 @@ def test_bench_batch_refuses_unknown_contenders() -> None:
     assert "unknown contenders ['loop+journal']" in finished.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_bench_memory_smoke() -> None:
     output = run_benchmark("bench_memory.py", "--smoke")
@@ -54,6 +60,7 @@ def test_bench_memory_smoke() -> None:
     assert "| direct |" in output
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_bench_webhooks_smoke() -> None:
     output = run_benchmark("bench_webhooks.py", "--smoke")
