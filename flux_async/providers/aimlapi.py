@@ -287,6 +287,9 @@ class AIMLAPI(Provider):
     default_limits = Limits(max_jobs_in_flight=32, max_connections=32, polls_per_second=1.0)
     synchronous = True
     supports_callbacks = False
+    # The host of the documented example responses (flux/dev/image-to-image pages, S4);
+    # b64_json results are data: URLs and have none.
+    result_hosts = ("cdn.aimlapi.com",)
 
     def prepare(self, request: GenerationRequest) -> Prepared:
         """Validate a request against the chosen model's OpenAPI schema (providers.md 2.2)."""

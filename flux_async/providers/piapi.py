@@ -254,6 +254,8 @@ class PiAPI(Provider):
     default_limits = Limits(max_jobs_in_flight=128, max_connections=32, polls_per_second=30.0)
     # §3.8: the webhook echoes config.webhook_config.secret in this header (not an HMAC).
     callback_secret_header = "x-webhook-secret"
+    # The documented example output URL (providers.md 3.5); other hosts are unknown.
+    result_hosts = ("img.theapi.app",)
 
     def prepare(self, request: GenerationRequest) -> Prepared:
         """Validate a request against PiAPI's documented Flux inputs (providers.md 3.2, 3.3).

@@ -150,6 +150,9 @@ class ShortAPI(Provider):
     typical_latency = 8.0
     # Rate limits are undocumented (providers.md 1.5): modest defaults, 429s pace the rest.
     default_limits = Limits(max_jobs_in_flight=256, max_connections=32, polls_per_second=40.0)
+    # Result image hosts are unknown: no result URL appears in ShortAPI's docs (1.4), and
+    # file.shortapi.ai in its examples serves the example inputs.
+    result_hosts = ()
 
     def __init__(self, api_key: str | None = None, *, base_url: str | None = None) -> None:
         super().__init__(api_key, base_url=base_url)

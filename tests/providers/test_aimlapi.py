@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from flux_async import (
     AuthenticationError,
     BadRequestError,
-    ConfigurationError,
     FluxError,
     GenerationRequest,
     Image,
@@ -92,23 +91,6 @@ def body_of(api: AIMLAPI, **params: Any) -> dict[str, Any]:
 
 
 # -- configuration ---------------------------------------------------------------------------
-
-
-def test_key_from_environment_and_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIMLAPI_KEY", KEY)
-    api = AIMLAPI()
-    assert KEY not in repr(api)
-    request = api.build_create(
-        api.prepare(GenerationRequest(prompt="p")), callback_url=None, webhook_secret=None
-    )
-    assert request.headers["Authorization"] == f"Bearer {KEY}"
-    assert KEY not in repr(request)
-
-
-def test_missing_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("AIMLAPI_KEY", raising=False)
-    with pytest.raises(ConfigurationError, match="AIMLAPI_KEY"):
-        AIMLAPI()
 
 
 def test_synchronous_without_query_or_callbacks(api: AIMLAPI) -> None:

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from flux_async import (
     AuthenticationError,
     BadRequestError,
-    ConfigurationError,
     FluxError,
     GenerationRequest,
     InsufficientCreditsError,
@@ -100,24 +99,6 @@ def done(output: Any) -> HTTPResponse:
 
 
 # -- configuration ---------------------------------------------------------------------------
-
-
-def test_key_from_environment_and_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PIAPI_KEY", KEY)
-    api = PiAPI()
-    assert KEY not in repr(api)
-    request = api.build_create(
-        api.prepare(GenerationRequest(prompt="p")), callback_url=None, webhook_secret=None
-    )
-    assert request.headers["X-API-Key"] == KEY
-    assert "Authorization" not in request.headers
-    assert KEY not in repr(request)
-
-
-def test_missing_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PIAPI_KEY", raising=False)
-    with pytest.raises(ConfigurationError, match="PIAPI_KEY"):
-        PiAPI()
 
 
 def test_class_facts() -> None:
@@ -906,6 +887,43 @@ def test_secret_scrubbed_from_bare_callback_and_error_bodies(api: PiAPI) -> None
     with pytest.raises(ProviderUnavailableError) as coded:
         api.parse_query(respond(body))
     assert SECRET not in repr(coded.value.payload)
+
+
+TOKEN = "tok-0123456789abcdef"
+ENDPOINT = f"https://me.example/flux/piapi/{TOKEN}"
+
+
+def echoing(**changes: Any) -> dict[str, Any]:
+    """A task object echoing a webhook whose endpoint carries the callback token."""
+    data = task(**changes)
+    data["config"] = {"webhook_config": {"endpoint": ENDPOINT, "secret": SECRET}}
+    return data
+
+
+def _parse_all(api: PiAPI) -> list[Any]:
+    body = {"code": 200, "data": echoing(status="completed", output={})}
+    raw = json.dumps(body).encode()
+    return [
+        lambda: api.parse_query(respond({"code": 500, "message": "x", "data": echoing()}, 500)),
+        lambda: api.parse_query(respond({"code": 402, "message": "x", "data": echoing()})),
+        lambda: api.parse_create(respond({"code": 400, "message": "x", "data": echoing()})),
+        lambda: api.parse_query(respond({"code": 200, "data": echoing(status="odd")})),
+        lambda: api.parse_query(respond(body)),  # completed without an image
+        lambda: api.parse_query(respond(raw[:-2])),  # undecodable
+        lambda: api.parse_query(respond(raw.replace(b'"status"', b'"status": 1, "x"'))),
+        lambda: api.parse_callback(json.dumps({"data": echoing(status="odd")}).encode()),
+    ]
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_error_payloads_hide_the_webhook_endpoint_and_secret(api: PiAPI, index: int) -> None:
+    # The endpoint's path is the callback token (issue 9): neither it nor the secret may
+    # reach exc.payload, str(exc) or repr(exc), whichever way the answer fails.
+    with pytest.raises(FluxError) as info:
+        _parse_all(api)[index]()
+    error = info.value
+    for text in (str(error), repr(error), repr(getattr(error, "payload", None))):
+        assert TOKEN not in text and SECRET not in text
 
 
 @pytest.mark.parametrize("separator", [b'"secret": "', b'"secret" :  "', b'"Secret":"'])

@@ -10,7 +10,6 @@ import pytest
 
 from flux_async import (
     BadRequestError,
-    ConfigurationError,
     GenerationRequest,
     InsufficientCreditsError,
     JobStatus,
@@ -38,23 +37,6 @@ def ok(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> H
 
 
 # -- configuration -----------------------------------------------------------------------
-
-
-def test_key_from_environment_and_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SHORTAPI_KEY", KEY)
-    api = ShortAPI()
-    assert KEY not in repr(api) and KEY not in str(api)
-    request = api.build_create(
-        api.prepare(GenerationRequest(prompt="p")), callback_url=None, webhook_secret=None
-    )
-    assert request.headers["Authorization"] == f"Bearer {KEY}"
-    assert KEY not in repr(request)
-
-
-def test_missing_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SHORTAPI_KEY", raising=False)
-    with pytest.raises(ConfigurationError, match="SHORTAPI_KEY"):
-        ShortAPI()
 
 
 # -- building requests --------------------------------------------------------------------
@@ -240,6 +222,47 @@ def test_refunded_means_failed_with_reason(api: ShortAPI) -> None:
                                     "error": {"message": "nsfw"}}))
     assert update.status is JobStatus.FAILED and update.error == "nsfw"
     assert api.parse_query(query({"status": 3, "error": "boom"})).error == "boom"
+
+
+# A failed job "is also flagged with refunded: true" (providers.md 1.4): it costs 0, whatever
+# amount it still carries. A succeeded job is paid whatever the flag says.
+FAILED, SUCCEEDED, QUEUED = JobStatus.FAILED, JobStatus.SUCCEEDED, JobStatus.QUEUED
+REFUNDS = [
+    (b'{"code":0,"data":{"status":3,"refunded":true,"amount":"0.02"}}', FAILED, "0", True),
+    (b'{"code":0,"data":{"status":1,"refunded":true,"amount":"0.02"}}', FAILED, "0", True),
+    (b'{"code":0,"data":{"status":"refunded","amount":"0.002"}}', FAILED, "0", True),
+    (b'{"code":0,"data":{"status":" Refunded ","amount":0.02}}', FAILED, "0", True),
+    (b'{"code":0,"data":{"status":3,"amount":"0.02"}}', FAILED, "0.02", False),
+    (b'{"code":0,"data":{"status":3,"refunded":false,"amount":"0.02"}}', FAILED, "0.02", False),
+    (b'{"code":0,"data":{"status":3,"refunded":"yes","amount":"0.02"}}', FAILED, "0.02", False),
+    (b'{"code":0,"data":{"status":2,"refunded":true,"amount":"0.02",'
+     b'"result":{"images":[{"url":"https://r/1.png"}]}}}', SUCCEEDED, "0.02", False),
+    (b'{"code":0,"data":{"status":0,"amount":"0.02"}}', QUEUED, "0.02", False),
+]
+
+
+@pytest.mark.parametrize(("raw", "status", "cost", "refunded"), REFUNDS)
+def test_refunded_jobs_cost_nothing(
+    api: ShortAPI, raw: bytes, status: JobStatus, cost: str, refunded: bool
+) -> None:
+    update = api.parse_query(ok(raw))
+    assert (update.status, update.cost, update.refunded) == (status, Decimal(cost), refunded)
+    callback = api.parse_callback(raw).update
+    assert (callback.status, callback.cost, callback.refunded) == (status, Decimal(cost), refunded)
+
+
+def test_a_refund_without_a_reason_says_refunded(api: ShortAPI) -> None:
+    assert api.parse_query(query({"status": 3, "refunded": True})).error == "refunded"
+    assert api.parse_query(query({"status": 3})).error == "generation failed"
+
+
+def test_callback_url_is_hidden_in_error_payloads(api: ShortAPI) -> None:
+    token_url = "https://me.example/flux/shortapi/tok-SECRET-123"
+    body = {"code": 1, "info": "bad", "data": {"callback_url": token_url}}
+    for response in (ok(body), ok(body, 400), ok(json.dumps(body).encode()[:-3])):
+        with pytest.raises(Exception) as info:
+            api.parse_query(response)
+        assert "tok-SECRET-123" not in repr(info.value.payload)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("status", [-1, "weird", None, 2.5, True, [2], {"s": 2}])
