@@ -173,8 +173,18 @@ class Webhooks:
             aiohttp app (`FluxClient.webhook_app`) or call `FluxClient.handle_webhook`.
         max_body_bytes: larger callback bodies are refused with 413.
         trust_payload: take the final state and image URLs from the callback itself, saving
-            the verifying query. Only for providers that authenticate each callback with a
-            per-job secret (PiAPI); refused for ShortAPI, whose callbacks carry none.
+            the verifying query (one request per job). The sender is authenticated by the
+            job's 256-bit URL token, which only the provider was told (and for PiAPI by its
+            ``x-webhook-secret`` too). A payload whose image URLs are not http(s) URLs on a
+            trusted result host is still verified with one query.
+        result_hosts: the hosts a trusted payload's image URLs may name (an entry starting
+            with ``.`` also admits its subdomains). ``None``: the provider's known result
+            hosts plus its API host (PiAPI), or any http(s) host where none are known
+            (ShortAPI documents none).
+        read_timeout: seconds to receive a callback's body; a body slower than that (or
+            shorter than its ``Content-Length``) is answered 408 and the connection closed.
+        backlog: the bundled receiver's listen backlog (pending connections the OS queues),
+            sized for thousands of jobs in flight whose callbacks arrive in a burst.
         grace: seconds after submission before the first safety-net poll (default: four
             times the provider's typical latency, at least 60 s).
         orphan_window: how long a create that may have been lost waits for its callback
@@ -189,6 +199,9 @@ class Webhooks:
     serve: bool = True
     max_body_bytes: int = 256 * 1024
     trust_payload: bool = False
+    result_hosts: tuple[str, ...] | None = None
+    read_timeout: float = 5.0
+    backlog: int = 4096
     grace: float | None = None
     orphan_window: float = 120.0
     remember_finished: int = 10_000
@@ -207,6 +220,26 @@ class Webhooks:
         if not (isinstance(self.port, int) and 0 <= self.port <= 65535):
             raise ConfigurationError(f"Webhooks.port must be 0-65535, got {self.port!r}")
         _positive("Webhooks", "max_body_bytes", self.max_body_bytes)
+        _positive("Webhooks", "read_timeout", self.read_timeout)
+        if not (isinstance(self.backlog, int) and not isinstance(self.backlog, bool)
+                and 1 <= self.backlog <= 65535):
+            raise ConfigurationError(f"Webhooks.backlog must be 1-65535, got {self.backlog!r}")
+        if not isinstance(self.trust_payload, bool):
+            raise ConfigurationError(
+                f"Webhooks.trust_payload must be True or False, got {self.trust_payload!r}"
+            )
+        if self.result_hosts is not None:
+            if isinstance(self.result_hosts, str) or not isinstance(self.result_hosts, tuple):
+                raise ConfigurationError(
+                    "Webhooks.result_hosts must be a tuple of host names, e.g. "
+                    f"('img.example.com',), got {self.result_hosts!r}"
+                )
+            for host in self.result_hosts:
+                if not (isinstance(host, str) and self._bare_host(host)):
+                    raise ConfigurationError(
+                        "Webhooks.result_hosts entries must be bare host names (no scheme, "
+                        f"port or path), got {host!r}"
+                    )
         _positive("Webhooks", "grace", self.grace, allow_none=True)
         _positive("Webhooks", "orphan_window", self.orphan_window)
         _positive("Webhooks", "remember_finished", self.remember_finished)
@@ -215,6 +248,17 @@ class Webhooks:
     def prefix(self) -> str:
         """The path prefix without a trailing slash."""
         return self.path_prefix.rstrip("/")
+
+    @staticmethod
+    def _bare_host(host: str) -> bool:
+        """Whether ``host`` is a host name (``.example.com`` allowed), with no port or path."""
+        name = host[1:] if host.startswith(".") else host
+        if not name or len(name) > 253 or any(c in name for c in "/?#@:\\ %") or ".." in name:
+            return False
+        try:
+            return urllib.parse.urlsplit("//" + name).hostname == name.lower()
+        except ValueError:
+            return False
 
 
 def env_api_key(variable: str) -> str | None:

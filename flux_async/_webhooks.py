@@ -1,38 +1,55 @@
-"""Receiving provider callbacks: tokens, the framework-neutral router, the aiohttp receiver.
+"""The aiohttp side of provider callbacks: body reading, routes, app and bundled receiver.
 
-`CallbackRouter` decides what a callback request means: which job, whether it is
-authentic, and what it may change (it never sets a final state from an unverified payload;
-it asks the client to verify). The aiohttp pieces only carry bytes in and out.
+This is the only webhook module that imports ``aiohttp.web``; what a callback *means* is
+decided by the sans-IO `CallbackRouter` in `_callbacks` (re-exported here for older
+imports). Three ways to mount:
 
-Three ways to mount:
-
-- the bundled standalone receiver (`WebhookReceiver`), started and stopped with the client;
+- the bundled standalone receiver (`WebhookReceiver`), started and closed with the client;
 - `FluxClient.webhook_app()`, an aiohttp sub-application for ``app.add_subapp(prefix, ...)``,
   or `FluxClient.webhook_routes()` for ``app.add_routes(...)``;
 - ``await client.handle_webhook(method, path, headers, body)`` from any other framework.
+
+Hostile traffic is expected on a public port. Bodies are read with a size limit and a time
+limit; a body that cannot be read or decompressed is a 400, never a 500; tokens are kept out
+of every log line; and what aiohttp itself would log at ERROR about malformed requests goes
+to a rate-limited DEBUG logger instead.
 """
 
 from __future__ import annotations
 
-import collections
-import hashlib
-import hmac
+import asyncio
 import logging
-import secrets
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, NamedTuple
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
 
-import msgspec
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from ._callbacks import (
+    BAD_BODY,
+    NOT_FOUND,
+    READ_TIMEOUT,
+    TOO_LARGE,
+    CallbackRouter,
+    Handler,
+    RateLimit,
+    WebhookResponse,
+    digest,
+    header_value,
+    log_hostile,
+    new_secret,
+    parse_callback_path,
+    redact,
+    same_digest,
+)
 from ._config import Webhooks
-from ._errors import FluxError, UnknownStatusError
-from ._registry import Entry, Registry
-from .providers._base import Provider, Update
 
 __all__ = [
+    "NOT_FOUND",
+    "TOO_LARGE",
     "CallbackRouter",
+    "WebhookAccessLogger",
     "WebhookReceiver",
     "WebhookResponse",
     "digest",
@@ -41,227 +58,161 @@ __all__ = [
     "make_routes",
     "new_secret",
     "parse_callback_path",
+    "quiet_server_logger",
+    "redact",
     "same_digest",
 ]
 
 logger = logging.getLogger("flux_async.webhooks")
+ACCESS_LOGGER = "flux_async.webhooks.access"
 
 
-class WebhookResponse(NamedTuple):
-    """What to answer a callback: an HTTP status and a short plain-text body."""
+class _QuietServerLogger(logging.Logger):
+    """aiohttp's server logger for a public callback port: DEBUG only, rate-limited.
 
-    status: int
-    body: bytes
-
-
-Handler = Callable[[str, str, Mapping[str, str], bytes], Awaitable[WebhookResponse]]
-
-NOT_FOUND = WebhookResponse(404, b"not found\n")
-TOO_LARGE = WebhookResponse(413, b"callback body too large\n")
-
-
-def new_secret() -> tuple[str, bytes]:
-    """Return a fresh 256-bit URL-safe secret and the digest to store instead of it."""
-    value = secrets.token_urlsafe(32)
-    return value, digest(value)
-
-
-def digest(value: str) -> bytes:
-    """Hash a secret for storage and comparison (any string; invalid Unicode included)."""
-    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
-
-
-def same_digest(candidate: str, stored: bytes | None) -> bool:
-    """Compare a presented secret with a stored digest in constant time, on bytes."""
-    if stored is None:
-        return False
-    return hmac.compare_digest(digest(candidate), stored)
-
-
-def parse_callback_path(path: str) -> tuple[str, str, str] | None:
-    """Split ``.../{provider}/{local_id}/{token}`` into its three parts, or ``None``.
-
-    Only the last three segments matter: whatever prefix routed the request here was
-    already matched by the framework.
-    """
-    if not isinstance(path, str) or len(path) > 2048:
-        return None
-    path = path.split("?", 1)[0]
-    parts = [part for part in path.split("/") if part]
-    if len(parts) < 3:
-        return None
-    provider, local_id, token = parts[-3:]
-    if not (0 < len(local_id) <= 64 and 0 < len(token) <= 128):
-        return None
-    return provider, local_id, token
-
-
-def header_value(headers: Mapping[Any, Any], name: str) -> str | None:
-    """Return header ``name`` (case-insensitive) from any mapping, or ``None``.
-
-    Tolerates hostile input: non-string keys and values are ignored.
-    """
-    try:
-        value = headers.get(name)
-    except Exception:  # an exotic mapping; fall back to a scan
-        value = None
-    if isinstance(value, str):
-        return value
-    try:
-        items = list(headers.items())
-    except Exception:
-        return None
-    wanted = name.lower()
-    for key, candidate in items:
-        if isinstance(key, str) and key.lower() == wanted and isinstance(candidate, str):
-            return candidate
-    return None
-
-
-def redact(path: str) -> str:
-    """Hide the token of a callback path (for logs)."""
-    parsed = parse_callback_path(path)
-    if parsed is None:
-        return "/<unrecognised path>"
-    provider, local_id, _ = parsed
-    return f".../{provider}/{local_id}/<token>"
-
-
-class CallbackRouter:
-    """Turn callback requests into registry changes, safely and exactly once.
-
-    Args:
-        provider: the client's provider (decodes bodies, names the secret header).
-        registry: the client's jobs.
-        config: the webhook policy.
-        apply: applies a trusted update to a job (the client's own path for poll answers).
-        verify: asks the provider for a job's state with one authenticated query.
+    aiohttp logs every malformed request (bad request line, bad header, undecodable body)
+    with an ERROR traceback on ``aiohttp.server``; on a port the internet can reach that is
+    a flood an attacker controls. This logger turns each such record into one DEBUG line
+    naming the exception type only (its message may quote the request line, token and
+    all), at most ``burst`` per minute, and counts the rest.
     """
 
-    def __init__(
-        self,
-        *,
-        provider: Provider,
-        registry: Registry,
-        config: Webhooks,
-        apply: Callable[[Entry, Update], None],
-        verify: Callable[[Entry], None],
+    def __init__(self, name: str = "flux_async.webhooks.server") -> None:
+        super().__init__(name)
+        self.parent = logging.getLogger("flux_async.webhooks")
+        self._limit = RateLimit()
+
+    def _log(  # type: ignore[override]
+        self, level: int, msg: object, args: Any, exc_info: Any = None, **kwargs: Any
     ) -> None:
-        self._provider = provider
-        self._registry = registry
-        self._config = config
-        self._apply = apply
-        self._verify = verify
-        # Finished jobs' token digests, so late callbacks get 200 rather than 404.
-        self._finished: collections.OrderedDict[str, bytes] = collections.OrderedDict()
-
-    def remember_finished(self, entry: Entry) -> None:
-        """Keep a finished job's token digest (bounded) to answer its late callbacks."""
-        if entry.token_hash is None:
+        if not super().isEnabledFor(logging.DEBUG):
             return
-        self._finished[entry.local_id] = entry.token_hash
-        if len(self._finished) > self._config.remember_finished:
-            self._finished.popitem(last=False)
+        allowed, dropped = self._limit.allow()
+        if not allowed:
+            return
+        kind = ""
+        if exc_info:
+            if isinstance(exc_info, BaseException):
+                error: BaseException | None = exc_info
+            else:
+                info = exc_info if isinstance(exc_info, tuple) else sys.exc_info()
+                error = info[1] if len(info) == 3 else None
+            if error is not None:
+                kind = f" ({type(error).__name__})"
+        text = str(msg) if not args else _safe_format(msg, args)
+        suffix = f"; {dropped} similar lines suppressed" if dropped else ""
+        super()._log(logging.DEBUG, "%s%s%s", (text, kind, suffix), stacklevel=2)
 
-    def handle(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes
-    ) -> WebhookResponse:
-        """Answer one callback request; never raises (see `FluxClient.handle_webhook`)."""
-        try:
-            return self._handle(method, path, headers, body)
-        except Exception as exc:  # hostile input must never become a 500
-            logger.debug("callback rejected: %s: %s", type(exc).__name__, exc)
-            return WebhookResponse(400, b"bad callback\n")
-
-    def _handle(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes
-    ) -> WebhookResponse:
-        if not isinstance(method, str) or method.upper() != "POST":
-            return WebhookResponse(405, b"method not allowed\n")
-        parsed = parse_callback_path(path)
-        if parsed is None:
-            return NOT_FOUND
-        provider_name, local_id, token = parsed
-        if provider_name != self._provider.name:
-            return NOT_FOUND
-        entry = self._registry.get(local_id)
-        if entry is None:
-            remembered = self._finished.get(local_id)
-            if remembered is not None and same_digest(token, remembered):
-                return WebhookResponse(200, b"already finished\n")
-            return NOT_FOUND
-        if not same_digest(token, entry.token_hash):
-            return NOT_FOUND
-        if not isinstance(body, (bytes, bytearray)) or len(body) > self._config.max_body_bytes:
-            return TOO_LARGE
-        secret_header = self._provider.callback_secret_header
-        if secret_header is not None:
-            presented = header_value(headers, secret_header)
-            if presented is None or not same_digest(presented, entry.secret_hash):
-                return WebhookResponse(401, b"missing or wrong webhook secret\n")
-        if entry.status.is_terminal:
-            return WebhookResponse(200, b"already finished\n")
-        try:
-            callback = self._provider.parse_callback(bytes(body))
-        except UnknownStatusError:
-            # An undocumented status is refused, but it is still news: ask the provider.
-            self._verify(entry)
-            return WebhookResponse(422, b"unrecognised status; the job will be checked\n")
-        except (ValueError, msgspec.MsgspecError, FluxError) as exc:
-            logger.debug("job %s: unreadable callback: %s", entry.local_id, exc)
-            return WebhookResponse(400, b"unreadable callback body\n")
-        if callback.job_id is not None and entry.job_id is not None:
-            if callback.job_id != entry.job_id:
-                return WebhookResponse(409, b"callback names another job\n")
-        if callback.job_id is not None and entry.job_id is None:
-            # Early (before the create's answer) or orphaned (the answer was lost): the
-            # token proves this is the job we asked for.
-            self._registry.accept(entry, callback.job_id)
-        update = callback.update
-        if not update.status.is_terminal:
-            self._registry.advance(entry, update.status)  # progress only: no images
-        elif self._config.trust_payload and secret_header is not None and entry.job_id:
-            self._apply(entry, update)
-        else:
-            self._verify(entry)  # a hint: the final state comes from the provider
-        return WebhookResponse(200, b"ok\n")
+    def isEnabledFor(self, level: int) -> bool:
+        return super().isEnabledFor(logging.DEBUG)
 
 
-class _RedactingAccessLogger(AbstractAccessLogger):
-    """aiohttp access log lines without tokens: method, redacted path, status, time."""
+def _safe_format(msg: object, args: Any) -> str:
+    try:
+        return str(str(msg) % args)
+    except Exception:
+        return str(msg)
+
+
+def quiet_server_logger() -> logging.Logger:
+    """A logger for ``web.AppRunner(app, logger=...)`` that turns aiohttp's ERROR records
+    about malformed requests into rate-limited DEBUG lines on ``flux_async.webhooks.server``.
+    """
+    return _QuietServerLogger()
+
+
+class WebhookAccessLogger(AbstractAccessLogger):
+    """An aiohttp access logger that never writes a callback token.
+
+    Lines carry the client address, method, redacted path (every token-like run hidden, the
+    query string dropped), status and time. Answers below 400 are logged at INFO; refused
+    requests (hostile or mistaken) at DEBUG, at most 20 a minute. Use it for your own app:
+    ``web.AppRunner(app, access_log_class=WebhookAccessLogger)``.
+    """
+
+    _limits: ClassVar[dict[str, RateLimit]] = {}
+    """One limit per logger name: aiohttp makes an access logger per connection."""
+
+    def __init__(self, logger: logging.Logger, log_format: str) -> None:
+        super().__init__(logger, log_format)
+        self._limit = self._limits.setdefault(logger.name, RateLimit())
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
-            '%s "%s %s" %s %.4fs',
-            request.remote,
-            request.method,
-            redact(request.path),
-            response.status,
-            time,
-        )
+        try:
+            status = response.status
+            if status < 400:
+                level = logging.INFO
+            else:
+                allowed, _ = self._limit.allow()
+                if not allowed:
+                    return
+                level = logging.DEBUG
+            self.logger.log(
+                level,
+                '%s "%s %s" %s %.4fs',
+                request.remote,
+                redact(request.method)[:16],
+                redact(request.path),
+                status,
+                time,
+            )
+        except Exception:  # a log line must never break a response
+            pass
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes | None:
+async def _read_body(request: web.Request, config: Webhooks) -> bytes | WebhookResponse:
+    """Read a callback body within `Webhooks.max_body_bytes` and `Webhooks.read_timeout`.
+
+    Returns the bytes, or the answer to give: 413 (too large), 408 (too slow, or shorter
+    than its Content-Length), 400 (unreadable: bad chunking, undecodable compression).
+    """
+    limit = config.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
-        return None
-    chunks = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+        return TOO_LARGE
+
+    async def read() -> bytes | WebhookResponse:
+        chunks = []
+        size = 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                return TOO_LARGE
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        return await asyncio.wait_for(read(), config.read_timeout)
+    except asyncio.TimeoutError:
+        log_hostile("callback body not received within %gs", config.read_timeout)
+        answer = READ_TIMEOUT
+    except Exception as exc:  # aiohttp's payload and decompression errors, and the like
+        log_hostile("unreadable callback body: %s", type(exc).__name__)
+        answer = BAD_BODY
+    # Nothing more is read from this request: mark its body finished so aiohttp closes
+    # the connection after the answer instead of "lingering" on it (which would wait for
+    # bytes that never come, or re-raise the payload error and log it at ERROR).
+    try:
+        request.content.feed_eof()
+    except Exception:  # pragma: no cover - a stream that refuses is closed anyway
+        pass
+    return answer
 
 
 def _aiohttp_handler(handler: Handler, config: Webhooks) -> Callable[..., Awaitable[Any]]:
     async def receive(request: web.Request) -> web.Response:
-        body = await _read_limited(request, config.max_body_bytes)
-        if body is None:
-            answer = TOO_LARGE
+        body = await _read_body(request, config)
+        if isinstance(body, WebhookResponse):
+            answer = body
         else:
-            answer = await handler(request.method, request.path, request.headers, body)
-        return web.Response(status=answer.status, body=answer.body, content_type="text/plain")
+            try:
+                answer = await handler(request.method, request.path, request.headers, body)
+            except Exception as exc:  # handlers promise not to raise; a 500 is still wrong
+                log_hostile("callback handler failed: %s", type(exc).__name__)
+                answer = WebhookResponse(400, b"bad callback\n")
+        response = web.Response(status=answer.status, body=answer.body, content_type="text/plain")
+        if answer.status in (400, 408, 413):
+            response.force_close()  # the rest of the request cannot be trusted
+        return response
 
     return receive
 
@@ -294,26 +245,37 @@ class WebhookReceiver:
 
     async def start(self) -> str:
         """Start listening; return the receiver's own base URL."""
-        app = web.Application(client_max_size=self._config.max_body_bytes)
-        app.add_routes(make_routes(self._handler, self._config, self._config.prefix))
+        config = self._config
+        app = web.Application(client_max_size=config.max_body_bytes)
+        app.add_routes(make_routes(self._handler, config, config.prefix))
         runner = web.AppRunner(
             app,
-            access_log_class=_RedactingAccessLogger,
-            access_log=logging.getLogger("flux_async.webhooks.access"),
+            access_log_class=WebhookAccessLogger,
+            access_log=logging.getLogger(ACCESS_LOGGER),
+            logger=_QuietServerLogger(),
+            handler_cancellation=True,  # a client that hangs up ends its handler
+            lingering_time=min(config.read_timeout, 10.0),
             shutdown_timeout=1.0,
         )
         await runner.setup()
-        site = web.TCPSite(runner, self._config.host, self._config.port)
-        await site.start()
+        try:
+            site = web.TCPSite(runner, config.host, config.port, backlog=config.backlog)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
         self._runner = runner
         host, port = runner.addresses[0][:2]
         if ":" in host:
             host = f"[{host}]"
-        self.url = f"http://{host}:{port}{self._config.prefix}"
+        self.url = f"http://{host}:{port}{config.prefix}"
         return self.url
 
-    async def stop(self) -> None:
+    async def aclose(self) -> None:
         """Stop listening (idempotent)."""
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+
+    stop = aclose
+    """Alias of `aclose` (the older name)."""
