@@ -127,3 +127,36 @@ def test_create_errors(kind: type[Provider], status: int, error: type, phase: Ph
 def test_result_hosts_are_host_names(kind: type[Provider]) -> None:
     for host in kind.result_hosts:
         assert host and "/" not in host and host == host.lower()
+
+
+# Image sizes come from what the provider reports (ShortAPI's result.images[] and AI/ML API's
+# fal-style images[] carry width/height; PiAPI's output does not); a size of the wrong type
+# is unknown, never a guess.
+SIZED = [
+    (ShortAPI, "query", {"code": 0, "data": {"status": 2, "result": {"images": [
+        {"url": "https://r/1.png", "width": 1344, "height": 768}]}}}, (1344, 768)),
+    (ShortAPI, "query", {"code": 0, "data": {"status": 2, "result": {"images": [
+        {"url": "https://r/1.png", "width": "1344", "height": True}]}}}, (None, None)),
+    (AIMLAPI, "create", {"images": [
+        {"url": "https://r/1.png", "width": 1024, "height": 768}]}, (1024, 768)),
+    (AIMLAPI, "create", {"data": [{"url": "https://r/1.png"}]}, (None, None)),
+    (PiAPI, "query", {"code": 200, "data": {"task_id": "t", "status": "completed",
+                                            "output": {"image_url": "https://r/1.png"}}},
+     (None, None)),
+]
+
+
+@pytest.mark.parametrize(("kind", "operation", "body", "size"), SIZED)
+def test_image_sizes_are_what_the_provider_reports(
+    kind: type[Provider], operation: str, body: Any, size: tuple[Any, Any]
+) -> None:
+    api = kind(KEY)
+    response = HTTPResponse(200, {}, json.dumps(body).encode())
+    if operation == "query":
+        update = api.parse_query(response)
+    else:
+        accepted = api.parse_create(response)
+        assert accepted.update is not None
+        update = accepted.update
+    (image,) = update.images
+    assert (image.width, image.height) == size
