@@ -81,9 +81,6 @@ _FLUX1_FORMATS = ("jpeg", "png")
 _FLUX2_FORMATS = ("jpeg", "png", "webp")
 _MAX_LORAS = 3
 _LORA_SCALE = (0.0, 4.0)
-# flux-pro/v1.1-ultra: "Output is a fixed 2752x1536 per the README" (providers.md 2.2). That is
-# 16:9 (within 1%), so it is read as the size of a 16:9 (the default) request only: inferred.
-ULTRA_16_9_SIZE = (2752, 1536)
 
 
 def _takes(
