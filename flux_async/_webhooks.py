@@ -58,9 +58,9 @@ __all__ = [
     "make_routes",
     "new_secret",
     "parse_callback_path",
-    "quiet_server_logger",
     "redact",
     "same_digest",
+    "webhook_server_logger",
 ]
 
 logger = logging.getLogger("flux_async.webhooks")
@@ -114,7 +114,7 @@ def _safe_format(msg: object, args: Any) -> str:
         return str(msg)
 
 
-def quiet_server_logger() -> logging.Logger:
+def webhook_server_logger() -> logging.Logger:
     """A logger for ``web.AppRunner(app, logger=...)`` that turns aiohttp's ERROR records
     about malformed requests into rate-limited DEBUG lines on ``flux_async.webhooks.server``.
     """

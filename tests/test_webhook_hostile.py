@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from flux_async import FluxClient, JobStatus, PollPolicy, ShortAPI, Webhooks, _callbacks
-from flux_async._webhooks import WebhookAccessLogger, quiet_server_logger
+from flux_async._webhooks import WebhookAccessLogger, webhook_server_logger
 from flux_async.testing import FakeProvider, Faults
 
 pytestmark = pytest.mark.anyio
@@ -231,7 +231,7 @@ async def test_own_app_with_the_exported_loggers_keeps_tokens_and_errors_out(
     async with FakeProvider(latency=60, seed=22, faults=Faults(callback_never=1.0)) as fake:
         app = web.Application()
         runner = web.AppRunner(app, access_log_class=WebhookAccessLogger,
-                               logger=quiet_server_logger())
+                               logger=webhook_server_logger())
         webhooks = Webhooks(public_url="http://127.0.0.1:1/hooks", serve=False, grace=60)
         async with FluxClient(ShortAPI("test-key", base_url=fake.url), webhooks=webhooks,
                               poll=POLL) as client:
