@@ -11,7 +11,7 @@ import sys
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +37,6 @@ PIAPI_RUNNING = {"pending", "Pending", "starting", "processing", "Processing", "
 PIAPI_SUCCESS = {"Completed", "completed", "success"}
 PIAPI_FAILED = {"failed", "Failed"}
 SA_STATUS = {"queued": 0, "running": 1, "done": 2}  # providers.md §1.4
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -931,6 +925,7 @@ async def test_stats_endpoint(http: aiohttp.ClientSession) -> None:
         assert "jobs" not in brief and brief["create_attempts"] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(30)
 async def test_standalone_server_process(http: aiohttp.ClientSession) -> None:
     env = {
