@@ -265,24 +265,23 @@ def child(args: argparse.Namespace) -> int:
             uses_flux=False,
             run=lambda: poll_loop(args.url, args.jobs, args.concurrency, args.interval),
         )
-    journal = None
-    if args.contender.endswith(JOURNAL):
-        import tempfile
+    import tempfile
 
-        journal = str(Path(tempfile.mkdtemp(prefix="bench-journal-")) / "batch.sqlite")
-    return measure_child(
-        cpu=args.cpu,
-        uses_flux=True,
-        run=lambda: run_flux(
-            args.url,
-            args.jobs,
-            args.concurrency,
-            dist,
-            args.interval,
-            shape=shape,
-            journal=journal,
-        ),
-    )
+    with tempfile.TemporaryDirectory(prefix="bench-journal-") as folder:
+        journal = str(Path(folder) / "batch.sqlite") if args.contender.endswith(JOURNAL) else None
+        return measure_child(
+            cpu=args.cpu,
+            uses_flux=True,
+            run=lambda: run_flux(
+                args.url,
+                args.jobs,
+                args.concurrency,
+                dist,
+                args.interval,
+                shape=shape,
+                journal=journal,
+            ),
+        )
 
 
 # -- orchestration --------------------------------------------------------------------------
