@@ -137,6 +137,12 @@ class WebhookAccessLogger(AbstractAccessLogger):
         super().__init__(logger, log_format)
         self._limit = self._limits.setdefault(logger.name, RateLimit())
 
+    @property
+    def enabled(self) -> bool:
+        """Whether any line would be written (INFO is the loudest this logger writes);
+        when not, aiohttp skips timing and logging each request."""
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         try:
             status = response.status
