@@ -53,7 +53,8 @@ class FakeJob:
         created_at: When the create was accepted.
         started_at: When the job leaves its queued phase.
         ready_at: When the job reaches its final state; None if it never does.
-        outcome: ``"succeeded"``, ``"failed"``, ``"never"`` or ``"unknown_status"``.
+        outcome: ``"succeeded"``, ``"failed"``, ``"never"``, ``"unknown_status"`` or
+            ``"cancelled"`` (PiAPI cancel).
         image_urls: Result URLs (empty unless the job succeeds).
         created_wall: ``time.time()`` at creation, for wall-clock fields on the wire.
         variant: A seeded number fixing per-job choices (failure code, odd status value,
