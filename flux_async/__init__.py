@@ -44,6 +44,7 @@ from ._models import (
     JobStatus,
     Outcome,
 )
+from ._prompts import PromptFile, PromptLine, read_prompts
 from .providers import AIMLAPI, PiAPI, Provider, ShortAPI
 
 __version__ = "0.1.0.dev0"
@@ -79,6 +80,8 @@ __all__ = [
     "Phase",
     "PiAPI",
     "PollPolicy",
+    "PromptFile",
+    "PromptLine",
     "Provider",
     "ProviderError",
     "ProviderUnavailableError",
@@ -93,4 +96,5 @@ __all__ = [
     "ValidationError",
     "Webhooks",
     "__version__",
+    "read_prompts",
 ]

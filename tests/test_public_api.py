@@ -4,21 +4,41 @@ from __future__ import annotations
 
 import flux_async
 
+#: Every public name, exactly: adding one is a decision, removing one breaks users.
+PUBLIC_NAMES = [
+    "AIMLAPI", "AuthenticationError", "BadRequestError", "BudgetExceededError",
+    "ClientStateError", "ConfigurationError", "DownloadError", "Event", "FluxClient",
+    "FluxError", "Generation", "GenerationRequest", "Image", "InsufficientCreditsError", "Job",
+    "JobCancelledError", "JobError", "JobFailedError", "JobSnapshot", "JobStatus",
+    "JobTimeoutError", "JobUnknownError", "Limits", "Outcome", "Phase", "PiAPI", "PollPolicy",
+    "PromptFile", "PromptLine", "Provider", "ProviderError", "ProviderUnavailableError",
+    "RateLimitedError", "RequestError", "RetryPolicy", "ShortAPI", "Timeouts",
+    "TransportError", "UnexpectedResponseError", "UnknownStatusError", "ValidationError",
+    "Webhooks", "__version__", "read_prompts",
+]
+TESTING_NAMES = ["CallbackRecord", "FakeJob", "FakeProvider", "Faults", "Latency"]
+
 
 def test_public_names() -> None:
-    expected = {
-        "FluxClient", "ShortAPI", "Job", "Generation", "Image", "JobStatus", "JobSnapshot",
-        "GenerationRequest", "Limits", "PollPolicy", "RetryPolicy", "Timeouts", "Provider",
-        "FluxError", "ValidationError", "ConfigurationError", "ClientStateError",
-        "RequestError", "TransportError", "ProviderError", "AuthenticationError",
-        "InsufficientCreditsError", "RateLimitedError", "ProviderUnavailableError",
-        "BadRequestError", "UnexpectedResponseError", "UnknownStatusError", "JobError",
-        "JobFailedError", "JobTimeoutError", "JobCancelledError", "JobUnknownError", "Phase",
-    }
-    assert expected <= set(flux_async.__all__)
-    assert flux_async.__all__ == sorted(flux_async.__all__)
+    assert flux_async.__all__ == PUBLIC_NAMES
+    assert PUBLIC_NAMES == sorted(PUBLIC_NAMES)
     for name in flux_async.__all__:
         assert hasattr(flux_async, name), name
+
+
+def test_testing_names() -> None:
+    from flux_async import testing
+
+    assert testing.__all__ == TESTING_NAMES
+    for name in testing.__all__:
+        assert hasattr(testing, name), name
+
+
+def test_the_command_is_not_a_public_module() -> None:
+    import importlib.util
+
+    assert importlib.util.find_spec("flux_async.cli") is None
+    assert importlib.util.find_spec("flux_async.__main__") is not None
 
 
 def test_error_tree() -> None:
@@ -37,9 +57,3 @@ def test_client_repr_hides_the_key() -> None:
     client = flux_async.FluxClient(flux_async.ShortAPI(key))
     assert key not in repr(client)
     assert key not in repr(client.provider)
-
-
-def test_testing_package_is_public() -> None:
-    from flux_async import testing
-
-    assert {"FakeProvider", "Faults"} <= set(testing.__all__)

@@ -1,5 +1,8 @@
 """``flux-async batch``: run a file of prompts through `FluxClient.generate_many`.
 
+`batch_command` checks the input, the output directory and the manifest before the client
+opens (nothing is sent for a command that cannot work), then `run_batch` runs it.
+
 Every input line gets exactly one manifest record, whatever happens: its outcome, or, when
 the run is interrupted, ``cancelled`` (handed to the client, unfinished) or
 ``not_started`` (never handed over).
@@ -16,27 +19,37 @@ the run outright: the lines still open are then recorded without their job ids.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import os
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
-from flux_async import FluxClient, FluxError, Outcome
+from flux_async import FluxClient, FluxError, Outcome, PromptLine
 
-from .common import one_line
-from .inputs import BadLine, InputLine
+from .client import client_opener
+from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PROG, UsageError, one_line
+from .inputs import BadLine, open_prompts
 from .manifest import Manifest, Record, outcome_record, record
-from .progress import Display, Tally
+from .progress import Display, Tally, choose_display, format_seconds
 
-__all__ = ["BatchResult", "Feed", "run_batch"]
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["BatchResult", "Feed", "batch_command", "print_summary", "run_batch"]
 
 #: Seconds the first Ctrl-C waits for the client to close before cancelling outright.
 CLOSE_GRACE = 5.0
+#: Rejected lines shown on stderr one by one; beyond that, only how many more there were.
+SHOW_REJECTED = 20
+
 
 
 class Feed:
@@ -47,9 +60,9 @@ class Feed:
     never got one. Stopping leaves the underlying lines unread, for `rest`.
     """
 
-    def __init__(self, lines: Iterator[InputLine]) -> None:
+    def __init__(self, lines: Iterator[PromptLine]) -> None:
         self._lines = lines
-        self.pending: dict[int, InputLine] = {}
+        self.pending: dict[int, PromptLine] = {}
         self.next_index = 0
         self.stopped = False
 
@@ -70,7 +83,7 @@ class Feed:
         """Hand out no more lines."""
         self.stopped = True
 
-    def rest(self) -> Iterator[tuple[int, InputLine]]:
+    def rest(self) -> Iterator[tuple[int, PromptLine]]:
         """Yield the lines never handed out, with the indexes they would have had."""
         for line in self._lines:
             yield self.next_index, line
@@ -106,7 +119,23 @@ class _Run:
         self.feed.pending.pop(index, None)
         self.manifest.write(entry)
         self.tally.count(entry["status"], entry["cost"])
+        if entry["status"] == "rejected":
+            self._show_rejected(entry)
         self.display.update()
+
+    def _show_rejected(self, entry: Record) -> None:
+        rejected = self.tally.statuses["rejected"]
+        if rejected <= SHOW_REJECTED:
+            self.display.note(f"rejected {one_line(entry['error'], limit=300)}")
+
+    def rejected_beyond_shown(self) -> None:
+        """Say how many rejected lines were not shown one by one."""
+        hidden = self.tally.statuses["rejected"] - SHOW_REJECTED
+        if hidden > 0:
+            self.display.note(
+                f"... and {hidden} more rejected line{'s' * (hidden != 1)} "
+                f"(see {self.manifest.path})"
+            )
 
     def take(self, client: FluxClient, outcome: Outcome) -> None:
         """Record an outcome, or start saving its images and record it once they are."""
@@ -119,7 +148,7 @@ class _Run:
             return
         self.write(outcome.index, outcome_record(outcome, line, interrupted=self.interrupted))
 
-    async def _save(self, client: FluxClient, outcome: Outcome, line: InputLine) -> None:
+    async def _save(self, client: FluxClient, outcome: Outcome, line: PromptLine) -> None:
         assert outcome.generation is not None
         try:
             files = await client.download(
@@ -234,15 +263,15 @@ class _Interrupter:
     def _on_sigint(self) -> None:
         self.signals += 1
         run = self._run
-        run.interrupted = True
+        run.interrupted = run.tally.interrupted = True
         run.feed.stop()
         if self._finishing:
             run.display.note("finishing the manifest (Ctrl-C again to abandon it)")
             self.uninstall()
         elif self.signals == 1 and self.client is not None:
             run.display.note(
-                f"interrupted: cancelling {len(run.feed.pending)} jobs in flight "
-                "(press Ctrl-C again to stop at once)"
+                f"interrupted: cancelling {run.tally.in_flight} jobs in flight and "
+                f"{len(run.feed.pending)} lines in all (press Ctrl-C again to stop at once)"
             )
             self.closing = self._loop.create_task(self._close(self.client))
             self._watchdog = self._loop.call_later(CLOSE_GRACE, self._main.cancel)
@@ -268,7 +297,7 @@ class _Interrupter:
 
 async def run_batch(
     open_client: Callable[[], AbstractAsyncContextManager[FluxClient]],
-    lines: Iterator[InputLine],
+    lines: Iterator[PromptLine],
     *,
     total: int | None,
     manifest: Manifest,
@@ -276,6 +305,7 @@ async def run_batch(
     concurrency: int | None,
     budget: Decimal | None,
     make_display: Callable[[Tally], Display],
+    price_per_job: Decimal | None = None,
 ) -> BatchResult:
     """Run a batch and write its manifest; return the tally.
 
@@ -288,7 +318,7 @@ async def run_batch(
         total: how many there are, when known (for progress).
         manifest: receives one record per input line; closed at the end.
         out: where images are saved.
-        concurrency, budget: as for `FluxClient.generate_many`.
+        concurrency, budget, price_per_job: as for `FluxClient.generate_many`.
         make_display: builds the progress display.
 
     Raises:
@@ -296,7 +326,7 @@ async def run_batch(
         FluxError: the client could not be opened.
     """
     feed = Feed(lines)
-    tally = Tally(total, lambda: len(feed.pending))
+    tally = Tally(total)
     run = _Run(feed, manifest, tally, make_display(tally), out)
     interrupter = _Interrupter(run)
     interrupter.install()
@@ -307,7 +337,13 @@ async def run_batch(
             interrupter.client = client
             unsubscribe = client.subscribe(tally.on_event)
             try:
-                outcomes = client.generate_many(feed, concurrency=concurrency, budget=budget)
+                # price_per_job only when given: the keyword is new in generate_many.
+                pricing: dict[str, Any] = {}
+                if price_per_job is not None:
+                    pricing["price_per_job"] = price_per_job
+                outcomes = client.generate_many(
+                    feed, concurrency=concurrency, budget=budget, **pricing
+                )
                 async with contextlib.aclosing(outcomes):
                     async for outcome in outcomes:
                         run.take(client, outcome)
@@ -324,9 +360,9 @@ async def run_batch(
     except asyncio.CancelledError:
         # Only Ctrl-C cancels the command's main task: the run is over, and what is
         # left to do is to record the lines still open.
-        run.interrupted = True
+        run.interrupted = tally.interrupted = True
     except KeyboardInterrupt:
-        run.interrupted = True
+        run.interrupted = tally.interrupted = True
         raise
     except Exception as exc:
         failure = one_line(exc)
@@ -345,8 +381,79 @@ async def run_batch(
             # one from a manifest that cannot be written.
             with contextlib.suppress(*((OSError,) if failure is not None else ())):
                 run.record_the_rest(why)
+            run.rejected_beyond_shown()
         finally:
             manifest.close()
             await run.display.stop()
             interrupter.uninstall()
     return BatchResult(tally, run.interrupted, manifest.path, out)
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+def batch_command(args: argparse.Namespace, console: Console | None) -> int:
+    """Run ``flux-async batch``; return the exit status.
+
+    Raises:
+        UsageError: the options, the input, the output directory or the manifest cannot
+            work (checked before anything is sent).
+    """
+    if args.price_per_job is not None and args.budget is None:
+        raise UsageError("--price-per-job only applies with --budget")
+    opener, _ = client_opener(args)
+    out = Path(args.out)
+    manifest_path = Path(args.manifest) if args.manifest else out / "manifest.jsonl"
+    source = open_prompts(args.file, format=args.format)
+    try:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            manifest = Manifest(manifest_path)
+        except OSError as exc:
+            where = exc.filename or manifest_path
+            raise UsageError(f"cannot write {where}: {exc.strerror or exc}") from exc
+        result = asyncio.run(
+            run_batch(
+                opener,
+                source.lines(),
+                total=source.count,
+                manifest=manifest,
+                out=out,
+                concurrency=args.concurrency,
+                budget=args.budget,
+                price_per_job=args.price_per_job,
+                make_display=lambda tally: choose_display(tally, quiet=args.quiet, console=console),
+            )
+        )
+    finally:
+        source.close()
+    print_summary(result, sys.stdout)
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    tally = result.tally
+    return EXIT_OK if tally.statuses["succeeded"] == tally.done else EXIT_FAILED
+
+
+def print_summary(result: BatchResult, stream: IO[str]) -> None:
+    """Print how the batch ended: the same counts as the progress display."""
+    tally = result.tally
+    statuses = tally.statuses
+    failures = tally.failures()
+    failed = f"{sum(failures.values())} failed"
+    if set(failures) - {"failed"}:
+        failed += f" ({', '.join(f'{n} {status}' for status, n in failures.items())})"
+    parts = [
+        f"{statuses['succeeded']} succeeded",
+        failed,
+        f"{statuses['skipped']} skipped",
+        f"{statuses['rejected']} rejected",
+    ]
+    parts += [f"{statuses[status]} {status.replace('_', ' ')}" for status in tally.set_apart()]
+    when = (
+        f"interrupted after {format_seconds(tally.elapsed)}"
+        if result.interrupted
+        else f"{tally.done} lines in {format_seconds(tally.elapsed)}"
+    )
+    print(f"{PROG}: {when}: {', '.join(parts)}; cost {format(tally.cost, 'f')}", file=stream)
+    print(f"manifest: {result.manifest}", file=stream)
+    print(f"images:   {result.out}{os.sep}", file=stream)

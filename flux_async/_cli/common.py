@@ -1,8 +1,23 @@
-"""What the command's parts share: the usage error and one-line messages."""
+"""What the command's parts share: its name, exit codes, the usage error, one-line messages."""
 
 from __future__ import annotations
 
-__all__ = ["UsageError", "one_line"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "PROG",
+    "UsageError",
+    "one_line",
+]
+
+PROG = "flux-async"
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):

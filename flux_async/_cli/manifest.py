@@ -8,10 +8,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
-from flux_async import ClientStateError, Outcome
+from flux_async import ClientStateError, Outcome, PromptLine
 
 from .common import one_line
-from .inputs import InputLine
 
 __all__ = ["FAILED_STATUSES", "Manifest", "Record", "outcome_record", "short_url"]
 
@@ -34,7 +33,7 @@ def short_url(url: str) -> str:
 def record(
     *,
     index: int,
-    line: InputLine,
+    line: PromptLine,
     status: str,
     job_id: str | None = None,
     image_urls: Sequence[str] = (),
@@ -58,7 +57,7 @@ def record(
 
 def outcome_record(
     outcome: Outcome,
-    line: InputLine,
+    line: PromptLine,
     *,
     interrupted: bool,
     files: Sequence[Path] | None = None,

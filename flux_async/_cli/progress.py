@@ -36,20 +36,28 @@ def format_seconds(seconds: float) -> str:
 
 
 class Tally:
-    """Counts of a running batch: outcomes by status, money, retries, and the clock.
+    """Counts of a running batch: outcomes by status, jobs in flight, money, retries, time.
+
+    The progress display and the final summary both read their counts from here, through
+    `failures`, so they always agree, also after Ctrl-C.
 
     Args:
         total: how many inputs the batch has, when known.
-        in_flight: returns how many inputs were handed out and have no outcome yet.
+        clock: the time source (``time.monotonic``; tests pass their own).
     """
 
-    def __init__(self, total: int | None, in_flight: Callable[[], int]) -> None:
+    #: No ETA before this many inputs are done: the first few finish early and alone.
+    ETA_AFTER = 5
+
+    def __init__(self, total: int | None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.total = total
-        self._in_flight = in_flight
+        self._clock = clock
         self.statuses: Counter[str] = Counter()
         self.cost = Decimal(0)
         self.retries = 0
-        self.started = time.monotonic()
+        self.interrupted = False
+        self._jobs: set[str] = set()
+        self.started = clock()
         self.finished_at: float | None = None
 
     @property
@@ -57,20 +65,34 @@ class Tally:
         """Inputs that have their manifest line."""
         return sum(self.statuses.values())
 
+    def failures(self) -> dict[str, int]:
+        """Failed inputs by status; once interrupted, without ``cancelled`` and
+        ``not_started`` (those are counted apart: the user stopped them)."""
+        apart = self.set_apart()
+        return {
+            status: n
+            for status, n in sorted(self.statuses.items())
+            if n and status in FAILED_STATUSES and status not in apart
+        }
+
+    def set_apart(self) -> tuple[str, ...]:
+        """The statuses shown on their own: what Ctrl-C stopped, once interrupted."""
+        return ("cancelled", "not_started") if self.interrupted else ()
+
     @property
     def failed(self) -> int:
-        """Inputs that did not succeed and were not skipped or rejected."""
-        return sum(n for status, n in self.statuses.items() if status in FAILED_STATUSES)
+        """Inputs that failed (see `failures`)."""
+        return sum(self.failures().values())
 
     @property
     def in_flight(self) -> int:
-        """Inputs being worked on now."""
-        return self._in_flight()
+        """Jobs the provider accepted that have not finished."""
+        return 0 if self.finished_at is not None else len(self._jobs)
 
     @property
     def elapsed(self) -> float:
         """Seconds since the batch started (until it finished, once it has)."""
-        return (self.finished_at or time.monotonic()) - self.started
+        return (self.finished_at or self._clock()) - self.started
 
     def count(self, status: str, cost: str | None) -> None:
         """Count one manifest record."""
@@ -79,13 +101,20 @@ class Tally:
             self.cost += Decimal(cost)
 
     def on_event(self, event: Event) -> None:
-        """Count retried requests (a `FluxClient.subscribe` callback)."""
+        """Follow jobs in flight and count retried requests (a `FluxClient.subscribe`
+        callback)."""
         if event.kind == "retried":
             self.retries += 1
+        elif event.local_id is None:
+            return
+        elif event.kind == "submitted":
+            self._jobs.add(event.local_id)
+        elif event.kind == "finished":
+            self._jobs.discard(event.local_id)
 
     def stop(self) -> None:
         """Stop the clock."""
-        self.finished_at = time.monotonic()
+        self.finished_at = self._clock()
 
     def rate(self) -> float:
         """Inputs finished per second so far."""
@@ -93,9 +122,13 @@ class Tally:
         return self.done / elapsed if elapsed > 0 else 0.0
 
     def eta(self) -> float | None:
-        """Seconds until every input is done at the current rate, when that is known."""
+        """Seconds until every input is done at the current rate, once that means something.
+
+        None until `ETA_AFTER` inputs are done (or the total is unknown): the first jobs to
+        finish are the quickest of their wave, and a rate from them is far off.
+        """
         rate = self.rate()
-        if self.total is None or rate <= 0:
+        if self.total is None or rate <= 0 or self.done < min(self.ETA_AFTER, self.total):
             return None
         return max(0, self.total - self.done) / rate
 
@@ -106,12 +139,12 @@ class Tally:
             f"{self.failed} failed",
             f"{self.in_flight} in flight",
         ]
-        for status in ("skipped", "rejected"):
+        for status in ("skipped", "rejected", *self.set_apart()):
             if self.statuses[status]:
-                parts.append(f"{self.statuses[status]} {status}")
+                parts.append(f"{self.statuses[status]} {status.replace('_', ' ')}")
         text = ", ".join(parts) + f" | {self.rate():.1f} jobs/s"
         eta = self.eta()
-        if eta is not None and self.done < (self.total or 0):
+        if eta is not None and self.done < (self.total or 0) and not self.interrupted:
             text += f" | ETA {format_seconds(eta)}"
         text += f" | cost {format(self.cost, 'f')}"
         if self.retries:
@@ -141,7 +174,7 @@ class Display(Protocol):
 
 
 class NullDisplay:
-    """Shows nothing (``--quiet``)."""
+    """Shows no progress (``--quiet``); notes (rejected lines, Ctrl-C) still go to stderr."""
 
     def start(self) -> None:
         """Do nothing."""
@@ -150,7 +183,8 @@ class NullDisplay:
         """Do nothing."""
 
     def note(self, message: str) -> None:
-        """Do nothing."""
+        """Print a message on stderr."""
+        print(f"flux-async: {message}", file=sys.stderr, flush=True)
 
     async def stop(self) -> None:
         """Do nothing."""
@@ -200,12 +234,13 @@ class PlainDisplay:
         self._write(f"flux-async: {message}")
 
     async def stop(self) -> None:
-        """Stop the status lines."""
+        """Stop the status lines, after a last one if the counts changed since."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            self._show()
 
 
 class RichDisplay:

@@ -1,0 +1,297 @@
+"""The ``flux-async`` command line: argparse, its option types and the help texts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, NoReturn
+
+import flux_async
+
+from .common import PROG, UsageError
+
+__all__ = ["FAKE", "PROVIDER_NAMES", "Exit", "build_parser"]
+
+PROVIDER_NAMES = ("shortapi", "piapi", "aimlapi")
+FAKE = "fake"
+
+
+class Exit(Exception):
+    """argparse finished early (``--help``, ``--version``) with this status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that reports errors in one line and never calls `sys.exit`."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            print(message, file=sys.stderr, end="")
+        raise Exit(status)
+
+
+def _number_type(
+    convert: Callable[[str], Any], accept: Callable[[Any], bool], wanted: str
+) -> Callable[[str], Any]:
+    """Return an argparse type: ``convert`` the text, then check it with ``accept``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+            ok = accept(value)
+        except (ValueError, ArithmeticError):  # Decimal raises InvalidOperation
+            ok = False
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = _number_type(int, lambda v: v >= 1, "an integer >= 1")
+port = _number_type(int, lambda v: 0 <= v <= 65535, "a port number 0-65535")
+money = _number_type(
+    Decimal, lambda v: v.is_finite() and v >= 0, "an amount >= 0 such as 2.50"
+)
+seconds = _number_type(
+    float, lambda v: v > 0 and math.isfinite(v), "a number of seconds > 0"
+)
+rate = _number_type(float, lambda v: 0 <= v <= 1, "a rate from 0 to 1")
+
+
+def latency(text: str) -> tuple[float, float]:
+    """``SECONDS`` or ``LOW,HIGH`` (the fake's create-to-ready latency)."""
+    try:
+        parts = [float(part) for part in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or not 0 <= parts[0] <= parts[1] or not math.isfinite(parts[1]):
+        raise argparse.ArgumentTypeError(f"must be SECONDS or LOW,HIGH, got {text!r}")
+    return parts[0], parts[1]
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """A JSON object (``--extra``)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError('must be a JSON object such as \'{"key": "value"}\'')
+    return value
+
+
+def _common_options() -> _Parser:
+    common = _Parser(add_help=False)
+    group = common.add_argument_group("provider and client")
+    group.add_argument(
+        "--provider",
+        choices=(*PROVIDER_NAMES, FAKE),
+        default="shortapi",
+        help="the API to use (default: shortapi); 'fake' runs a local fake: no key, no network",
+    )
+    group.add_argument(
+        "--fake-as",
+        choices=PROVIDER_NAMES,
+        metavar="PROVIDER",
+        help="with --provider fake: which API's wire format to speak, "
+        "shortapi (default), piapi or aimlapi",
+    )
+    group.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="the provider's API key; better set SHORTAPI_KEY, PIAPI_KEY or AIMLAPI_KEY, as a "
+        "key on the command line is visible to other users of this machine",
+    )
+    group.add_argument("--base-url", metavar="URL", help="the provider's address (a proxy)")
+    group.add_argument("-q", "--quiet", action="store_true", help="show no progress")
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log to stderr: -v each job's life (flux_async's logs), -vv more detail",
+    )
+    polling = common.add_argument_group("polling and deadlines")
+    polling.add_argument(
+        "--timeout",
+        type=seconds,
+        metavar="SECONDS",
+        help="each job's deadline from its submission (default 600)",
+    )
+    polling.add_argument(
+        "--first-poll",
+        type=seconds,
+        metavar="SECONDS",
+        help="when a job's status is first checked (default: the provider's typical latency)",
+    )
+    polling.add_argument(
+        "--poll-interval",
+        type=seconds,
+        metavar="SECONDS",
+        help="then check every SECONDS (default: from 0.5 s, backing off to 15 s)",
+    )
+    hooks = common.add_argument_group(
+        "webhooks",
+        "Receive the provider's callbacks instead of polling (ShortAPI, PiAPI): any of these "
+        "options starts a receiver for the run. With --provider fake, --webhook-port 0 is "
+        "enough.",
+    )
+    hooks.add_argument(
+        "--webhook-public-url",
+        metavar="URL",
+        help="the address the provider calls, as the outside world sees it "
+        "(default: the receiver's own http://HOST:PORT/flux-webhooks)",
+    )
+    hooks.add_argument(
+        "--webhook-host", metavar="HOST", help="where the receiver listens (127.0.0.1)"
+    )
+    hooks.add_argument(
+        "--webhook-port", type=port, metavar="PORT", help="its port (default 0: any free one)"
+    )
+    hooks.add_argument(
+        "--orphan-window",
+        type=seconds,
+        metavar="SECONDS",
+        help="how long a create whose answer was lost waits for its callback before the "
+        "job ends 'unknown' (default 120)",
+    )
+    # For demos and tests of --provider fake; not worth a line in --help.
+    common.add_argument("--fake-latency", type=latency, help=argparse.SUPPRESS)
+    common.add_argument("--fake-faults", type=rate, help=argparse.SUPPRESS)
+    common.add_argument("--fake-seed", type=int, default=0, help=argparse.SUPPRESS)
+    return common
+
+
+_EPILOG = f"""\
+Try it with no key and no network:
+  {PROG} generate "a red fox in the snow" --provider fake --aspect-ratio 16:9 --out out/
+  printf 'a red fox\\na lighthouse at dusk\\n' | {PROG} batch - --provider fake --out out/
+
+API keys are read from SHORTAPI_KEY, PIAPI_KEY or AIMLAPI_KEY.
+Exit status: 0 all succeeded, 1 something failed or was rejected or skipped,
+2 usage or input error (nothing was sent), 130 interrupted.
+"""
+
+
+_GENERATE_HELP = f"""\
+Generate from one prompt and print the image URLs, one per line (then the saved
+files, with --out). The parameters and --out are checked before anything is sent.
+
+examples:
+  {PROG} generate "a red fox" --provider fake --aspect-ratio 16:9 --num-images 2 --out out/
+  {PROG} generate "a red fox" --provider piapi --timeout 120
+"""
+
+_BATCH_HELP = f"""\
+Generate from every line of FILE ('-' reads standard input), many jobs at once;
+save the images in --out and write a manifest with one JSON line per input line:
+  {{"index", "line", "prompt", "status", "job_id", "image_urls", "files", "cost",
+   "error"}}
+
+FILE holds one prompt per line, or one JSON request per line (JSONL: a name
+ending in .jsonl, or every line a JSON object): "prompt" and any of image_url,
+aspect_ratio, width, height, num_images, seed, steps, guidance, strength, model,
+extra. Lines are stripped; blank lines and lines starting with # are skipped.
+A bad line is "rejected", shown on stderr, and the batch goes on. Ctrl-C stops
+cleanly: cancelled and unstarted lines are recorded too (twice: stop at once).
+From Python, flux_async.read_prompts(FILE) reads a file the same way.
+
+examples:
+  printf 'a red fox\\n# a comment\\na lighthouse\\n' | {PROG} batch - --provider fake
+  echo '{{"prompt": "a red fox", "num_images": 2}}' | {PROG} batch - --provider fake
+  {PROG} batch prompts.txt --provider piapi --budget 5 --price-per-job 0.02
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the ``flux-async`` command line."""
+    parser = _Parser(
+        prog=PROG,
+        description="Generate images with hosted FLUX APIs (ShortAPI, PiAPI, AI/ML API).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {flux_async.__version__}")
+    commands = parser.add_subparsers(
+        title="commands", dest="command", metavar="COMMAND", required=True
+    )
+    common = _common_options()
+
+    generate = commands.add_parser(
+        "generate",
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="generate from one prompt; print the image URLs",
+        description=_GENERATE_HELP,
+    )
+    generate.add_argument("prompt", help="what to draw")
+    params = generate.add_argument_group("generation parameters")
+    params.add_argument("--image-url", metavar="URL", help="start from this image")
+    params.add_argument("--aspect-ratio", metavar="W:H", help="e.g. 16:9")
+    params.add_argument("--width", type=int, metavar="PX")
+    params.add_argument("--height", type=int, metavar="PX")
+    params.add_argument("--num-images", type=int, metavar="N")
+    params.add_argument("--seed", type=int)
+    params.add_argument("--steps", type=int)
+    params.add_argument("--guidance", type=float)
+    params.add_argument("--strength", type=float, help="how far to move from --image-url")
+    params.add_argument("--model", metavar="M", help="e.g. schnell or dev (ShortAPI)")
+    params.add_argument(
+        "--extra", type=json_object, metavar="JSON", help="provider-specific fields"
+    )
+    generate.add_argument("--out", metavar="DIR", help="also save the images here")
+
+    batch = commands.add_parser(
+        "batch",
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="generate from a file of prompts; write a manifest",
+        description=_BATCH_HELP,
+    )
+    batch.add_argument(
+        "file", metavar="FILE", help="prompts (text) or requests (JSONL); '-' for stdin"
+    )
+    batch.add_argument(
+        "--format",
+        choices=("auto", "text", "jsonl"),
+        default="auto",
+        help="how to read FILE (default: auto)",
+    )
+    batch.add_argument("--out", metavar="DIR", default="out", help="where images go (out/)")
+    batch.add_argument(
+        "--manifest", metavar="PATH", help="where the manifest goes (DIR/manifest.jsonl)"
+    )
+    batch.add_argument(
+        "--concurrency",
+        type=positive_int,
+        metavar="N",
+        help="jobs in flight at once (default: the provider's limit, 256 for ShortAPI)",
+    )
+    batch.add_argument(
+        "--budget",
+        type=money,
+        metavar="AMOUNT",
+        help="submit no more once charges would pass AMOUNT (the provider's unit, e.g. USD); "
+        "the remaining lines are skipped",
+    )
+    batch.add_argument(
+        "--price-per-job",
+        type=money,
+        metavar="AMOUNT",
+        help="what one job costs, for --budget where the provider publishes no price "
+        "(PiAPI, AI/ML API); without it, jobs go one at a time until the first charge is known",
+    )
+    return parser
