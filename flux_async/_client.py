@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from ._batch import check_batch_arguments, generate_many
+from ._callbacks import NOT_FOUND, CallbackRouter, WebhookResponse, check_webhooks
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts, Webhooks
 from ._create import CreateLane
 from ._download import Downloader
@@ -30,8 +31,6 @@ from .providers._base import Provider
 
 if TYPE_CHECKING:
     from aiohttp import web
-
-    from ._webhooks import CallbackRouter, WebhookResponse
 
 __all__ = ["FluxClient", "Job"]
 
@@ -77,7 +76,7 @@ class FluxClient:
         if not isinstance(provider, Provider):
             raise TypeError(f"provider must be a flux_async Provider, got {provider!r}")
         if webhooks is not None:
-            _check_webhooks(provider, webhooks)
+            check_webhooks(provider, webhooks)
         self._provider = provider
         self._webhooks = webhooks
         self._limits = limits or provider.default_limits
@@ -179,7 +178,8 @@ class FluxClient:
         poll_lane: PollLane,
         creates: CreateLane,
     ) -> None:
-        from ._webhooks import CallbackRouter, WebhookReceiver
+        # aiohttp.web is imported only by clients that serve callbacks.
+        from ._webhooks import WebhookReceiver
 
         self._router = CallbackRouter(
             provider=self._provider,
@@ -198,7 +198,7 @@ class FluxClient:
                     f"the webhook receiver cannot listen on {config.host}:{config.port}: {exc}",
                     provider=self._provider.name,
                 ) from exc
-            stack.push_async_callback(receiver.stop)
+            stack.push_async_callback(receiver.aclose)
             base = base or own_url
         creates.callback_base = (base or "").rstrip("/")
 
@@ -354,8 +354,6 @@ class FluxClient:
         status: the job is checked with the provider), 405, 413. It never raises and never
         answers 5xx.
         """
-        from ._webhooks import NOT_FOUND
-
         if self._router is None or self._state is not _State.OPEN:
             return NOT_FOUND
         return self._router.handle(method, path, headers, body)
@@ -396,22 +394,3 @@ class FluxClient:
         if self._router is not None:
             self._router.remember_finished(entry)
 
-
-def _check_webhooks(provider: Provider, webhooks: Webhooks) -> None:
-    if not provider.supports_callbacks:
-        raise ConfigurationError(
-            f"{type(provider).__name__} answers synchronously and sends no callbacks; "
-            "drop webhooks=",
-            provider=provider.name,
-        )
-    if webhooks.trust_payload and provider.callback_secret_header is None:
-        raise ConfigurationError(
-            f"Webhooks.trust_payload needs a provider that signs each callback with a "
-            f"per-job secret (PiAPI); {type(provider).__name__} callbacks carry none",
-            provider=provider.name,
-        )
-    if not webhooks.serve and webhooks.public_url is None:
-        raise ConfigurationError(
-            "Webhooks(serve=False) needs public_url: the address where you mount the routes",
-            provider=provider.name,
-        )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import anyio
 
+from ._callbacks import new_secret
 from ._config import RetryPolicy, Webhooks
 from ._errors import ClientStateError, JobCancelledError, JobUnknownError, Phase, RequestError
 from ._events import EventBus
@@ -97,8 +98,6 @@ class CreateLane:
         token_hash = secret_hash = None
         local_id = self._registry.new_local_id()
         if self.callback_base is not None:
-            from ._webhooks import new_secret
-
             token, token_hash = new_secret()
             callback_url = f"{self.callback_base}/{provider.name}/{local_id}/{token}"
             if provider.callback_secret_header is not None:
