@@ -74,6 +74,7 @@ def client_kwargs(args: argparse.Namespace, provider: type[Provider]) -> dict[st
     """Return `FluxClient`'s keyword arguments (all but the provider) for a command line.
 
     Raises:
+        UsageError: webhook options for a provider that sends no callbacks.
         ConfigurationError: a setting the client refuses (e.g. a bad webhook URL).
     """
     limits = provider.default_limits
@@ -86,6 +87,11 @@ def client_kwargs(args: argparse.Namespace, provider: type[Provider]) -> dict[st
     kwargs: dict[str, Any] = {"limits": limits, "poll": poll_policy(args)}
     webhooks = _webhooks(args)
     if webhooks is not None:
+        if not provider.supports_callbacks:
+            raise UsageError(
+                f"{provider.name} sends no callbacks: drop the --webhook-* and "
+                "--orphan-window options"
+            )
         kwargs["webhooks"] = webhooks
     return kwargs
 

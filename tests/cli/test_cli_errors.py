@@ -132,6 +132,13 @@ def test_bad_webhook_options(run: Run) -> None:
     )
     assert status == 2
     assert stderr.startswith("flux-async: Webhooks.public_url must be an http(s) URL")
+    for provider in (["--provider", "aimlapi", "--api-key", "k"], [*FAST, "--fake-as", "aimlapi"]):
+        status, _, stderr = run("generate", "a fox", *provider, "--orphan-window", "5")
+        assert status == 2
+        assert stderr == (
+            "flux-async: aimlapi sends no callbacks: drop the --webhook-* and --orphan-window "
+            "options\n"
+        )
 
 
 def test_help_usage_and_version(run: Run) -> None:
