@@ -8,6 +8,8 @@
 """
 
 import logging as _logging
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from ._client import FluxClient, Job
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts, Webhooks
@@ -47,7 +49,23 @@ from ._models import (
 from ._prompts import PromptFile, PromptLine, read_prompts
 from .providers import AIMLAPI, PiAPI, Provider, ShortAPI
 
+if _TYPE_CHECKING:
+    from ._webhooks import WebhookAccessLogger, webhook_server_logger
+
 __version__ = "0.1.0.dev0"
+
+# These two live with aiohttp.web, which a client that never receives callbacks does not
+# need: they are imported on first use.
+_LAZY = {"WebhookAccessLogger", "webhook_server_logger"}
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _LAZY:
+        from . import _webhooks
+
+        return getattr(_webhooks, name)
+    raise AttributeError(f"module 'flux_async' has no attribute {name!r}")
+
 
 # A library logs; the application decides where that goes.
 _logging.getLogger("flux_async").addHandler(_logging.NullHandler())
@@ -94,7 +112,9 @@ __all__ = [
     "UnexpectedResponseError",
     "UnknownStatusError",
     "ValidationError",
+    "WebhookAccessLogger",
     "Webhooks",
     "__version__",
     "read_prompts",
+    "webhook_server_logger",
 ]

@@ -14,7 +14,7 @@ PUBLIC_NAMES = [
     "PromptFile", "PromptLine", "Provider", "ProviderError", "ProviderUnavailableError",
     "RateLimitedError", "RequestError", "RetryPolicy", "ShortAPI", "Timeouts",
     "TransportError", "UnexpectedResponseError", "UnknownStatusError", "ValidationError",
-    "Webhooks", "__version__", "read_prompts",
+    "WebhookAccessLogger", "Webhooks", "__version__", "read_prompts", "webhook_server_logger",
 ]
 TESTING_NAMES = ["CallbackRecord", "FakeJob", "FakeProvider", "Faults", "Latency"]
 
@@ -24,6 +24,15 @@ def test_public_names() -> None:
     assert PUBLIC_NAMES == sorted(PUBLIC_NAMES)
     for name in flux_async.__all__:
         assert hasattr(flux_async, name), name
+
+
+def test_importing_the_package_does_not_import_aiohttp_web() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, flux_async; print('aiohttp.web' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_testing_names() -> None:
