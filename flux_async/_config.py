@@ -35,6 +35,9 @@ class Limits:
         creates_per_second: the create rate (``None``: no limit beyond the others).
         max_downloads: image downloads at once (separate from API requests).
         max_download_bytes: the largest image accepted; a bigger one is a `DownloadError`.
+        max_upload_bytes: the largest local image (a path, bytes or a ``data:`` URL given
+            as ``image_url``) sent inline or to the uploader; a bigger one is a
+            `ValidationError`, raised before anything is sent.
     """
 
     max_jobs_in_flight: int = 256
@@ -43,6 +46,7 @@ class Limits:
     creates_per_second: float | None = None
     max_downloads: int = 8
     max_download_bytes: int = 50 * 1024 * 1024
+    max_upload_bytes: int = 10 * 1024 * 1024
 
     def __post_init__(self) -> None:
         _positive("Limits", "max_jobs_in_flight", self.max_jobs_in_flight)
@@ -51,6 +55,7 @@ class Limits:
         _positive("Limits", "creates_per_second", self.creates_per_second, allow_none=True)
         _positive("Limits", "max_downloads", self.max_downloads)
         _positive("Limits", "max_download_bytes", self.max_download_bytes)
+        _positive("Limits", "max_upload_bytes", self.max_upload_bytes)
 
 
 @dataclasses.dataclass(frozen=True)
