@@ -15,7 +15,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
+from ._config import Limits
 from ._errors import BudgetExceededError, ConfigurationError, FluxError, ValidationError
+from ._images import Uploader, resolve_image_input
 from ._models import Generation, GenerationRequest, JobStatus, Outcome, build_request
 from ._registry import Entry
 from .providers._base import Prepared, Provider
@@ -25,6 +27,7 @@ __all__ = ["BatchInput", "JobLauncher", "check_batch_arguments", "generate_many"
 BatchInput = str | Mapping[str, Any] | GenerationRequest
 
 _DONE = object()
+_LIMITS = Limits()
 
 
 class _Failed:
@@ -183,6 +186,8 @@ async def generate_many(
     budget: Decimal | None,
     download_to: str | os.PathLike[str] | None,
     price_per_job: Decimal | None = None,
+    uploader: Uploader | None = None,
+    limits: Limits = _LIMITS,
 ) -> AsyncGenerator[Outcome, None]:
     """Yield one `Outcome` per input, in the order the jobs finish."""
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=concurrency)
@@ -249,6 +254,7 @@ async def generate_many(
                     continue
                 try:
                     request = _to_request(client, item)
+                    request = await resolve_image_input(request, client.provider, uploader, limits)
                     prepared = client.provider.prepare(request)
                 except ValidationError as exc:
                     await finish(_outcome(index, item, "rejected", exc, started))

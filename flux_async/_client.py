@@ -21,6 +21,7 @@ from ._create import CreateLane
 from ._download import Downloader
 from ._errors import ClientStateError, ConfigurationError
 from ._events import EventBus
+from ._images import Uploader, resolve_image_input
 from ._job import Job
 from ._lane import Lane, Tasks
 from ._models import Event, Generation, GenerationRequest, Outcome, build_request
@@ -59,6 +60,9 @@ class FluxClient:
         webhooks: receive provider callbacks (ShortAPI, PiAPI) instead of polling; see
             `Webhooks`. AI/ML API answers synchronously and takes none.
         seed: seeds the jitter, for reproducible schedules in tests.
+        uploader: ``async def upload(data: bytes, content_type: str) -> str`` storing a
+            local image (a path, bytes or ``data:`` URL given as ``image_url``) and
+            returning its http(s) URL, for models that take no inline image.
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class FluxClient:
         session: aiohttp.ClientSession | None = None,
         webhooks: Webhooks | None = None,
         seed: int | None = None,
+        uploader: Uploader | None = None,
     ) -> None:
         if not isinstance(provider, Provider):
             raise TypeError(f"provider must be a flux_async Provider, got {provider!r}")
@@ -85,6 +90,9 @@ class FluxClient:
         self._timeouts = timeouts or Timeouts()
         self._session = session
         self._rng = random.Random(seed)
+        if uploader is not None and not callable(uploader):
+            raise ConfigurationError(f"uploader must be an async callable, got {uploader!r}")
+        self._uploader = uploader
         self._state = _State.UNOPENED
         self._events = EventBus(provider.name)
         self._registry = Registry(
@@ -253,6 +261,7 @@ class FluxClient:
         self._require_open()
         assert self._creates is not None
         request = build_request(self._provider.name, prompt, params)
+        request = await resolve_image_input(request, self._provider, self._uploader, self._limits)
         prepared = self._provider.prepare(request)
         return Job(await self._creates.start(request, prepared))
 
@@ -336,6 +345,8 @@ class FluxClient:
             budget=limit,
             download_to=download_to,
             price_per_job=price,
+            uploader=self._uploader,
+            limits=self._limits,
         )
 
     # -- webhooks ---------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import urllib.parse
 from decimal import Decimal
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import msgspec
 
@@ -26,11 +26,15 @@ from ._wire import decode, error_kind, payload_of, provider_message
 
 T = TypeVar("T")
 
+InlineImage = Literal["data_url", "base64"]
+"""How a model takes an image inline: a ``data:image/...;base64,...`` URL, or bare base64."""
+
 __all__ = [
     "Accepted",
     "CallbackUpdate",
     "HTTPRequest",
     "HTTPResponse",
+    "InlineImage",
     "Prepared",
     "Provider",
     "Update",
@@ -100,6 +104,8 @@ class Provider(abc.ABC):
     """Admission defaults for this provider (used when the client is given none)."""
     result_hosts: ClassVar[tuple[str, ...]] = ()
     """Hosts the provider serves result images from, where documented; empty when unknown."""
+    inline_images: ClassVar[str] = ""
+    """Which models take an image inline (for error messages); empty when none does."""
 
     def __init__(self, api_key: str | None = None, *, base_url: str | None = None) -> None:
         key = api_key if api_key is not None else env_api_key(self.env_var)
@@ -146,6 +152,14 @@ class Provider(abc.ABC):
         Raises:
             ProviderError: with the phase that says whether resending is safe.
         """
+
+    def inline_image(self, request: GenerationRequest) -> InlineImage | None:
+        """Return how the request's model takes an image inline, where that is documented.
+
+        ``None`` (the default) means URLs only: a local image then goes through the
+        client's uploader. `prepare` accepts the form returned here in ``image_url``.
+        """
+        return None
 
     def estimate_cost(self, prepared: Prepared) -> Decimal | None:
         """Return what a job will likely cost, from a published price list; else ``None``."""

@@ -8,6 +8,7 @@ allowed. What a model (or task type) takes is data: one `Takes` row per model, r
 from __future__ import annotations
 
 import math
+import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
@@ -24,6 +25,7 @@ __all__ = [
     "check_bool",
     "check_choice",
     "check_extra_keys",
+    "check_image",
     "check_int",
     "check_number",
     "check_objects",
@@ -61,6 +63,33 @@ def check_url(provider: str, field: str, value: Any) -> str:
         if parsed.scheme in ("http", "https") and parsed.netloc:
             return value
     raise invalid(provider, field, value, "an http:// or https:// URL")
+
+
+_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+_DATA_URL = re.compile(r"data:image/(?:png|jpeg|webp|gif);base64,")
+
+
+def check_image(provider: str, field: str, value: Any, inline: str | None) -> str:
+    """Return ``value`` if it is an http(s) URL or, with ``inline``, that inline form.
+
+    Args:
+        inline: ``"data_url"`` (``data:image/<png|jpeg|webp|gif>;base64,<base64>``),
+            ``"base64"`` (bare base64 text) or ``None`` (URLs only).
+    """
+    if inline is None:
+        return check_url(provider, field, value)
+    if isinstance(value, str):
+        parsed = urllib.parse.urlsplit(value)
+        if parsed.scheme in ("http", "https") and parsed.netloc:
+            return value
+        if inline == "data_url":
+            prefix = _DATA_URL.match(value)
+            if prefix and value[prefix.end() :] and _BASE64.fullmatch(value, prefix.end()):
+                return value
+        elif inline == "base64" and value and _BASE64.fullmatch(value):
+            return value
+    form = "a data:image/...;base64 URL" if inline == "data_url" else "base64 text"
+    raise invalid(provider, field, value, f"an http:// or https:// URL, or {form}")
 
 
 def check_choice(provider: str, field: str, value: Any, choices: Iterable[Any]) -> Any:

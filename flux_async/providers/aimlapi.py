@@ -23,6 +23,7 @@ from ._base import (
     Accepted,
     HTTPRequest,
     HTTPResponse,
+    InlineImage,
     Prepared,
     Provider,
     Update,
@@ -34,6 +35,7 @@ from ._validate import (
     check_bool,
     check_choice,
     check_extra_keys,
+    check_image,
     check_int,
     check_number,
     check_objects,
@@ -287,6 +289,10 @@ class AIMLAPI(Provider):
     # The host of the documented example responses (flux/dev/image-to-image pages, S4);
     # b64_json results are data: URLs and have none.
     result_hosts = ("cdn.aimlapi.com",)
+    inline_images = (
+        "the FLUX.2 edit models (blackforestlabs/flux-2-edit, flux-2-pro-edit, "
+        "flux-2-lora-edit) take a local image inline"
+    )
 
     def prepare(self, request: GenerationRequest) -> Prepared:
         """Validate a request against the chosen model's OpenAPI schema (providers.md 2.2)."""
@@ -312,6 +318,12 @@ class AIMLAPI(Provider):
         for key, value in extra.items():
             args[key] = self._extra_value(key, value, takes)
         return Prepared(model=model, args=args)
+
+    def inline_image(self, request: GenerationRequest) -> InlineImage | None:
+        """A data: URL for the FLUX.2 edit models, whose ``image_urls`` are documented as
+        "List of URLs or local Base64 encoded images to edit" (items of format uri, S4);
+        every other image model documents a URL (2.2)."""
+        return "data_url" if MODELS[self._model(request)].image == "image_urls" else None
 
     def _model(self, request: GenerationRequest) -> str:
         with_image = request.image_url is not None
@@ -347,7 +359,8 @@ class AIMLAPI(Provider):
                     image_url,
                     f"no image for {model}; image models: {', '.join(_IMAGE_MODELS)}",
                 )
-            urls.append(check_url(self.name, "image_url", image_url))
+            inline = "data_url" if takes.image == "image_urls" else None
+            urls.append(check_image(self.name, "image_url", image_url, inline))
         if more is not None:
             if not isinstance(more, (list, tuple)) or not more:
                 raise invalid(self.name, "extra['image_urls']", more, "a non-empty list of URLs")

@@ -27,6 +27,7 @@ from ._base import (
     CallbackUpdate,
     HTTPRequest,
     HTTPResponse,
+    InlineImage,
     Prepared,
     Provider,
     Update,
@@ -39,6 +40,7 @@ from ._validate import (
     check_bool,
     check_choice,
     check_extra_keys,
+    check_image,
     check_int,
     check_number,
     check_objects,
@@ -256,6 +258,7 @@ class PiAPI(Provider):
     callback_secret_header = "x-webhook-secret"
     # The documented example output URL (providers.md 3.5); other hosts are unknown.
     result_hosts = ("img.theapi.app",)
+    inline_images = "task_type kontext takes a local image inline"
 
     def prepare(self, request: GenerationRequest) -> Prepared:
         """Validate a request against PiAPI's documented Flux inputs (providers.md 3.2, 3.3).
@@ -312,6 +315,12 @@ class PiAPI(Provider):
             args["config"] = {"service_mode": mode}
         return Prepared(model=model, args=args)
 
+    def inline_image(self, request: GenerationRequest) -> InlineImage | None:
+        """Bare base64 for ``kontext``, whose ``image`` is a "url or base64 string" (3.3);
+        the other task types document a URL."""
+        task_type = self._task_type(request, request.extra.get("task_type"))
+        return "base64" if task_type == _KONTEXT else None
+
     def _task_type(self, request: GenerationRequest, value: Any) -> str:
         if value is None:
             return "txt2img" if request.image_url is None else "img2img"
@@ -343,7 +352,8 @@ class PiAPI(Provider):
                     None,
                     f"an http(s) URL (task_type {task_type} needs an image)",
                 )
-            data[takes.image] = check_url(self.name, "image_url", image_url)
+            inline = "base64" if task_type == _KONTEXT else None
+            data[takes.image] = check_image(self.name, "image_url", image_url, inline)
         elif image_url is not None:
             raise invalid(
                 self.name,
