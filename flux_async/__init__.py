@@ -37,6 +37,7 @@ from ._errors import (
     UnknownStatusError,
     ValidationError,
 )
+from ._images import Uploader, UploadError
 from ._models import (
     Event,
     Generation,
@@ -111,6 +112,8 @@ __all__ = [
     "TransportError",
     "UnexpectedResponseError",
     "UnknownStatusError",
+    "UploadError",
+    "Uploader",
     "ValidationError",
     "WebhookAccessLogger",
     "Webhooks",

@@ -13,7 +13,8 @@ PUBLIC_NAMES = [
     "JobTimeoutError", "JobUnknownError", "Limits", "Outcome", "Phase", "PiAPI", "PollPolicy",
     "PromptFile", "PromptLine", "Provider", "ProviderError", "ProviderUnavailableError",
     "RateLimitedError", "RequestError", "RetryPolicy", "ShortAPI", "Timeouts",
-    "TransportError", "UnexpectedResponseError", "UnknownStatusError", "ValidationError",
+    "TransportError", "UnexpectedResponseError", "UnknownStatusError", "UploadError", "Uploader",
+    "ValidationError",
     "WebhookAccessLogger", "Webhooks", "__version__", "read_prompts", "webhook_server_logger",
 ]
 TESTING_NAMES = ["CallbackRecord", "FakeJob", "FakeProvider", "Faults", "Latency"]
