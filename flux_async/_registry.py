@@ -32,7 +32,8 @@ class Entry:
     - the create lane: ``request``, ``token_hash`` and ``secret_hash`` (set at allocation),
       ``accepted`` (the future an orphaned create waits on; `Registry.accept` wakes it);
     - the poll lane and its scheduler (loop-clock seconds): ``deadline``, ``next_poll``,
-      ``attempt``, ``polls``;
+      ``attempt``, ``polls``, ``running_age`` (seconds from the start of polling to the
+      last poll that found the job running: the learned schedule's censoring bound);
     - the callback side: ``hinted`` (a callback came before the create's answer) and
       ``verifying`` (a verifying query is in flight);
     - `Job` handles: ``waiter``, created by the first one that waits.
@@ -56,6 +57,7 @@ class Entry:
         "provider",
         "refunded",
         "request",
+        "running_age",
         "secret_hash",
         "seed",
         "status",
@@ -93,6 +95,7 @@ class Entry:
         self.next_poll: float | None = None
         self.attempt = 0
         self.polls = 0
+        self.running_age = 0.0
 
     def __repr__(self) -> str:
         return f"<Entry {self.local_id} {self.provider} {self.status.value} id={self.job_id}>"
