@@ -9,6 +9,7 @@ import pytest
 from flux_async import (
     AIMLAPI,
     BudgetExceededError,
+    ConfigurationError,
     FluxClient,
     GenerationRequest,
     Limits,
@@ -96,7 +97,7 @@ async def test_price_per_job_is_used_before_any_charge_is_known() -> None:
 async def test_price_per_job_must_be_a_non_negative_number(bad: object) -> None:
     async with FakeProvider(latency=0.01) as fake:
         async with client(AIMLAPI("k", base_url=fake.url)) as c:
-            with pytest.raises(Exception, match="price_per_job"):
+            with pytest.raises(ConfigurationError, match="price_per_job"):
                 c.generate_many(["x"], budget=1, price_per_job=bad)  # type: ignore[arg-type]
     assert fake.create_attempts == 0
 
