@@ -1,11 +1,10 @@
-"""Table tests of the sans-IO retry decisions: phases, Retry-After, backoff, budgets."""
+"""Table tests of the sans-IO retry decisions: resend safety, Retry-After, backoff, budgets,
+the create-failure decision. (Which phase an aiohttp error means: test_transport.py.)"""
 
 from __future__ import annotations
 
-import asyncio
 import random
 
-import aiohttp
 import pytest
 
 from flux_async import (
@@ -29,7 +28,6 @@ from flux_async._retry import (
     retry_wait,
     wait_table,
 )
-from flux_async._transport import phase_for_exception
 
 
 @pytest.mark.parametrize(
@@ -47,27 +45,6 @@ from flux_async._transport import phase_for_exception
 )
 def test_resend_safety(operation: str, phase: Phase, safe: bool) -> None:
     assert is_resend_safe(operation, phase) is safe
-
-
-def _conn_key() -> object:
-    return type("Key", (), {"host": "127.0.0.1", "port": 1, "ssl": False})()
-
-
-@pytest.mark.parametrize(
-    ("exc", "phase"),
-    [
-        (aiohttp.ClientConnectorError(_conn_key(), OSError(111, "refused")), Phase.NOT_SENT),  # type: ignore[arg-type]
-        (aiohttp.ConnectionTimeoutError("connect"), Phase.NOT_SENT),
-        (aiohttp.InvalidURL("nope"), Phase.NOT_SENT),
-        (aiohttp.SocketTimeoutError("read"), Phase.AMBIGUOUS),
-        (aiohttp.ServerDisconnectedError(), Phase.AMBIGUOUS),
-        (aiohttp.ClientOSError(104, "reset by peer"), Phase.AMBIGUOUS),
-        (aiohttp.ClientPayloadError("truncated"), Phase.AMBIGUOUS),
-        (asyncio.TimeoutError(), Phase.AMBIGUOUS),
-    ],
-)
-def test_exception_phase(exc: BaseException, phase: Phase) -> None:
-    assert phase_for_exception(exc) is phase
 
 
 def _error(cls: type[ProviderError] | type[TransportError], operation: str, phase: Phase,
