@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from support import ServeApp, tasks_from, wait_until
 
 from flux_async import (
     BudgetExceededError,
+    ClientStateError,
+    ConfigurationError,
     DownloadError,
     Event,
     FluxClient,
@@ -85,17 +88,19 @@ async def test_input_is_read_lazily_and_the_registry_stays_bounded() -> None:
             pulled += 1
             yield f"lazy {i}"
 
+    # Polling is not the subject here: a quick schedule keeps the 300 jobs short.
+    quick = PollPolicy(wait_first=0.005, wait_initial=0.005, wait_max=0.02, timeout=5)
     async with FakeProvider(latency=0.005, seed=8) as fake:
-        async with client_for(fake) as client:
+        async with client_for(fake, poll=quick) as client:
             seen = 0
             batch = client.generate_many(prompts(), concurrency=8)
             async with contextlib.aclosing(batch):
                 async for _ in batch:
                     seen += 1
-                    peak_registry = max(peak_registry, len(client._registry))
+                    peak_registry = max(peak_registry, client.outstanding)
                     if seen == 300:
                         break
-            assert client.outstanding == 0 and len(client._registry) == 0
+            assert client.outstanding == 0
     assert peak_registry <= 8
     assert pulled <= 300 + 8 + 8 + 2  # consumed, in flight, queued, one in hand
 
@@ -159,7 +164,7 @@ async def test_downloads_saved_atomically_with_served_bytes(tmp_path: Path) -> N
 
 
 @pytest.fixture
-async def image_host() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
+async def image_host(serve_app: ServeApp) -> tuple[str, list[dict[str, str]]]:
     """A separate image host that records request headers and serves odd answers."""
     seen: list[dict[str, str]] = []
     png = b"\x89PNG\r\n\x1a\n" + b"\0" * 100
@@ -181,12 +186,7 @@ async def image_host() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
 
     app = web.Application()
     app.router.add_get("/img/{kind}", serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
-    await runner.cleanup()
+    return await serve_app(app), seen
 
 
 def _generation(url: str) -> Generation:
@@ -225,12 +225,11 @@ async def test_early_break_leaves_nothing_running() -> None:
             async with contextlib.aclosing(batch):
                 async for _ in batch:
                     break
-            assert client.outstanding == 0 and len(client._registry) == 0
-            await asyncio.sleep(0.05)
-            leftover = asyncio.all_tasks() - before - {asyncio.current_task()}
-            assert not [t for t in leftover
-                        if "flux_async/_" in t.get_coro().cr_code.co_filename
-                        and "_scheduler" not in t.get_coro().cr_code.co_filename]
+            assert client.outstanding == 0
+            await asyncio.sleep(0)
+            # Only the poll scheduler's own loop lives as long as the client.
+            leftover = tasks_from(besides=before)
+            assert [t.get_name() for t in leftover] == ["flux_async poll scheduler"]
             # the client is still usable
             assert (await client.generate("after")).images
 
@@ -244,12 +243,13 @@ async def test_cancelling_the_consumer_cancels_outstanding_jobs() -> None:
                     pass
 
             task = asyncio.ensure_future(consume())
-            await asyncio.sleep(0.3)
-            assert client.outstanding == 10
+            await wait_until(lambda: fake.create_attempts == 10)
+            assert client.outstanding == 10  # concurrency=10: no eleventh job is sent
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            assert client.outstanding == 0 and len(client._registry) == 0
+            assert client.outstanding == 0
+    assert fake.create_attempts == 10
 
 
 async def test_events_report_progress() -> None:
@@ -293,7 +293,9 @@ async def test_a_slow_consumer_slows_submissions() -> None:
     assert created <= 11
 
 
-async def test_cancelling_a_download_leaves_no_partial_file(tmp_path: Path) -> None:
+async def test_cancelling_a_download_leaves_no_partial_file(
+    tmp_path: Path, serve_app: ServeApp
+) -> None:
     started = asyncio.Event()
 
     async def slow_image(request: web.Request) -> web.StreamResponse:
@@ -306,24 +308,18 @@ async def test_cancelling_a_download_leaves_no_partial_file(tmp_path: Path) -> N
 
     app = web.Application()
     app.router.add_get("/slow.png", slow_image)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/slow.png"
-    try:
-        async with FakeProvider() as fake:
-            async with client_for(fake) as client:
-                task = asyncio.ensure_future(client.download(_generation(url), tmp_path))
-                await started.wait()
-                await asyncio.sleep(0.1)
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                assert list(tmp_path.iterdir()) == []
-            with pytest.raises(Exception, match="closed"):
-                await client.download(_generation(url), tmp_path)
-    finally:
-        await runner.cleanup()
+    url = await serve_app(app) + "/slow.png"
+    async with FakeProvider() as fake:
+        async with client_for(fake) as client:
+            task = asyncio.ensure_future(client.download(_generation(url), tmp_path))
+            await started.wait()
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert list(tmp_path.iterdir()) == []
+        with pytest.raises(ClientStateError, match="closed"):
+            await client.download(_generation(url), tmp_path)
 
 
 async def test_a_failing_input_iterable_raises_after_cleaning_up() -> None:
@@ -337,3 +333,44 @@ async def test_a_failing_input_iterable_raises_after_cleaning_up() -> None:
                 async for _ in client.generate_many(broken()):
                     pass
             assert client.outstanding == 0
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"concurrency": 0}, "concurrency must be an integer >= 1, got 0"),
+        ({"concurrency": -3}, "concurrency must be an integer >= 1"),
+        ({"concurrency": True}, "concurrency must be an integer >= 1, got True"),
+        ({"concurrency": 2.5}, "concurrency must be an integer >= 1"),
+        ({"concurrency": "4"}, "concurrency must be an integer >= 1"),
+        ({"budget": -1}, "budget must be a number >= 0, got -1"),
+        ({"budget": "lots"}, "budget must be a number, got 'lots'"),
+        ({"budget": float("inf")}, "budget must be a number >= 0"),
+        ({"budget": "NaN"}, "budget must be a number >= 0"),
+        ({"price_per_job": -0.01}, "price_per_job must be a number >= 0"),
+    ],
+)
+async def test_batch_arguments_are_checked_before_anything_is_read(
+    arguments: dict[str, object], message: str
+) -> None:
+    pulled = 0
+
+    def prompts() -> Iterator[str]:
+        nonlocal pulled
+        pulled += 1
+        yield "never sent"
+
+    async with FakeProvider(latency=0.01) as fake:
+        async with client_for(fake) as client:
+            with pytest.raises(ConfigurationError) as info:
+                client.generate_many(prompts(), **arguments)  # type: ignore[arg-type]
+    assert message in str(info.value)
+    assert pulled == 0 and fake.create_attempts == 0
+
+
+async def test_a_zero_budget_skips_everything_and_sends_nothing() -> None:
+    async with FakeProvider(latency=0.01) as fake:
+        async with client_for(fake) as client:
+            outcomes = [o async for o in client.generate_many(["a", "b"], budget=0)]
+    assert [o.status for o in outcomes] == ["skipped", "skipped"]
+    assert fake.create_attempts == 0
