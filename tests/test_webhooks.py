@@ -235,7 +235,7 @@ async def test_forged_tokens_get_a_uniform_404_and_change_nothing(
         answers.add((status, text))
     assert answers == {(404, "not found\n")}
     assert job.status in (JobStatus.SUBMITTED, JobStatus.QUEUED, JobStatus.RUNNING)
-    assert len(client._registry) == 1
+    assert client.outstanding == 1
 
 
 async def test_valid_token_wrong_job_is_refused(
@@ -362,6 +362,47 @@ async def test_mount_inside_an_existing_aiohttp_app(provider_name: str) -> None:
     assert len(generations) == 5
     assert all(c.http_status == 200 for c in fake.callbacks_sent)
     assert set(fake.polls_per_job.values()) == {1}
+
+
+async def test_routes_added_to_an_existing_app_under_their_own_prefix() -> None:
+    """`webhook_routes(prefix)`: the callbacks served from the caller's own router."""
+    import socket
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    async with FakeProvider(latency=0.02, seed=16) as fake:
+        webhooks = Webhooks(public_url=f"http://127.0.0.1:{port}/custom", serve=False, grace=10)
+        async with client_for("shortapi", fake, webhooks) as client:
+            routes = client.webhook_routes("/custom")
+            assert all(route.path.startswith("/custom/") for route in routes)
+            app = web.Application()
+            app.router.add_get("/health", health)
+            app.add_routes(routes)
+            runner = web.AppRunner(app, shutdown_timeout=0.1)
+            await runner.setup()
+            await web.SockSite(runner, sock).start()
+            try:
+                generations = await asyncio.gather(*(client.generate(f"r{i}") for i in range(3)))
+                await fake.wait_callbacks_idle()
+                async with aiohttp.ClientSession() as session:  # the app's own routes still work
+                    async with session.get(f"http://127.0.0.1:{port}/health") as response:
+                        assert await response.text() == "ok"
+            finally:
+                await runner.cleanup()
+    assert len(generations) == 3
+    assert [c.http_status for c in fake.callbacks_sent] == [200, 200, 200]
+    assert all(c.url.startswith(f"http://127.0.0.1:{port}/custom/shortapi/")
+               for c in fake.callbacks_sent)
+    assert set(fake.polls_per_job.values()) == {1}  # one verifying query each, no polls
+
+
+def test_routes_need_webhooks() -> None:
+    with pytest.raises(ConfigurationError, match="no webhooks"):
+        FluxClient(ShortAPI("k")).webhook_routes()
 
 
 def test_configuration_errors() -> None:
