@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
 from flux_async import Image, JobStatus
-from flux_async._errors import JobFailedError
+from flux_async._errors import JobFailedError, JobTimeoutError
 from flux_async._registry import Entry, Registry
+from flux_async.providers._base import Update
 
 STATUSES = list(JobStatus)
 
@@ -61,6 +62,32 @@ class RegistryMachine(RuleBasedStateMachine):
         if before.is_terminal:
             assert not changed and entry.status is before
         assert changed == (entry.status is not before)
+        self._record(entry)
+
+    @rule(entry=entries, status=st.sampled_from(STATUSES), refunded=st.booleans())
+    def apply(self, entry: Entry, status: JobStatus, refunded: bool) -> None:
+        """A provider update, as a poll, a callback or a create's answer brings it."""
+        before = entry.status
+        self.registry.apply(entry, Update(status=status, error="the model said no",
+                                          refunded=refunded))
+        if before.is_terminal:
+            assert entry.status is before
+        elif status is JobStatus.FAILED and entry.status is JobStatus.FAILED:
+            # the provider's words reach the error, with the job's final snapshot
+            assert isinstance(entry.error, JobFailedError)
+            assert entry.error.reason == "the model said no"
+            assert entry.error.job is not None and entry.error.job.status is JobStatus.FAILED
+        self._record(entry)
+
+    @rule(entry=entries)
+    def finish(self, entry: Entry) -> None:
+        """A deadline or a cancel ends the job from the client's side."""
+        was_open = not entry.status.is_terminal
+        assert self.registry.finish(entry, JobStatus.TIMED_OUT, JobTimeoutError("late")) \
+            is was_open
+        if was_open:
+            assert entry.status is JobStatus.TIMED_OUT
+            assert isinstance(entry.error, JobTimeoutError) and entry.error.job is not None
         self._record(entry)
 
     @rule(entry=entries)
