@@ -11,6 +11,7 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
+@pytest.mark.slow  # a subprocess each; CI runs them, `-m "not slow"` skips them locally
 @pytest.mark.parametrize(
     ("script", "args", "expect"),
     [
