@@ -26,7 +26,7 @@ from flux_async import (
     UnknownStatusError,
     ValidationError,
 )
-from flux_async.providers._base import HTTPResponse
+from flux_async.providers._base import CallbackUpdate, HTTPResponse, Update
 from flux_async.providers.piapi import ASPECT_RATIO_SIZES, MAX_PIXELS, PiAPI
 
 KEY = "pi-secret-key-123"
@@ -1058,14 +1058,33 @@ TASKISH = st.fixed_dictionaries(
 HYPOTHESIS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+# parse_callback's documented refusals (its docstring): a body that is not JSON, or not a
+# JSON object holding a task object. Any other ValueError (a bad int(), say) is a bug.
+_REFUSED_CALLBACKS = ("piapi callback body is not a JSON object",
+                      "piapi callback body has no data object")
+
+
+def _parse_callback_or_refuse(body: bytes) -> CallbackUpdate | None:
+    """The callback parsed, or None when it was refused in one of the documented ways."""
+    try:
+        callback = PiAPI(KEY, base_url=BASE).parse_callback(body)
+    except (msgspec.DecodeError, FluxError):
+        return None
+    except ValueError as error:
+        assert str(error) in _REFUSED_CALLBACKS, error
+        return None
+    assert isinstance(callback.update.status, JobStatus)
+    assert callback.job_id is None or (isinstance(callback.job_id, str) and callback.job_id)
+    assert callback.secret is None or isinstance(callback.secret, str)
+    if callback.update.status is JobStatus.SUCCEEDED:
+        assert callback.update.images and all(i.url for i in callback.update.images)
+    return callback
+
+
 @HYPOTHESIS
 @given(st.binary(max_size=300))
 def test_hostile_callback_bytes(body: bytes) -> None:
-    api = PiAPI(KEY, base_url=BASE)
-    try:
-        api.parse_callback(body)
-    except (ValueError, msgspec.DecodeError, FluxError):
-        pass
+    _parse_callback_or_refuse(body)
 
 
 @HYPOTHESIS
@@ -1075,14 +1094,16 @@ def test_hostile_callback_bytes(body: bytes) -> None:
     )
 )
 def test_hostile_callback_json(value: Any) -> None:
-    api = PiAPI(KEY, base_url=BASE)
-    body = json.dumps(value).encode()
-    try:
-        callback = api.parse_callback(body)
-    except (ValueError, msgspec.DecodeError, FluxError):
-        return
-    assert callback.job_id is None or isinstance(callback.job_id, str)
-    assert callback.secret is None or isinstance(callback.secret, str)
+    _parse_callback_or_refuse(json.dumps(value).encode())
+
+
+def test_a_well_formed_callback_is_parsed() -> None:
+    """The success branch the two tests above check when hypothesis reaches it."""
+    body = json.dumps({"timestamp": 1, "data": {
+        "task_id": "t-1", "status": "completed", "output": {"image_url": "https://x/y.png"}}})
+    callback = _parse_callback_or_refuse(body.encode())
+    assert callback is not None and callback.job_id == "t-1"
+    assert callback.update.status is JobStatus.SUCCEEDED
 
 
 @HYPOTHESIS
@@ -1092,6 +1113,13 @@ def test_hostile_responses_raise_only_flux_errors(data: dict[str, Any], status: 
     response = respond({"code": 200, "data": data}, status)
     for parse in (api.parse_query, api.parse_create):
         try:
-            parse(response)
-        except FluxError:
-            pass
+            result = parse(response)
+        except FluxError as error:
+            assert error.provider == "piapi"
+            continue
+        # Only a 2xx answer can be read as a job, and then it names one, or its state.
+        assert 200 <= status < 300
+        if isinstance(result, Update):
+            assert isinstance(result.status, JobStatus)
+        else:
+            assert isinstance(result.job_id, str) and result.job_id
