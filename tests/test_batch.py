@@ -1,4 +1,5 @@
-"""generate_many: every input accounted for, bounded memory, budget, downloads, events."""
+"""generate_many: every input accounted for, bounded memory, budget, download_to, events,
+argument checks. (FluxClient.download itself: test_download.py.)"""
 
 from __future__ import annotations
 
@@ -10,18 +11,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from support import ServeApp, tasks_from, wait_until
+from support import tasks_from, wait_until
 
 from flux_async import (
     BudgetExceededError,
-    ClientStateError,
     ConfigurationError,
-    DownloadError,
     Event,
     FluxClient,
-    Generation,
-    Image,
     JobStatus,
     Limits,
     PollPolicy,
@@ -163,60 +159,6 @@ async def test_downloads_saved_atomically_with_served_bytes(tmp_path: Path) -> N
     assert not list(tmp_path.glob(".*.part"))
 
 
-@pytest.fixture
-async def image_host(serve_app: ServeApp) -> tuple[str, list[dict[str, str]]]:
-    """A separate image host that records request headers and serves odd answers."""
-    seen: list[dict[str, str]] = []
-    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 100
-
-    async def serve(request: web.Request) -> web.StreamResponse:
-        seen.append(dict(request.headers))
-        kind = request.match_info["kind"]
-        if kind == "ok.png":
-            return web.Response(body=png, content_type="image/png")
-        if kind == "html":
-            return web.Response(text="<html>", content_type="text/html")
-        if kind == "huge":
-            return web.Response(body=b"\0" * 5000, content_type="image/png")
-        if kind == "flaky" and len([h for h in seen if h]) < 3:
-            return web.Response(status=503, headers={"Retry-After": "0"})
-        if kind == "flaky":
-            return web.Response(body=png, content_type="image/png")
-        return web.Response(status=404)
-
-    app = web.Application()
-    app.router.add_get("/img/{kind}", serve)
-    return await serve_app(app), seen
-
-
-def _generation(url: str) -> Generation:
-    return Generation(images=(Image(url=url),), provider="shortapi", model="m",
-                      job_id="job/../1", local_id="l")
-
-
-async def test_download_never_sends_the_key_and_checks_type_and_size(
-    image_host: tuple[str, list[dict[str, str]]], tmp_path: Path
-) -> None:
-    base, seen = image_host
-    async with FakeProvider() as fake:
-        limits = Limits(max_download_bytes=1000)
-        async with client_for(fake, limits=limits) as client:
-            (path,) = await client.download(_generation(f"{base}/img/ok.png"), tmp_path)
-            assert path.read_bytes().startswith(b"\x89PNG") and path.parent == tmp_path
-            with pytest.raises(DownloadError, match="not an image"):
-                await client.download(_generation(f"{base}/img/html"), tmp_path / "h")
-            with pytest.raises(DownloadError, match="limit"):
-                await client.download(_generation(f"{base}/img/huge"), tmp_path / "b")
-            with pytest.raises(DownloadError, match="404"):
-                await client.download(_generation(f"{base}/img/missing"), tmp_path / "m")
-            (flaky,) = await client.download(_generation(f"{base}/img/flaky"), tmp_path / "f")
-            assert flaky.exists()
-    assert seen
-    for headers in seen:
-        assert "Authorization" not in headers and KEY not in str(headers)
-    assert not list(tmp_path.rglob("*.part")) and not list((tmp_path / "b").glob("*"))
-
-
 async def test_early_break_leaves_nothing_running() -> None:
     before = asyncio.all_tasks()
     async with FakeProvider(latency=(0.05, 0.2), seed=9) as fake:
@@ -291,35 +233,6 @@ async def test_a_slow_consumer_slows_submissions() -> None:
             created = fake.create_attempts
     # one consumed, at most 5 queued outcomes and 5 jobs holding slots
     assert created <= 11
-
-
-async def test_cancelling_a_download_leaves_no_partial_file(
-    tmp_path: Path, serve_app: ServeApp
-) -> None:
-    started = asyncio.Event()
-
-    async def slow_image(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "image/png"})
-        await response.prepare(request)
-        await response.write(b"\x89PNG" + b"\0" * 70000)
-        started.set()
-        await asyncio.sleep(30)
-        return response
-
-    app = web.Application()
-    app.router.add_get("/slow.png", slow_image)
-    url = await serve_app(app) + "/slow.png"
-    async with FakeProvider() as fake:
-        async with client_for(fake) as client:
-            task = asyncio.ensure_future(client.download(_generation(url), tmp_path))
-            await started.wait()
-            await asyncio.sleep(0.1)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            assert list(tmp_path.iterdir()) == []
-        with pytest.raises(ClientStateError, match="closed"):
-            await client.download(_generation(url), tmp_path)
 
 
 async def test_a_failing_input_iterable_raises_after_cleaning_up() -> None:

@@ -1,15 +1,19 @@
-"""FluxClient.download of ``data:`` URLs (AI/ML API ``b64_json`` results): saved atomically
-from the URL itself, checked like any download. (HTTP downloads: test_batch.py.)"""
+"""FluxClient.download: image hosts over loopback (no key sent, type and size checked,
+transient failures retried, cancellation leaves no partial file) and ``data:`` URLs (AI/ML
+API ``b64_json`` results), saved atomically. (generate_many's download_to: test_batch.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 from pathlib import Path
 
 import pytest
-from support import client_for
+from aiohttp import web
+from support import KEY, ServeApp, client_for
 
-from flux_async import DownloadError, Generation, Image, Limits
+from flux_async import ClientStateError, DownloadError, Generation, Image, Limits
 from flux_async.testing import FakeProvider
 
 pytestmark = pytest.mark.anyio
@@ -73,3 +77,86 @@ async def test_aimlapi_b64_results_are_saved_by_a_batch(tmp_path: Path) -> None:
                 expected = fake.served_files[image.url.removeprefix(fake.url)]
             assert path.read_bytes() == expected and expected.startswith(b"\x89PNG")
     assert inline >= 1  # the fake answers some AI/ML API jobs with b64_json
+
+
+# -- image hosts over HTTP ------------------------------------------------------------------
+
+
+@pytest.fixture
+async def image_host(serve_app: ServeApp) -> tuple[str, list[dict[str, str]]]:
+    """A separate image host that records request headers and serves odd answers."""
+    seen: list[dict[str, str]] = []
+    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 100
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        seen.append(dict(request.headers))
+        kind = request.match_info["kind"]
+        if kind == "ok.png":
+            return web.Response(body=png, content_type="image/png")
+        if kind == "html":
+            return web.Response(text="<html>", content_type="text/html")
+        if kind == "huge":
+            return web.Response(body=b"\0" * 5000, content_type="image/png")
+        if kind == "flaky" and len([h for h in seen if h]) < 3:
+            return web.Response(status=503, headers={"Retry-After": "0"})
+        if kind == "flaky":
+            return web.Response(body=png, content_type="image/png")
+        return web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_get("/img/{kind}", serve)
+    return await serve_app(app), seen
+
+
+
+async def test_download_never_sends_the_key_and_checks_type_and_size(
+    image_host: tuple[str, list[dict[str, str]]], tmp_path: Path
+) -> None:
+    base, seen = image_host
+    async with FakeProvider(latency=0.01) as fake:
+        limits = Limits(max_download_bytes=1000)
+        async with client_for("shortapi", fake, limits=limits) as client:
+            (path,) = await client.download(_generation(f"{base}/img/ok.png"), tmp_path)
+            assert path.read_bytes().startswith(b"\x89PNG") and path.parent == tmp_path
+            with pytest.raises(DownloadError, match="not an image"):
+                await client.download(_generation(f"{base}/img/html"), tmp_path / "h")
+            with pytest.raises(DownloadError, match="limit"):
+                await client.download(_generation(f"{base}/img/huge"), tmp_path / "b")
+            with pytest.raises(DownloadError, match="404"):
+                await client.download(_generation(f"{base}/img/missing"), tmp_path / "m")
+            (flaky,) = await client.download(_generation(f"{base}/img/flaky"), tmp_path / "f")
+            assert flaky.exists()
+    assert seen
+    for headers in seen:
+        assert "Authorization" not in headers and KEY not in str(headers)
+    assert not list(tmp_path.rglob("*.part")) and not list((tmp_path / "b").glob("*"))
+
+
+
+async def test_cancelling_a_download_leaves_no_partial_file(
+    tmp_path: Path, serve_app: ServeApp
+) -> None:
+    started = asyncio.Event()
+
+    async def slow_image(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "image/png"})
+        await response.prepare(request)
+        await response.write(b"\x89PNG" + b"\0" * 70000)
+        started.set()
+        await asyncio.sleep(30)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/slow.png", slow_image)
+    url = await serve_app(app) + "/slow.png"
+    async with FakeProvider(latency=0.01) as fake:
+        async with client_for("shortapi", fake) as client:
+            task = asyncio.ensure_future(client.download(_generation(url), tmp_path))
+            await started.wait()
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert list(tmp_path.iterdir()) == []
+        with pytest.raises(ClientStateError, match="closed"):
+            await client.download(_generation(url), tmp_path)
