@@ -34,6 +34,7 @@ __all__ = [
     "CallbackUpdate",
     "HTTPRequest",
     "HTTPResponse",
+    "HistoryTask",
     "InlineImage",
     "Prepared",
     "Provider",
@@ -67,6 +68,23 @@ class Accepted(msgspec.Struct, frozen=True, kw_only=True):
     job_id: str
     cost: Decimal | None = None
     update: Update | None = None
+
+
+class HistoryTask(msgspec.Struct, frozen=True, kw_only=True):
+    """One task from a provider's task history (PiAPI), as far as it identifies the task."""
+
+    job_id: str
+    model: str | None = None
+    created_at: float | None = None
+    """Unix seconds, when the provider said."""
+    input: dict[str, Any] = msgspec.field(default_factory=dict)
+    """The task's input as the provider echoes it."""
+    callback_url: str | None = None
+    """The webhook endpoint the task was created with (it names our local id)."""
+
+    def __repr__(self) -> str:
+        # The callback URL holds the job's token: never shown.
+        return f"HistoryTask(job_id={self.job_id!r}, model={self.model!r})"
 
 
 class CallbackUpdate(msgspec.Struct, frozen=True, kw_only=True):
@@ -176,6 +194,30 @@ class Provider(abc.ABC):
     def parse_callback(self, body: bytes) -> CallbackUpdate:
         """Decode a callback body (already authenticated by its URL token)."""
         raise NotImplementedError(f"{self.name} sends no callbacks")
+
+    def build_cancel(self, job_id: str) -> HTTPRequest | None:
+        """Return the request that cancels a job, or ``None``: the provider documents no
+        cancel (the default), so a job can only be abandoned locally."""
+        return None
+
+    def parse_cancel(self, response: HTTPResponse) -> Update:
+        """Decode a cancel answer: the job's state after it (``cancelled`` when it worked).
+
+        Raises:
+            ProviderError: the provider refused (e.g. the job is already running).
+        """
+        raise NotImplementedError(f"{self.name} has no cancel endpoint")
+
+    def build_history(
+        self, *, start_time: int, end_time: int, page: int = 1, page_size: int = 100
+    ) -> HTTPRequest | None:
+        """Return a request listing the account's tasks created in ``[start_time,
+        end_time]`` (unix seconds), or ``None`` when the provider documents no history."""
+        return None
+
+    def parse_history(self, response: HTTPResponse) -> tuple[list[HistoryTask], int]:
+        """Decode one page of task history: (its tasks, the total number of tasks)."""
+        raise NotImplementedError(f"{self.name} has no task history")
 
     # -- helpers for subclasses -------------------------------------------------------------
 

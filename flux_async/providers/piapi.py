@@ -12,6 +12,7 @@ both removed first.
 
 from __future__ import annotations
 
+import datetime
 import urllib.parse
 from decimal import Decimal
 from typing import Any
@@ -25,6 +26,7 @@ from .._models import GenerationRequest, Image, JobStatus
 from ._base import (
     Accepted,
     CallbackUpdate,
+    HistoryTask,
     HTTPRequest,
     HTTPResponse,
     InlineImage,
@@ -226,6 +228,32 @@ class _Envelope(msgspec.Struct):
 
 
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
+
+
+class _HistoryItem(msgspec.Struct):
+    task_id: Any = None
+    model: Any = None
+    input: Any = None
+    config: Any = None
+    meta: Any = None
+
+
+class _HistoryData(msgspec.Struct):
+    total: Any = None
+    list: Any = None
+
+
+class _HistoryEnvelope(msgspec.Struct):
+    code: Any = None
+    message: Any = None
+    data: _HistoryData | None = None
+
+
+_history_decoder = msgspec.json.Decoder(_HistoryEnvelope)
+# providers.md 7.2: GET {base_manager_url}/api/open/tasks/histories, page_size at most 100,
+# model "flux" for Flux tasks.
+HISTORY_PATH = "/api/open/tasks/histories"
+HISTORY_MAX_PAGE_SIZE = 100
 _encoder = msgspec.json.Encoder()
 
 
@@ -557,6 +585,85 @@ class PiAPI(Provider):
             raise self._undecodable(response, "query", "no data", phase=Phase.DEFINITIVE)
         return self._update(envelope.data, response, "query")
 
+    def build_cancel(self, job_id: str) -> HTTPRequest:
+        """Return ``DELETE /api/v1/task/{task_id}`` (providers.md 7.2: pending tasks only;
+        [D] for other models on the unified task path, [I] for Flux)."""
+        return HTTPRequest(
+            "DELETE",
+            f"{self.base_url}/api/v1/task/{urllib.parse.quote(job_id, safe='')}",
+            operation="cancel",
+            headers={"X-API-Key": self._api_key},
+        )
+
+    def parse_cancel(self, response: HTTPResponse) -> Update:
+        """Decode a cancel answer: 2xx with envelope code 200 means the task was cancelled.
+
+        Raises:
+            ProviderError: PiAPI refused (a processing or finished task: 4xx), or the task
+                is unknown.
+        """
+        envelope = self._decode_answer(
+            _envelope_decoder, response, "cancel", phase=Phase.DEFINITIVE
+        )
+        if not _is_ok(envelope.code):
+            raise self._code_error(response, "cancel", envelope)
+        cost = _cost(envelope.data) if envelope.data is not None else None
+        return Update(status=JobStatus.CANCELLED, cost=cost)
+
+    def build_history(
+        self, *, start_time: int, end_time: int, page: int = 1, page_size: int = 100
+    ) -> HTTPRequest:
+        """Return ``GET /api/open/tasks/histories`` for Flux tasks created in the window
+        (providers.md 7.2: ``page`` from 1, ``page_size`` at most 100, unix seconds)."""
+        query = urllib.parse.urlencode(
+            {
+                "page": page,
+                "page_size": min(max(page_size, 1), HISTORY_MAX_PAGE_SIZE),
+                "model": "flux",
+                "start_time": int(start_time),
+                "end_time": int(end_time),
+            }
+        )
+        return HTTPRequest(
+            "GET",
+            f"{self.base_url}{HISTORY_PATH}?{query}",
+            operation="history",
+            headers={"X-API-Key": self._api_key},
+        )
+
+    def parse_history(self, response: HTTPResponse) -> tuple[list[HistoryTask], int]:
+        """Decode a history page. Its schema is undocumented ([U]): read as
+        ``{"code": 200, "data": {"total", "list": [<task as GET returns it>]}}``; items
+        without a task id are skipped."""
+        envelope = self._decode_answer(
+            _history_decoder, response, "history", phase=Phase.DEFINITIVE
+        )
+        if not _is_ok(envelope.code) or envelope.data is None:
+            raise self._undecodable(response, "history", "no data", phase=Phase.DEFINITIVE)
+        items = envelope.data.list if isinstance(envelope.data.list, list) else []
+        tasks: list[HistoryTask] = []
+        for raw in items:
+            if not isinstance(raw, dict):
+                continue
+            item = convert(raw, _HistoryItem)
+            if not isinstance(item.task_id, str) or not item.task_id:
+                continue
+            config = item.config if isinstance(item.config, dict) else {}
+            webhook = config.get("webhook_config")
+            endpoint = webhook.get("endpoint") if isinstance(webhook, dict) else None
+            meta = item.meta if isinstance(item.meta, dict) else {}
+            tasks.append(
+                HistoryTask(
+                    job_id=item.task_id,
+                    model=item.model if isinstance(item.model, str) else None,
+                    created_at=_unix_time(meta.get("created_at")),
+                    input=item.input if isinstance(item.input, dict) else {},
+                    callback_url=endpoint if isinstance(endpoint, str) and endpoint else None,
+                )
+            )
+        total = envelope.data.total
+        return tasks, total if isinstance(total, int) and total >= 0 else len(tasks)
+
     def parse_callback(self, body: bytes) -> CallbackUpdate:
         """Decode a webhook body ``{"timestamp", "data": {...task data...}}`` (3.8).
 
@@ -646,6 +753,25 @@ class PiAPI(Provider):
             phase=phase_for_status(status) if status is not None else Phase.DEFINITIVE,
             kind=error_kind(status, message or ""),
         )
+
+
+def _unix_time(value: Any) -> float | None:
+    """Read an RFC 3339 time (``2024-05-01T10:00:00.123456789Z``, 3.4) as unix seconds."""
+    if not isinstance(value, str) or not value or value.startswith("0001-"):
+        return None
+    text = value.strip().replace("Z", "+00:00")
+    head, dot, rest = text.partition(".")
+    if dot:
+        digits = "".join(ch for ch in rest if ch.isdigit())
+        zone = rest[len(digits):]
+        text = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
 
 
 def _loose_task_id(body: bytes) -> str | None:
