@@ -164,6 +164,9 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     cost: Decimal | None = None
     files: tuple[Path, ...] = ()
     """Where the images were saved, with ``download_to``."""
+    resumed: bool = False
+    """The input was settled by an earlier run of the batch (read back from its journal, or
+    its job re-attached); nothing was sent again for it."""
     started_at: float
     """``time.monotonic()`` when the input was taken up."""
     finished_at: float
