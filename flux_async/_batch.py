@@ -8,21 +8,47 @@ once, so memory does not grow with the input's length. Every input yields exactl
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Coroutine,
+    Iterable,
+    Mapping,
+)
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ._config import Limits
-from ._errors import BudgetExceededError, ConfigurationError, FluxError, ValidationError
+from ._create import JournalContext
+from ._errors import (
+    BudgetExceededError,
+    ConfigurationError,
+    FluxError,
+    JobError,
+    ValidationError,
+)
 from ._images import Uploader, resolve_image_input
 from ._models import Generation, GenerationRequest, JobStatus, Outcome, build_request
 from ._registry import Entry
-from .providers._base import Prepared, Provider
+from ._resume import BatchJournal, Plan, open_journal, resumed_outcome
+from ._store import JobRecord, JobStore, JournalMismatchError
+from ._store import fingerprint as job_fingerprint
+from .providers._base import HistoryTask, Prepared, Provider
 
-__all__ = ["BatchInput", "JobLauncher", "check_batch_arguments", "generate_many"]
+__all__ = [
+    "BatchInput",
+    "JobLauncher",
+    "JournalOptions",
+    "check_batch_arguments",
+    "generate_many",
+]
+
+logger = logging.getLogger("flux_async")
 
 BatchInput = str | Mapping[str, Any] | GenerationRequest
 
@@ -52,8 +78,24 @@ class JobLauncher(Protocol):
     @property
     def provider(self) -> Provider: ...
 
-    async def begin(self, request: GenerationRequest, prepared: Prepared) -> Entry:
+    async def begin(
+        self,
+        request: GenerationRequest,
+        prepared: Prepared,
+        journal: JournalContext | None = None,
+    ) -> Entry:
         """Allocate a job (waiting for a slot) and start its create; return at once."""
+
+    async def reattach(self, record: JobRecord, store: JobStore | None) -> Entry:
+        """Track again a recorded job the provider accepted."""
+
+    async def recover(
+        self, record: JobRecord, store: JobStore | None, *, wait_callback: bool, evidence: str
+    ) -> Entry:
+        """Settle a recorded create whose answer was never recorded."""
+
+    async def history(self, start: float, end: float) -> list[HistoryTask]:
+        """Return the provider's tasks created in the window (empty: no history)."""
 
     async def result(self, entry: Entry) -> Generation:
         """Wait for the job to end; return its generation or raise its error."""
@@ -188,29 +230,103 @@ async def generate_many(
     price_per_job: Decimal | None = None,
     uploader: Uploader | None = None,
     limits: Limits = _LIMITS,
+    journal: JournalOptions | None = None,
 ) -> AsyncGenerator[Outcome, None]:
-    """Yield one `Outcome` per input, in the order the jobs finish."""
+    """Yield one `Outcome` per input, in the order the jobs finish.
+
+    With ``journal``, every job is recorded before its create is sent, and a batch the
+    journal already holds is resumed (see `flux_async._resume`).
+    """
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=concurrency)
     slots = asyncio.Semaphore(concurrency)
     tasks: set[asyncio.Task[None]] = set()
     entries: dict[int, Entry] = {}
+    journaled: set[Entry] = set()
     money = _Budget(budget, price_per_job) if budget is not None else None
+    # Opened here, in the first step of the loop: a journal that cannot be used is an
+    # error before anything is sent.
+    store: JobStore | None = None
+    owned = False
+    book: BatchJournal | None = None
+    if journal is not None:
+        store, owned = await open_journal(journal.journal)
+        book = BatchJournal(
+            store,
+            provider=client.provider.name,
+            batch_id=journal.batch_id,
+            new_batch=journal.new_batch,
+            resubmit_unknown=journal.resubmit_unknown,
+        )
+        try:
+            await book.open()
+        except BaseException:
+            if owned:
+                await store.aclose()
+            raise
 
     async def finish(outcome: Outcome) -> None:
         await queue.put(outcome)
 
+    async def launch(index: int, request: GenerationRequest, prepared: Any, plan: Plan | None,
+                     fingerprint: str | None) -> Entry:
+        if plan is None or plan.kind == "new":
+            context = None
+            if book is not None:
+                attempt = plan.attempt if plan is not None else 1
+                context = book.context(index, attempt)._replace(fingerprint=fingerprint)
+            entry = await client.begin(request, prepared, context)
+        elif plan.kind == "attach":
+            assert book is not None and plan.record is not None
+            entry = await client.reattach(plan.record, book.store)
+        else:
+            assert book is not None and plan.record is not None
+            entry = await client.recover(
+                plan.record,
+                book.store,
+                wait_callback=plan.wait_callback,
+                evidence=plan.evidence + book.history_note,
+            )
+        entries[index] = entry
+        if book is not None:
+            journaled.add(entry)
+        return entry
+
     async def run_one(index: int, item: Any, request: GenerationRequest, prepared: Any,
-                      estimate: Decimal | None, started: float) -> None:
+                      estimate: Decimal | None, started: float, plan: Plan | None = None,
+                      fingerprint: str | None = None) -> None:
         entry: Entry | None = None
         generation: Generation | None = None
         error: BaseException | None = None
         files: tuple[Any, ...] = ()
+        resumed = plan is not None and plan.kind != "new"
         try:
-            entry = await client.begin(request, prepared)
-            entries[index] = entry
-            generation = await client.result(entry)
+            entry = await launch(index, request, prepared, plan, fingerprint)
+            try:
+                generation = await client.result(entry)
+            except JobError:
+                if not (
+                    book is not None
+                    and book.resubmit_unknown
+                    and plan is not None
+                    and plan.kind == "recover"
+                    and plan.record is not None
+                    and entry.status is JobStatus.UNKNOWN
+                ):
+                    raise
+                # Asked for explicitly: this may pay for the job a second time.
+                logger.warning(
+                    "input %d: its earlier create may have reached %s; sending it again "
+                    "(resubmit_unknown)", index, client.provider.name,
+                )
+                journaled.discard(entry)
+                retry = Plan(kind="new", attempt=plan.record.attempt + 1)
+                entry = await launch(index, request, prepared, retry, fingerprint)
+                resumed = False
+                generation = await client.result(entry)
             if download_to is not None:
                 files = await client.download(generation, download_to, prefix=f"{index:06d}-")
+                if book is not None:
+                    book.store.put_files(entry.local_id, files)
         except FluxError as exc:
             error = exc
         except BaseException:
@@ -218,7 +334,9 @@ async def generate_many(
             raise
         finally:
             entries.pop(index, None)
-            if money is not None:
+            if entry is not None:
+                journaled.discard(entry)
+            if money is not None and not resumed:
                 money.settle(estimate, entry)
         job = entry.snapshot() if entry is not None else None
         status = job.status.value if job is not None else JobStatus.FAILED.value
@@ -235,6 +353,7 @@ async def generate_many(
                     files=files,
                     started_at=started,
                     finished_at=time.monotonic(),
+                    resumed=resumed,
                 )
             )
         finally:
@@ -242,41 +361,113 @@ async def generate_many(
             # submissions down instead of piling up finished jobs.
             slots.release()
 
-    async def produce() -> None:
-        stop: BudgetExceededError | None = None
+    async def run_finished(index: int, item: Any, record: JobRecord, started: float) -> None:
+        # A job that ended in an earlier run: its outcome comes from the journal; its
+        # images are saved again if the files are missing (and the URLs still serve them).
+        files: tuple[Path, ...] | None = None
+        error: BaseException | None = None
         try:
-            index = -1
-            async for item in _items(requests):
-                index += 1
-                started = time.monotonic()
-                if stop is not None:
-                    await finish(_outcome(index, item, "skipped", stop, started))
-                    continue
+            generation = record.generation()
+            if download_to is not None and generation is not None and not (
+                record.files and _all_exist(record.files)
+            ):
                 try:
-                    request = _to_request(client, item)
-                    request = await resolve_image_input(request, client.provider, uploader, limits)
-                    prepared = client.provider.prepare(request)
-                except ValidationError as exc:
-                    await finish(_outcome(index, item, "rejected", exc, started))
-                    continue
-                await slots.acquire()
-                estimate: Decimal | None = None
-                if money is not None:
-                    admitted, estimate = await money.admit(client.provider, prepared)
-                    if not admitted:
-                        slots.release()
-                        stop = BudgetExceededError(
-                            f"budget of {money.limit} reached ({money.committed} committed; "
-                            f"the next job would cost about {estimate}): not submitted",
-                            provider=client.provider.name,
-                        )
-                        await finish(_outcome(index, item, "skipped", stop, started))
-                        continue
-                task = asyncio.get_running_loop().create_task(
-                    run_one(index, item, request, prepared, estimate, started)
+                    files = await client.download(
+                        generation, download_to, prefix=f"{index:06d}-"
+                    )
+                except FluxError as exc:
+                    error = exc
+                else:
+                    assert book is not None
+                    book.store.put_files(record.local_id, files)
+            await finish(resumed_outcome(index, item, record, started=started, files=files,
+                                         error=error))
+        finally:
+            slots.release()
+
+    def spawn(coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    stop: BudgetExceededError | None = None
+
+    async def take(index: int, item: Any, taken: _Taken | None = None) -> None:
+        nonlocal stop
+        started = time.monotonic()
+        if taken is None:
+            taken = await _take_up(client, item, uploader, limits)
+        if taken.rejected is not None:
+            await finish(_outcome(index, item, "rejected", taken.rejected, started))
+            return
+        plan = taken.plan
+        if plan is None and book is not None:
+            plan = book.plan(index, taken.original, taken.prepared)
+        if plan is not None and plan.kind == "finished":
+            assert plan.record is not None
+            await slots.acquire()
+            spawn(run_finished(index, item, plan.record, started))
+            return
+        request, prepared = taken.request, taken.prepared
+        assert request is not None and prepared is not None
+        fingerprint = None
+        if book is not None and taken.original is not None and taken.original is not request:
+            fingerprint = job_fingerprint(taken.original, client.provider.name, prepared.model)
+        fresh = plan is None or plan.kind == "new"
+        if fresh and stop is not None:
+            await finish(_outcome(index, item, "skipped", stop, started))
+            return
+        await slots.acquire()
+        estimate: Decimal | None = None
+        if money is not None and fresh:
+            admitted, estimate = await money.admit(client.provider, prepared)
+            if not admitted:
+                slots.release()
+                stop = BudgetExceededError(
+                    f"budget of {money.limit} reached ({money.committed} committed; "
+                    f"the next job would cost about {estimate}): not submitted",
+                    provider=client.provider.name,
                 )
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                await finish(_outcome(index, item, "skipped", stop, started))
+                return
+        spawn(run_one(index, item, request, prepared, estimate, started, plan, fingerprint))
+
+    async def produce() -> None:
+        try:
+            source = _items(requests).__aiter__()
+            index = -1
+            if book is not None and book.resumed:
+                # Read (and check) every input the journal holds a record of before anything
+                # is sent: another input is an error that costs nothing.
+                ahead: list[tuple[Any, _Taken]] = []
+                while index < book.last_index:
+                    try:
+                        item = await source.__anext__()
+                    except StopAsyncIteration:
+                        raise JournalMismatchError(
+                            f"the journal holds inputs up to index {book.last_index} of batch "
+                            f"{book.batch_id!r}, but this input has only {index + 1}: give "
+                            "the same inputs to resume, or start a new batch",
+                            batch_id=book.batch_id,
+                            index=index + 1,
+                        ) from None
+                    index += 1
+                    taken = await _take_up(client, item, uploader, limits)
+                    taken.plan = book.plan(index, taken.original, taken.prepared)
+                    ahead.append((item, taken))
+                await book.search_history(
+                    client, [taken.plan for _, taken in ahead if taken.plan is not None]
+                )
+                for position, (item, taken) in enumerate(ahead):
+                    await take(position, item, taken)
+                ahead.clear()
+            while True:
+                try:
+                    item = await source.__anext__()
+                except StopAsyncIteration:
+                    break
+                index += 1
+                await take(index, item)
             while tasks:
                 await asyncio.wait(list(tasks))
         except Exception as exc:  # the caller's iterable failed: hand it over to re-raise
@@ -303,6 +494,59 @@ async def generate_many(
         for task in list(tasks):
             task.cancel()
         await asyncio.gather(producer, *tasks, return_exceptions=True)
+        if store is not None:
+            # Jobs of this batch still open (their creates settle in the client's tasks)
+            # stop writing to a journal about to close; it keeps their last live state.
+            for entry in journaled:
+                entry.store = None
+            if owned:
+                await store.aclose()
+            else:
+                await store.flush()
+
+
+def _all_exist(files: tuple[str, ...]) -> bool:
+    # A few stat calls per resumed input: cheap enough for the event loop.
+    return all(os.path.exists(path) for path in files)
+
+
+class JournalOptions(NamedTuple):
+    """`generate_many`'s journal arguments."""
+
+    journal: str | os.PathLike[str] | JobStore
+    batch_id: str | None = None
+    new_batch: bool = False
+    resubmit_unknown: bool = False
+
+
+class _Taken:
+    """An input read and checked: its request (before and after image resolution), or why
+    it was rejected, and its resume plan."""
+
+    __slots__ = ("original", "plan", "prepared", "rejected", "request")
+
+    def __init__(self) -> None:
+        self.original: GenerationRequest | None = None
+        self.request: GenerationRequest | None = None
+        self.prepared: Prepared | None = None
+        self.rejected: ValidationError | None = None
+        self.plan: Plan | None = None
+
+
+async def _take_up(
+    client: JobLauncher, item: Any, uploader: Uploader | None, limits: Limits
+) -> _Taken:
+    taken = _Taken()
+    try:
+        taken.original = request = _to_request(client, item)
+        taken.request = request = await resolve_image_input(
+            request, client.provider, uploader, limits
+        )
+        taken.prepared = client.provider.prepare(request)
+    except ValidationError as exc:
+        taken.rejected = exc
+        taken.prepared = None
+    return taken
 
 
 def _outcome(index: int, item: Any, status: str, error: BaseException, started: float) -> Outcome:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from ._batch import check_batch_arguments, generate_many
+from ._batch import JournalOptions, check_batch_arguments, generate_many
 from ._callbacks import NOT_FOUND, CallbackRouter, WebhookResponse, check_webhooks
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts, Webhooks
 from ._create import CreateLane
@@ -27,6 +27,7 @@ from ._lane import Lane, Tasks
 from ._models import Event, Generation, GenerationRequest, Outcome, build_request
 from ._poll import PollLane
 from ._registry import Entry, Registry
+from ._store import JobStore
 from ._transport import Transport
 from .providers._base import Provider
 
@@ -63,6 +64,9 @@ class FluxClient:
         uploader: ``async def upload(data: bytes, content_type: str) -> str`` storing a
             local image (a path, bytes or ``data:`` URL given as ``image_url``) and
             returning its http(s) URL, for models that take no inline image.
+        store: a job store (`MemoryStore`, `SQLiteJournal`, ...) recording every job this
+            client submits outside a journaled batch, and where `attach` looks ids up.
+            Default: none (jobs live in memory only, and nothing is kept once they end).
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class FluxClient:
         webhooks: Webhooks | None = None,
         seed: int | None = None,
         uploader: Uploader | None = None,
+        store: JobStore | None = None,
     ) -> None:
         if not isinstance(provider, Provider):
             raise TypeError(f"provider must be a flux_async Provider, got {provider!r}")
@@ -93,6 +98,7 @@ class FluxClient:
         if uploader is not None and not callable(uploader):
             raise ConfigurationError(f"uploader must be an async callable, got {uploader!r}")
         self._uploader = uploader
+        self._store = store
         self._state = _State.UNOPENED
         self._events = EventBus(provider.name)
         self._registry = Registry(
@@ -174,6 +180,7 @@ class FluxClient:
             webhooks=self._webhooks, download=self._download_for_batch,
             is_open=lambda: self._state is _State.OPEN,
         )
+        creates.store = self._store
         stack.push_async_callback(tasks.aclose)
         stack.push_async_callback(creates.aclose, self._timeouts.close_grace)
         if self._webhooks is not None:
@@ -311,6 +318,10 @@ class FluxClient:
         budget: Decimal | float | str | None = None,
         download_to: str | os.PathLike[str] | None = None,
         price_per_job: Decimal | float | str | None = None,
+        journal: str | os.PathLike[str] | JobStore | None = None,
+        resubmit_unknown: bool = False,
+        new_batch: bool = False,
+        batch_id: str | None = None,
     ) -> AsyncGenerator[Outcome, None]:
         """Generate many images; yield an `Outcome` per input as each finishes.
 
@@ -327,6 +338,23 @@ class FluxClient:
             price_per_job: what one job costs, for providers without a published price
                 (PiAPI, AI/ML API); without it, such a budgeted batch sends one job at a
                 time until the first charge is reported.
+            journal: a file path (a `SQLiteJournal` is opened there) or a `JobStore`. Every
+                job is recorded before its create is sent, so a batch killed at any moment
+                can be resumed: run it again over the same inputs with the same journal.
+                Inputs that finished are yielded from the journal (``Outcome.resumed``)
+                and not sent; jobs the provider accepted are polled to their end (their
+                images downloaded if they were not); creates whose answer was lost are
+                found again where the provider allows it (a callback to the recorded
+                address, PiAPI's task history) and otherwise end ``unknown``.
+            resubmit_unknown: send again the inputs whose earlier create may or may not
+                have reached the provider (``unknown``). This can pay for a job twice.
+            new_batch: start a new batch in the journal instead of resuming its latest.
+            batch_id: the batch to run or resume (default: the journal's latest batch).
+
+        Raises (from the first step of the loop, before anything is sent):
+            JournalError: the journal cannot be opened (corrupt, newer schema, in use).
+            JournalMismatchError: an input differs from the one the journal recorded at
+                its index (``.index`` names it); nothing was sent.
 
         Every input yields exactly one outcome, failures included; nothing raises for one
         input. Leaving the loop early (``break``, an exception, cancellation) cancels the
@@ -338,6 +366,15 @@ class FluxClient:
         concurrency, limit, price = check_batch_arguments(
             concurrency, budget, price_per_job, self._limits.max_jobs_in_flight
         )
+        options = None
+        if journal is not None:
+            if batch_id is not None and (not isinstance(batch_id, str) or not batch_id):
+                raise ConfigurationError(f"batch_id must be a non-empty string, got {batch_id!r}")
+            options = JournalOptions(journal, batch_id, bool(new_batch), bool(resubmit_unknown))
+        elif resubmit_unknown or new_batch or batch_id is not None:
+            raise ConfigurationError(
+                "resubmit_unknown, new_batch and batch_id need a journal: pass journal=..."
+            )
         return generate_many(
             self._creates,
             requests,
@@ -347,7 +384,29 @@ class FluxClient:
             price_per_job=price,
             uploader=self._uploader,
             limits=self._limits,
+            journal=options,
         )
+
+    async def attach(self, job_id: str, *, model: str | None = None) -> Job:
+        """Return a `Job` for a job the provider knows as ``job_id`` (one you kept).
+
+        It is polled (its callbacks cannot reach this client: they went to the address of
+        the client that created it) and awaited like any other: ``await job``,
+        ``job.cancel()``. A job this client already tracks returns the same handle's job.
+        With a ``store`` holding the job's record, its model and callback address come
+        back too.
+
+        Args:
+            model: the model to report in the `Generation` (default: recorded, else "").
+
+        Raises:
+            ConfigurationError: the provider answers synchronously (AI/ML API): there is
+                no job to attach to.
+            ValidationError: ``job_id`` is not a non-empty string.
+        """
+        self._require_open()
+        assert self._creates is not None
+        return Job(await self._creates.attach(job_id, model=model))
 
     # -- webhooks ---------------------------------------------------------------------------------
 

@@ -9,24 +9,49 @@ import os
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import anyio
+import msgspec
 
 from ._callbacks import new_secret
 from ._config import RetryPolicy, Webhooks
-from ._errors import ClientStateError, JobCancelledError, JobUnknownError, Phase, RequestError
+from ._errors import (
+    ClientStateError,
+    ConfigurationError,
+    JobCancelledError,
+    JobUnknownError,
+    Phase,
+    RequestError,
+    ValidationError,
+)
 from ._events import EventBus
-from ._job import Job
+from ._job import CancelResult, Job
 from ._lane import Lane, Tasks
 from ._models import Generation, GenerationRequest, JobStatus
 from ._poll import PollLane
 from ._registry import Entry, Registry
 from ._retry import CreateAction, decide_create_failure
-from .providers._base import Prepared, Provider
+from ._store import JobRecord, JobStore, JournalError
+from .providers._base import HistoryTask, Prepared, Provider
 
-__all__ = ["CreateLane"]
+__all__ = ["CreateLane", "JournalContext"]
 
 logger = logging.getLogger("flux_async")
+
+class JournalContext(NamedTuple):
+    """Where a batch job's record goes: the store, the batch, the input index, the attempt."""
+
+    store: JobStore
+    batch_id: str | None
+    input_index: int | None
+    attempt: int = 1
+    fingerprint: str | None = None
+    """The input's fingerprint when it differs from the request's own (an uploaded image)."""
+
+
+_HISTORY_PAGES = 50
+"""At most this many pages (of 100 tasks) of a provider's task history are read per resume."""
 
 Download = Callable[[Generation, "str | os.PathLike[str]", str], Awaitable[tuple[Path, ...]]]
 
@@ -72,6 +97,8 @@ class CreateLane:
         self._creates: dict[str, asyncio.Task[None]] = {}
         self._sent: set[str] = set()  # local ids whose create went out at least once
         self._closing = False
+        self.store: JobStore | None = None
+        """The client's job store: every job not in a journaled batch is recorded there."""
         self.callback_base: str | None = None
         """Where callbacks reach this client (``None``: no callbacks); set once it listens."""
         poll_lane.on_timed_out.append(self._abandon)
@@ -83,16 +110,19 @@ class CreateLane:
 
     # -- the JobLauncher protocol ---------------------------------------------------------
 
-    async def begin(self, request: GenerationRequest, prepared: Prepared) -> Entry:
+    async def begin(
+        self,
+        request: GenerationRequest,
+        prepared: Prepared,
+        journal: JournalContext | None = None,
+    ) -> Entry:
         """Allocate a job (waiting for a job slot) and start its create; return at once.
 
-        The entry, with its local id and callback token, exists before the create is sent.
+        The entry, with its local id and callback token, exists before the create is sent;
+        with a job store (``journal``, else the client's), its record is durable before the
+        create is sent.
         """
-        slots = self._lane.job_slots
-        await slots.acquire()
-        if not self._is_open() or self._closing:
-            slots.release()
-            raise ClientStateError("the client is closed", provider=self.provider.name)
+        await self._take_slot()
         provider = self.provider
         callback_url = webhook_secret = None
         token_hash = secret_hash = None
@@ -110,7 +140,29 @@ class CreateLane:
             secret_hash=secret_hash,
             local_id=local_id,
         )
-        task = self._tasks.spawn(self._create(entry, prepared, callback_url, webhook_secret))
+        entry.owner = self
+        record: JobRecord | None = None
+        if journal is None and self.store is not None:
+            journal = JournalContext(self.store, None, None)
+        if journal is not None:
+            entry.store = journal.store
+            record = JobRecord.allocate(
+                request,
+                local_id=local_id,
+                provider=provider.name,
+                model=prepared.model,
+                created_at=entry.created_at,
+                batch_id=journal.batch_id,
+                index=journal.input_index,
+                attempt=journal.attempt,
+                token_hash=token_hash,
+                secret_hash=secret_hash,
+            )
+            if journal.fingerprint is not None:
+                record = msgspec.structs.replace(record, fingerprint=journal.fingerprint)
+        task = self._tasks.spawn(
+            self._create(entry, prepared, callback_url, webhook_secret, record)
+        )
         self._creates[local_id] = task
         task.add_done_callback(lambda _: self._settled(local_id))
         if provider.synchronous:
@@ -119,6 +171,13 @@ class CreateLane:
             self._registry.advance(entry, JobStatus.SUBMITTED)
             self._poll.watch_deadline(entry)
         return entry
+
+    async def _take_slot(self) -> None:
+        slots = self._lane.job_slots
+        await slots.acquire()
+        if not self._is_open() or self._closing:
+            slots.release()
+            raise ClientStateError("the client is closed", provider=self.provider.name)
 
     async def start(self, request: GenerationRequest, prepared: Prepared) -> Entry:
         """Allocate a job, send its create, and return once that settled.
@@ -169,10 +228,238 @@ class CreateLane:
         error = JobCancelledError(
             f"job {local_id} cancelled: {why}{where}", provider=self.provider.name
         )
-        if not self._registry.finish(entry, JobStatus.CANCELLED, error):
+        if entry.status.is_terminal:
             return False
+        if entry.job_id is not None or local_id in self._sent:
+            # Abandoned, not ended: the provider may still run (and charge) the job, so its
+            # record keeps its last live state and a resume re-attaches or recovers it.
+            # Only a create provably never sent is recorded as cancelled.
+            entry.store = None
+        self._registry.finish(entry, JobStatus.CANCELLED, error)
         self._abandon(entry)
         return True
+
+    async def cancel_job(self, entry: Entry) -> CancelResult:
+        """Cancel a job at the provider where it documents a cancel, else end it locally.
+
+        See `Job.cancel`.
+        """
+        provider = self.provider
+        name = f"job {entry.local_id}" + (
+            f" (provider id {entry.job_id})" if entry.job_id is not None else ""
+        )
+        if entry.status.is_terminal:
+            return CancelResult(
+                ended=False,
+                remote=False,
+                status=entry.status,
+                detail=f"{name} had already ended {entry.status.value}; nothing was done",
+            )
+        refusal = ""
+        request = provider.build_cancel(entry.job_id) if entry.job_id is not None else None
+        if request is not None:
+            try:
+                update = provider.parse_cancel(await self._lane.send(request))
+            except RequestError as refused:
+                refusal = f"; {provider.name} refused to cancel it ({refused})"
+            else:
+                cancelled = JobCancelledError(
+                    f"{name} cancelled at {provider.name}", provider=provider.name
+                )
+                if self._registry.advance(
+                    entry, JobStatus.CANCELLED, cost=update.cost, error=cancelled
+                ):
+                    self._abandon(entry)
+                    return CancelResult(
+                        ended=True,
+                        remote=True,
+                        status=entry.status,
+                        detail=f"{name} was cancelled at {provider.name}",
+                    )
+                return CancelResult(
+                    ended=False,
+                    remote=False,
+                    status=entry.status,
+                    detail=f"{name} ended {entry.status.value} before the cancel took effect",
+                )
+            if entry.status.is_terminal:
+                return CancelResult(
+                    ended=False,
+                    remote=False,
+                    status=entry.status,
+                    detail=f"{name} ended {entry.status.value} meanwhile{refusal}",
+                )
+        if entry.job_id is not None:
+            consequence = (
+                f"{provider.name} may still finish and charge it" + refusal
+                if refusal or request is None
+                else f"{provider.name} may still finish and charge it"
+            )
+            if request is None:
+                consequence += f" ({provider.name} documents no cancel)"
+        elif entry.local_id in self._sent:
+            consequence = (
+                f"its create was in flight: {provider.name} may still create and charge it"
+            )
+        else:
+            consequence = "its create was never sent: nothing was charged"
+        detail = f"{name} ended locally; {consequence}"
+        ended = self._registry.finish(
+            entry, JobStatus.CANCELLED, JobCancelledError(detail, provider=provider.name)
+        )
+        self._abandon(entry)
+        return CancelResult(ended=ended, remote=False, status=entry.status, detail=detail)
+
+    # -- attaching ----------------------------------------------------------------------------
+
+    def _check_attachable(self) -> None:
+        if self.provider.synchronous:
+            raise ConfigurationError(
+                f"{self.provider.name} answers each create with its images (synchronously): "
+                "it has no job to attach to by id",
+                provider=self.provider.name,
+            )
+
+    async def attach(self, job_id: str, *, model: str | None = None) -> Entry:
+        """Track a job the provider knows as ``job_id`` (see `FluxClient.attach`)."""
+        self._check_attachable()
+        if not isinstance(job_id, str) or not job_id.strip():
+            raise ValidationError(
+                f"{self.provider.name}: attach takes a provider job id (a non-empty string), "
+                f"got {job_id!r}",
+                provider=self.provider.name,
+                field="job_id",
+                value=job_id,
+            )
+        held = self._registry.by_job_id(self.provider.name, job_id)
+        if held is not None:
+            return held
+        record = None
+        if self.store is not None:
+            record = await self.store.find_job(self.provider.name, job_id)
+        if record is not None and not record.status.is_terminal:
+            return await self.reattach(record, self.store)
+        await self._take_slot()
+        entry = self._registry.allocate(
+            self.provider.name, model or (record.model if record is not None else "")
+        )
+        entry.owner = self
+        self._registry.accept(entry, job_id)
+        self._poll.track(entry, first_wait=0.0, callbacks=False)
+        return entry
+
+    async def reattach(self, record: JobRecord, store: JobStore | None) -> Entry:
+        """Track again a recorded job the provider accepted (a resume): same local id and
+        callback token, polled (or awaited by callback) to its end."""
+        self._check_attachable()
+        assert record.job_id is not None
+        held = self._registry.get(record.local_id)
+        if held is not None:
+            return held
+        await self._take_slot()
+        entry = self._restore(record, store)
+        self._registry.accept(entry, record.job_id, record.cost)
+        if record.status.rank > entry.status.rank and not record.status.is_terminal:
+            self._registry.advance(entry, record.status)
+        # Poll once soon: a callback sent while no process listened is lost.
+        self._poll.track(
+            entry, first_wait=0.0, callbacks=self.callback_base is not None and
+            record.token_hash is not None,
+        )
+        return entry
+
+    async def recover(
+        self,
+        record: JobRecord,
+        store: JobStore | None,
+        *,
+        wait_callback: bool,
+        evidence: str,
+    ) -> Entry:
+        """Settle a recorded create whose answer never arrived (a resume).
+
+        With callbacks on (and ``wait_callback``), the job gets `Webhooks.orphan_window`
+        seconds to call its persisted address, which adopts it; otherwise, or without a
+        callback, it ends ``unknown`` with ``evidence``. Nothing is sent.
+        """
+        await self._take_slot()
+        entry = self._restore(record, store)
+        window = self._webhooks.orphan_window if self._webhooks is not None else 0.0
+        if (
+            wait_callback
+            and self.callback_base is not None
+            and record.token_hash is not None
+            and window > 0
+        ):
+            self._tasks.spawn(self._await_recovered(entry, window, evidence))
+        else:
+            self._unknown(entry, evidence)
+        return entry
+
+    def _restore(self, record: JobRecord, store: JobStore | None) -> Entry:
+        entry = self._registry.allocate(
+            record.provider,
+            record.model,
+            request=record.generation_request(),
+            token_hash=record.token_hash,
+            secret_hash=record.secret_hash,
+            local_id=record.local_id,
+        )
+        entry.owner = self
+        entry.store = store
+        entry.polls = record.polls
+        return entry
+
+    async def _await_recovered(self, entry: Entry, window: float, evidence: str) -> None:
+        entry.accepted = asyncio.get_running_loop().create_future()
+        with anyio.move_on_after(window):
+            await entry.accepted
+        if entry.status.is_terminal:
+            return
+        if entry.job_id is not None:
+            logger.info(
+                "job %s: its create was in flight when the last run stopped; it called home "
+                "as %s: adopted",
+                entry.local_id,
+                entry.job_id,
+            )
+            self._poll.track(entry)
+            return
+        if self._closing:
+            entry.store = None  # still recoverable by the next resume
+            self.cancel(entry, "the client closed")
+            return
+        self._unknown(entry, f"{evidence}; no callback came within {window:g}s")
+
+    def _unknown(self, entry: Entry, evidence: str) -> None:
+        unknown = JobUnknownError(
+            f"job {entry.local_id}: the create may or may not have reached "
+            f"{self.provider.name} ({evidence}); it was not resent, to avoid paying twice",
+            provider=self.provider.name,
+            evidence=evidence,
+        )
+        self._registry.finish(entry, JobStatus.UNKNOWN, unknown)
+
+    async def history(self, start: float, end: float) -> list[HistoryTask]:
+        """Return the provider's tasks created between ``start`` and ``end`` (unix seconds),
+        newest first; empty when the provider documents no task history.
+
+        Raises:
+            RequestError: a page could not be read.
+        """
+        provider = self.provider
+        tasks: list[HistoryTask] = []
+        for page in range(1, _HISTORY_PAGES + 1):
+            request = provider.build_history(
+                start_time=int(start), end_time=int(end) + 1, page=page, page_size=100
+            )
+            if request is None:
+                return []
+            found, total = provider.parse_history(await self._lane.send(request))
+            tasks.extend(found)
+            if not found or page * 100 >= total:
+                break
+        return tasks
 
     # -- closing ------------------------------------------------------------------------------
 
@@ -208,6 +495,7 @@ class CreateLane:
         prepared: Prepared,
         callback_url: str | None,
         webhook_secret: str | None,
+        record: JobRecord | None = None,
     ) -> None:
         provider, lane = self.provider, self._lane
         request = provider.build_create(
@@ -219,6 +507,17 @@ class CreateLane:
             await lane.wait_for_create_turn()
             if entry.status.is_terminal or self._closing:
                 return  # cancelled, or the client is closing: never sent (this time)
+            if record is not None and entry.store is not None:
+                # The record is durable before anything that may cost money is sent.
+                try:
+                    await entry.store.put_allocated(record)
+                except JournalError as exc:
+                    entry.store = None
+                    self._registry.finish(entry, JobStatus.FAILED, exc)
+                    return
+                record = None
+                if entry.status.is_terminal or self._closing:
+                    return
             self._sent.add(entry.local_id)
             try:
                 response = await lane.send(request, long_read=provider.synchronous)
@@ -281,6 +580,8 @@ class CreateLane:
         self._fail(entry, error, waited=None if self._closing else window)
 
     def _fail(self, entry: Entry, error: RequestError, *, waited: float | None = None) -> None:
+        if self._closing and error.phase is Phase.AMBIGUOUS:
+            entry.store = None  # the journal keeps it in flight: a resume recovers it
         if error.phase is not Phase.AMBIGUOUS:
             self._registry.finish(entry, JobStatus.FAILED, error)
             return

@@ -7,12 +7,31 @@ from collections.abc import Generator
 from typing import Any
 
 import anyio
+import msgspec
 
 from ._errors import JobFailedError
 from ._models import Generation, JobSnapshot, JobStatus
 from ._registry import Entry
 
-__all__ = ["Job", "outcome_of"]
+__all__ = ["CancelResult", "Job", "outcome_of"]
+
+
+class CancelResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What `Job.cancel` did.
+
+    ``remote`` is true when the provider confirmed the cancel (nothing more is charged);
+    otherwise the job was only ended here and ``detail`` says whether the provider may
+    still finish and charge it.
+    """
+
+    ended: bool
+    """This call ended the job (it had not already ended)."""
+    remote: bool
+    """The provider cancelled the job itself."""
+    status: JobStatus
+    """The job's `JobStatus` after the call (``cancelled``, or how it had already ended)."""
+    detail: str
+    """One sentence on what happened, naming the job."""
 
 
 class Job:
@@ -84,6 +103,28 @@ class Job:
                 # shield: one waiter cancelled by its timeout must not cancel the others.
                 await asyncio.shield(entry.waiter)
         return outcome_of(entry)
+
+    async def cancel(self) -> CancelResult:
+        """Cancel the job: at the provider where it documents a cancel, else locally.
+
+        PiAPI cancels a task that is still pending (``DELETE /api/v1/task/{id}``); then
+        ``remote`` is true and nothing is charged. A running PiAPI task, and every ShortAPI
+        job, cannot be cancelled remotely: the job ends ``cancelled`` here and the result
+        says the provider may still finish and charge it. A job that already ended is left
+        as it was. Waiters of `result` get `JobCancelledError`.
+        """
+        owner = self._entry.owner
+        if owner is None:
+            status = self._entry.status
+            return CancelResult(
+                ended=False,
+                remote=False,
+                status=status,
+                detail=f"job {self._entry.local_id} has no client to cancel it "
+                f"(it is {status.value})",
+            )
+        result: CancelResult = await owner.cancel_job(self._entry)
+        return result
 
     def __await__(self) -> Generator[Any, None, Generation]:
         return self.result().__await__()

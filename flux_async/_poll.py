@@ -69,14 +69,23 @@ class PollLane:
         """Stop the scheduler and the polls in progress."""
         await self.scheduler.stop()
 
-    def track(self, entry: Entry) -> None:
-        """Start polling an accepted job (only as a safety net when callbacks will come)."""
+    def track(
+        self, entry: Entry, *, first_wait: float | None = None, callbacks: bool = True
+    ) -> None:
+        """Start polling an accepted job (only as a safety net when callbacks will come).
+
+        ``first_wait``: seconds to the first poll (default: the provider's typical latency,
+        or the callback grace); ``callbacks=False``: no callback will come for this job
+        (attached by id), so it is polled normally even when webhooks are on.
+        """
         if entry.status.is_terminal:
             return
-        if self._webhooks is None:
-            self.scheduler.add(entry)
+        if self._webhooks is None or not callbacks:
+            self.scheduler.add(entry, first_wait=first_wait)
             return
-        self.scheduler.add(entry, first_wait=self.grace(), slow=True)
+        self.scheduler.add(
+            entry, first_wait=self.grace() if first_wait is None else first_wait, slow=True
+        )
         if entry.hinted and not entry.verifying:
             # A callback beat the create response but named no job: check now.
             self._tasks.spawn(self._verify(entry))

@@ -17,6 +17,7 @@ from ._errors import FluxError, JobError, JobFailedError
 from ._models import Image, JobSnapshot, JobStatus
 
 if TYPE_CHECKING:
+    from ._store import JobStore
     from .providers._base import Update
 
 __all__ = ["Entry", "Registry"]
@@ -36,7 +37,9 @@ class Entry:
       last poll that found the job running: the learned schedule's censoring bound);
     - the callback side: ``hinted`` (a callback came before the create's answer) and
       ``verifying`` (a verifying query is in flight);
-    - `Job` handles: ``waiter``, created by the first one that waits.
+    - `Job` handles: ``waiter``, created by the first one that waits;
+    - the create lane again: ``owner`` (what `Job.cancel` asks) and ``store`` (the job store
+      its record lives in, or ``None``: the registry then writes nothing beyond memory).
     """
 
     __slots__ = (
@@ -53,6 +56,7 @@ class Entry:
         "local_id",
         "model",
         "next_poll",
+        "owner",
         "polls",
         "provider",
         "refunded",
@@ -61,6 +65,7 @@ class Entry:
         "secret_hash",
         "seed",
         "status",
+        "store",
         "token_hash",
         "verifying",
         "waiter",
@@ -96,6 +101,10 @@ class Entry:
         self.attempt = 0
         self.polls = 0
         self.running_age = 0.0
+        # The job store holding this job's record (None: no durable record) and the
+        # component that can cancel it (the create lane).
+        self.store: JobStore | None = None
+        self.owner: Any = None
 
     def __repr__(self) -> str:
         return f"<Entry {self.local_id} {self.provider} {self.status.value} id={self.job_id}>"
@@ -208,6 +217,8 @@ class Registry:
                 self._by_job_id[(entry.provider, job_id)] = entry
             for hook in self.on_accepted:
                 hook(entry)
+            if entry.store is not None:
+                entry.store.put_accepted(entry.local_id, job_id, cost)
         if cost is not None and entry.cost is None:
             entry.cost = cost
         _wake(entry.accepted)
@@ -239,9 +250,12 @@ class Registry:
             entry.cost = Decimal(0)
         elif cost is not None:
             entry.cost = cost
-        if self._on_change is not None and not status.is_terminal:
-            self._on_change(entry, current)
-        if status.is_terminal:
+        if not status.is_terminal:
+            if entry.store is not None:
+                entry.store.put_status(entry.local_id, status)
+            if self._on_change is not None:
+                self._on_change(entry, current)
+        else:
             entry.images = images
             if seed is not None:
                 entry.seed = seed
@@ -251,6 +265,17 @@ class Registry:
                 # Before anyone is woken or told: the error names the job as it ended.
                 error.job = entry.snapshot()
             self._active -= 1
+            if entry.store is not None:
+                entry.store.put_finished(
+                    entry.local_id,
+                    status,
+                    images=entry.images,
+                    cost=entry.cost,
+                    refunded=entry.refunded,
+                    seed=entry.seed,
+                    polls=entry.polls,
+                    error=error,
+                )
             _wake(entry.waiter)
             _wake(entry.accepted)
             if self._on_change is not None:
