@@ -49,7 +49,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,13 +83,54 @@ logger = logging.getLogger("flux_async")
 GROUP = "workers"
 """The consumer group every worker reads the queue through."""
 
-# Atomically: return the input's record, and write ``ARGV[2]`` when there was none (the
-# create is about to be sent).
-_CLAIM_INPUT = """
-local prior = redis.call('HGET', KEYS[1], ARGV[1])
-if not prior then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
-return prior
-"""
+class _Batched:
+    """Redis writes of one event-loop tick sent together, in one MULTI/EXEC.
+
+    Hundreds of inputs in flight each write a few commands; sending every tick's commands
+    as one transaction costs one round trip instead of one per command.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._ops: list[tuple[Callable[[Any], None], asyncio.Future[list[Any]]]] = []
+        self._flushing: set[asyncio.Task[None]] = set()
+
+    def call(self, build: Callable[[Any], None]) -> asyncio.Future[list[Any]]:
+        """Queue the commands ``build(pipeline)`` adds; the future gets their results."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        if not self._ops:
+            loop.call_soon(self._flush_soon)
+        self._ops.append((build, future))
+        return future
+
+    def _flush_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._flush())
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _flush(self) -> None:
+        ops, self._ops = self._ops, []
+        pipe = self._redis.pipeline(transaction=True)
+        sizes = []
+        for build, _ in ops:
+            before = len(pipe.command_stack)
+            build(pipe)
+            sizes.append(len(pipe.command_stack) - before)
+        try:
+            results = await pipe.execute()
+        except BaseException as exc:
+            for _, future in ops:
+                if not future.done():
+                    future.set_exception(exc if isinstance(exc, Exception) else RuntimeError())
+            if not isinstance(exc, Exception):
+                raise
+            return
+        at = 0
+        for (_, future), size in zip(ops, sizes, strict=True):
+            if not future.done():
+                future.set_result(list(results[at:at + size]))
+            at += size
 
 
 def batch_keys(namespace: str, batch_id: str) -> dict[str, str]:
@@ -299,7 +340,7 @@ class _Worker:
         self.limiter: RedisLimiter | None = None
         self._working: dict[str, asyncio.Task[None]] = {}
         self._leases: set[str] = set()
-        self._claim_input = self.redis.register_script(_CLAIM_INPUT)
+        self._batched = _Batched(self.redis)
         self._client: FluxClient | None = None
         self._transport: Transport | None = None
 
@@ -448,8 +489,12 @@ class _Worker:
         item = json.loads(fields[b"input"])
         keys = batch_keys(self.namespace, batch)
         mine = json.dumps({"state": "sending", "worker": self.name})
-        raw = await self._claim_input(keys=[keys["jobs"]], args=[index, mine])
-        prior = json.loads(raw) if raw is not None else None
+        # HSETNX then HGET in one transaction: the record is ours, or the one a worker
+        # wrote before (this input was claimed from it).
+        created, raw = await self._batched.call(
+            lambda pipe: pipe.hsetnx(keys["jobs"], str(index), mine).hget(keys["jobs"], str(index))
+        )
+        prior = None if created else json.loads(raw)
         if prior is not None:
             owner = prior.get("worker")
             if prior.get("state") == "done":
@@ -488,11 +533,12 @@ class _Worker:
         record["worker"] = self.name
         record["recovered"] = prior is not None
         done = json.dumps({"state": "done", "worker": self.name, "job_id": record["job_id"]})
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.xadd(keys["outcomes"], {"record": json.dumps(record)})
-        pipe.hset(keys["jobs"], str(index), done)
-        pipe.xack(self.queue, GROUP, entry_id)
-        await pipe.execute()
+        outcome = json.dumps(record)
+        await self._batched.call(
+            lambda pipe: pipe.xadd(keys["outcomes"], {"record": outcome})
+            .hset(keys["jobs"], str(index), done)
+            .xack(self.queue, GROUP, entry_id)
+        )
         self.stats.finished += 1
 
     async def _create(
@@ -516,10 +562,11 @@ class _Worker:
         finally:
             self.stats.created += 1
         job_id = job.id
-        await self.redis.hset(
-            keys["jobs"], str(index),
-            json.dumps({"state": "accepted", "worker": self.name, "job_id": job_id}),
-        )
+        # Not awaited: losing it to a crash costs no money (the input then ends unknown).
+        accepted = json.dumps({"state": "accepted", "worker": self.name, "job_id": job_id})
+        self._batched.call(
+            lambda pipe: pipe.hset(keys["jobs"], str(index), accepted)
+        ).add_done_callback(_consume)
         try:
             generation = await job.result()
         except FluxError as exc:
@@ -616,6 +663,11 @@ def _record(
         "cost": None if cost is None else format(cost, "f"),
         "error": error,
     }
+
+
+def _consume(future: asyncio.Future[list[Any]]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("a queued Redis write failed: %s", future.exception())
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:
