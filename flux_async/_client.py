@@ -24,8 +24,9 @@ from ._events import EventBus
 from ._images import Uploader, resolve_image_input
 from ._job import Job
 from ._lane import Lane, Tasks
+from ._latency import LatencyEstimate
 from ._models import Event, Generation, GenerationRequest, Outcome, build_request
-from ._poll import PollLane
+from ._poll import PollLane, load_latency, save_latency
 from ._registry import Entry, Registry
 from ._store import JobStore
 from ._transport import Transport
@@ -67,6 +68,10 @@ class FluxClient:
         store: a job store (`MemoryStore`, `SQLiteJournal`, ...) recording every job this
             client submits outside a journaled batch, and where `attach` looks ids up.
             Default: none (jobs live in memory only, and nothing is kept once they end).
+            The learned latencies are loaded from it when the client opens and saved in it
+            when it closes.
+        latency: learned latencies to start from (`latency_state` of an earlier client),
+            so polling is well placed from the first job.
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class FluxClient:
         seed: int | None = None,
         uploader: Uploader | None = None,
         store: JobStore | None = None,
+        latency: Mapping[str, bytes] | None = None,
     ) -> None:
         if not isinstance(provider, Provider):
             raise TypeError(f"provider must be a flux_async Provider, got {provider!r}")
@@ -99,6 +105,8 @@ class FluxClient:
             raise ConfigurationError(f"uploader must be an async callable, got {uploader!r}")
         self._uploader = uploader
         self._store = store
+        self._latency = dict(latency or {})
+        self._poll_lane: PollLane | None = None
         self._state = _State.UNOPENED
         self._events = EventBus(provider.name)
         self._registry = Registry(
@@ -164,7 +172,7 @@ class FluxClient:
         stack.push_async_callback(self._downloader.close)
         self._lane = lane = Lane(
             provider=provider.name, limits=self._limits, retry=self._retry_policy,
-            transport=transport,
+            transport=transport, report=self._report_limits,
         )
         tasks = Tasks()
         poll_lane = PollLane(
@@ -172,6 +180,12 @@ class FluxClient:
             webhooks=self._webhooks, tasks=tasks,
             rng=self._rng if self._poll_policy.wait_jitter else None,
         )
+        self._poll_lane = poll_lane
+        if self._store is not None:
+            self._latency.update(await load_latency(self._store, provider.name))
+            stack.push_async_callback(self._save_latency)
+        for key, data in self._latency.items():
+            poll_lane.load_latency(key, data)
         poll_lane.start()
         stack.push_async_callback(poll_lane.aclose)
         self._creates = creates = CreateLane(
@@ -364,7 +378,7 @@ class FluxClient:
         self._require_open()
         assert self._creates is not None
         concurrency, limit, price = check_batch_arguments(
-            concurrency, budget, price_per_job, self._limits.max_jobs_in_flight
+            concurrency, budget, price_per_job, self._limits.max_jobs_in_flight or 1000
         )
         options = None
         if journal is not None:
@@ -455,7 +469,38 @@ class FluxClient:
 
     # -- internals --------------------------------------------------------------------------------
 
+    def latency_state(self) -> dict[str, bytes]:
+        """What the client learned about its jobs' latencies, per model, as bytes.
+
+        Pass it as ``FluxClient(..., latency=...)`` to a later client (or keep it in a job
+        store: a client with ``store=`` does so itself) so its polls are well placed from
+        the first job. Keys are ``latency:{provider}:{model}``.
+        """
+        return self._poll_lane.latency_state() if self._poll_lane is not None else {}
+
+    def latency_estimate(self, model: str) -> LatencyEstimate | None:
+        """The client's latency estimate for ``model`` (its quantiles, `repr`), if any."""
+        return self._poll_lane.estimate(model) if self._poll_lane is not None else None
+
+    @property
+    def limits(self) -> dict[str, float | None]:
+        """The limits the client discovered and applies now (``None``: not limited):
+        ``jobs_in_flight``, ``connections``, ``creates_per_second``, ``polls_per_second``.
+        A ``limits`` progress event reports each notable change."""
+        return self._lane.current_limits() if self._lane is not None else {}
+
+    def _report_limits(self, detail: str) -> None:
+        self._events.emit("limits", None, detail)  # type: ignore[arg-type]
+
+    async def _save_latency(self) -> None:
+        if self._store is not None and self._poll_lane is not None:
+            state = self._poll_lane.latency_state()
+            if state:
+                await save_latency(self._store, state, self._provider.name)
+
     def _on_finished(self, entry: Entry) -> None:
+        if self._poll_lane is not None:
+            self._poll_lane.learn(entry)
         if entry.cost is not None:
             self._total_cost += entry.cost
         if self._lane is not None:

@@ -9,6 +9,7 @@ import dataclasses
 import math
 import os
 import urllib.parse
+from typing import Literal
 
 from ._errors import ConfigurationError
 
@@ -26,13 +27,20 @@ def _positive(owner: str, name: str, value: float | None, *, allow_none: bool = 
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """How hard one client may push its provider.
+    """Ceilings on how hard one client may push its provider.
+
+    Jobs in flight, connections, polls per second and creates per second are discovered:
+    each starts modestly, grows while the provider answers, and shrinks on 429/503 (a
+    ``Retry-After`` pauses every create). The numbers here are only ceilings on that
+    discovery; ``None`` (the default) means no ceiling but what the provider allows.
 
     Attributes:
         max_jobs_in_flight: jobs submitted and not yet finished; `submit` waits for a slot.
+            Also the default ``concurrency`` of `FluxClient.generate_many` (1,000 when
+            ``None``).
         max_connections: HTTP requests to the provider at once (creates and polls together).
         polls_per_second: the aggregate poll rate, however many jobs are outstanding.
-        creates_per_second: the create rate (``None``: no limit beyond the others).
+        creates_per_second: the create rate.
         max_downloads: image downloads at once (separate from API requests).
         max_download_bytes: the largest image accepted; a bigger one is a `DownloadError`.
         max_upload_bytes: the largest local image (a path, bytes or a ``data:`` URL given
@@ -40,50 +48,113 @@ class Limits:
             `ValidationError`, raised before anything is sent.
     """
 
-    max_jobs_in_flight: int = 256
-    max_connections: int = 32
-    polls_per_second: float = 50.0
+    max_jobs_in_flight: int | None = None
+    max_connections: int | None = None
+    polls_per_second: float | None = None
     creates_per_second: float | None = None
     max_downloads: int = 8
     max_download_bytes: int = 50 * 1024 * 1024
     max_upload_bytes: int = 10 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        _positive("Limits", "max_jobs_in_flight", self.max_jobs_in_flight)
-        _positive("Limits", "max_connections", self.max_connections)
-        _positive("Limits", "polls_per_second", self.polls_per_second)
+        _positive("Limits", "max_jobs_in_flight", self.max_jobs_in_flight, allow_none=True)
+        _positive("Limits", "max_connections", self.max_connections, allow_none=True)
+        _positive("Limits", "polls_per_second", self.polls_per_second, allow_none=True)
         _positive("Limits", "creates_per_second", self.creates_per_second, allow_none=True)
         _positive("Limits", "max_downloads", self.max_downloads)
         _positive("Limits", "max_download_bytes", self.max_download_bytes)
         _positive("Limits", "max_upload_bytes", self.max_upload_bytes)
 
 
+_FIXED_FIELDS = ("wait_first", "wait_initial", "wait_exp_base")
+
+
 @dataclasses.dataclass(frozen=True)
 class PollPolicy:
-    """When each job is polled.
+    """When each job is polled, and its deadline.
 
-    The first check comes after ``wait_first`` (default: the provider's typical latency);
-    later checks wait ``wait_initial * wait_exp_base ** n`` seconds, capped at ``wait_max``,
-    with full jitter when ``wait_jitter`` is true. ``timeout`` is each job's deadline,
-    counted from its submission: the job then ends ``timed_out`` and is never polled again.
+    By default the schedule is learned: per provider and model the client keeps an
+    estimate of how long jobs take (the provider's typical latency until jobs finish) and
+    polls each job where it has likely just finished, so fast jobs are found within about
+    an eighth of their latency (at least 0.1 s) and slow ones cost few requests. Nothing
+    needs tuning.
+
+    A fixed schedule is used when ``schedule="fixed"`` or when any of ``wait_first``,
+    ``wait_initial`` or ``wait_exp_base`` is set: the first check after ``wait_first``
+    (default: the provider's typical latency), later ones ``wait_initial * wait_exp_base
+    ** n`` seconds apart (defaults 0.5 and 2.0). `PollPolicy.fixed` builds a constant
+    cadence. ``wait_max`` caps every wait in both schedules; ``wait_jitter`` spreads polls
+    (full jitter in a fixed schedule; in the learned one, waits are shortened by up to
+    10 %, never lengthened). ``timeout`` is each job's deadline, counted from its
+    submission: the job then ends ``timed_out`` and is never polled again.
     """
 
     wait_first: float | None = None
-    wait_initial: float = 0.5
+    wait_initial: float | None = None
     wait_max: float = 15.0
-    wait_exp_base: float = 2.0
+    wait_exp_base: float | None = None
     wait_jitter: bool = True
     timeout: float = 600.0
+    schedule: Literal["learned", "fixed"] | None = None
 
     def __post_init__(self) -> None:
         _positive("PollPolicy", "wait_first", self.wait_first, allow_none=True)
-        _positive("PollPolicy", "wait_initial", self.wait_initial)
+        _positive("PollPolicy", "wait_initial", self.wait_initial, allow_none=True)
         _positive("PollPolicy", "wait_max", self.wait_max)
         _positive("PollPolicy", "timeout", self.timeout)
-        if not self.wait_exp_base >= 1:
+        if self.wait_exp_base is not None and not (
+            isinstance(self.wait_exp_base, (int, float)) and self.wait_exp_base >= 1
+        ):
             raise ConfigurationError(
                 f"PollPolicy.wait_exp_base must be >= 1, got {self.wait_exp_base!r}"
             )
+        if self.schedule not in (None, "learned", "fixed"):
+            raise ConfigurationError(
+                f"PollPolicy.schedule must be 'learned' or 'fixed', got {self.schedule!r}"
+            )
+        if self.schedule == "learned" and self.is_fixed_set():
+            raise ConfigurationError(
+                "PollPolicy(schedule='learned') takes no wait_first, wait_initial or "
+                "wait_exp_base (those define a fixed schedule)"
+            )
+
+    @classmethod
+    def fixed(
+        cls,
+        interval: float,
+        *,
+        first: float | None = None,
+        timeout: float = 600.0,
+        jitter: bool = False,
+    ) -> PollPolicy:
+        """A constant cadence: the first check after ``first`` (default ``interval``), then
+        one every ``interval`` seconds, as a hand-written poll loop does."""
+        return cls(
+            wait_first=interval if first is None else first,
+            wait_initial=interval,
+            wait_exp_base=1.0,
+            wait_max=interval,
+            wait_jitter=jitter,
+            timeout=timeout,
+            schedule="fixed",
+        )
+
+    def is_fixed_set(self) -> bool:
+        return any(getattr(self, name) is not None for name in _FIXED_FIELDS)
+
+    @property
+    def learned(self) -> bool:
+        """Whether the schedule is learned (the default) rather than fixed."""
+        if self.schedule is not None:
+            return self.schedule == "learned"
+        return not self.is_fixed_set()
+
+    @property
+    def backoff(self) -> tuple[float, float, float]:
+        """The fixed schedule's ``(wait_initial, wait_exp_base, wait_max)``, defaults filled."""
+        initial = 0.5 if self.wait_initial is None else self.wait_initial
+        base = 2.0 if self.wait_exp_base is None else self.wait_exp_base
+        return initial, base, self.wait_max
 
 
 @dataclasses.dataclass(frozen=True)

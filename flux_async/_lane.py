@@ -1,22 +1,208 @@
-"""`Lane`: admission for one provider — HTTP and job slots, create pacing, the 429 pause, retries.
+"""`Lane`: admission for one provider — HTTP and job slots, create and poll pacing, the 429
+pause, retries.
 
-Every number that limits how hard a client presses on its provider lives here (read from
-`Limits` and `RetryPolicy` once), so an adaptive limiter can later change them in one place.
-`Tasks` is the set of background tasks a client owns (creates, verifications).
+Every number that limits how hard a client presses on its provider lives here. They are
+discovered, not guessed (DESIGN.md "Polling that learns"): jobs in flight and connections
+grow while they are what holds requests back and the provider answers, and shrink by 10 %
+per burst of 503s (overloaded); creates and polls are not paced at all until the provider
+first answers 429 (too many requests), then paced from half the rate that was refused, by
+additive increase and multiplicative decrease (`AIMDLimit`). `Limits` fields are ceilings
+on all of that. `Tasks` is the set of background tasks a client owns (creates, verifications).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from ._config import Limits, RetryPolicy
-from ._http import HTTPRequest, HTTPResponse
-from ._retry import RetryBudget, TokenBucket, wait_table
+from ._http import HTTPRequest, HTTPResponse, parse_retry_after
+from ._latency import AdaptiveRate, AIMDLimit
+from ._retry import RetryBudget, wait_table
 from ._transport import Transport
 
-__all__ = ["Lane", "Tasks"]
+__all__ = ["AdjustableSlots", "Lane", "Pace", "Tasks"]
+
+#: Starting points of the discovered limits (each then grows while it binds).
+INITIAL_JOBS_IN_FLIGHT = 256
+INITIAL_CONNECTIONS = 64
+#: A limit that grew by this factor since the last ``limits`` event is reported again.
+_REPORT_GROWTH = 1.25
+_THROTTLED = frozenset({429, 503})
+
+
+class AdjustableSlots:
+    """An `asyncio.Semaphore` whose capacity follows an `AIMDLimit`.
+
+    Growing releases extra permits; shrinking withholds permits as they are given back
+    (``_debt``), so nothing in flight is interrupted. The capacity grows only while every
+    slot is taken (the limit is what holds requests back), so an idle client does not build
+    up a capacity it never tested. ``acquire`` is the semaphore's own method: the hot path
+    pays nothing for the adjustability but one check in `release`.
+    """
+
+    __slots__ = ("_debt", "_semaphore", "acquire", "capacity", "limit", "locked")
+
+    def __init__(self, limit: AIMDLimit) -> None:
+        self.limit = limit
+        self.capacity = int(limit.value)
+        self._semaphore = asyncio.Semaphore(self.capacity)
+        self._debt = 0
+        self.acquire = self._semaphore.acquire
+        self.locked = self._semaphore.locked
+
+    def release(self) -> None:
+        """Give one slot back (kept back instead while the capacity is being lowered)."""
+        if self._debt:
+            self._debt -= 1
+        else:
+            self._semaphore.release()
+
+    async def __aenter__(self) -> None:
+        await self._semaphore.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def on_success(self, now: float) -> bool:
+        """Count an answered request; grow if every slot was taken. Return whether it grew."""
+        if not self._semaphore.locked():
+            return False
+        self.limit.on_success(now)
+        return self._follow()
+
+    def on_throttle(self, now: float, sent_at: float | None = None) -> bool:
+        """Count a 429/503; shrink unless cooling down. Return whether it shrank."""
+        return self.limit.on_throttle(now, sent_at) and self._follow()
+
+    def _follow(self) -> bool:
+        target = int(self.limit.value)
+        change = target - self.capacity
+        if change == 0:
+            return False
+        self.capacity = target
+        if change > 0:
+            paid = min(change, self._debt)
+            self._debt -= paid
+            for _ in range(change - paid):
+                self._semaphore.release()
+        else:
+            self._debt -= change
+        return True
+
+
+class Pace:
+    """A rate (creates or polls per second) that is not limited until the provider refuses.
+
+    With a ``ceiling`` it starts paced at the ceiling (one second's burst). Without one it
+    only counts what is sent; the first throttle starts an `AdaptiveRate` at half the rate
+    just sent (as TCP halves its window), which then grows by about 2 % a second while it
+    holds requests back and shrinks by 10 % on each later burst of throttles. A
+    ``Retry-After`` pauses every request of this kind.
+    """
+
+    __slots__ = ("_count", "_previous", "_window_start", "ceiling", "rate")
+
+    def __init__(self, ceiling: float | None) -> None:
+        self.ceiling = ceiling
+        self.rate: AdaptiveRate | None = None
+        if ceiling is not None:
+            self.rate = AdaptiveRate(AIMDLimit(ceiling, ceiling=ceiling), burst=ceiling)
+        self._window_start = -math.inf
+        self._count = 0
+        self._previous = 0
+
+    @property
+    def value(self) -> float | None:
+        """Requests per second allowed now (``None``: not limited)."""
+        return None if self.rate is None else self.rate.rate
+
+    def reserve(self, now: float) -> float:
+        """Take one slot; return the seconds to wait before sending (0 when free)."""
+        rate = self.rate
+        if rate is not None:
+            return rate.reserve(now)
+        elapsed = now - self._window_start
+        if elapsed >= 1.0:
+            self._previous = self._count if elapsed < 2.0 else 0
+            self._window_start = now
+            self._count = 0
+        self._count += 1
+        return 0.0
+
+    def sent_rate(self, now: float) -> float:
+        """Requests sent over about the last second (a sliding-window estimate)."""
+        elapsed = now - self._window_start
+        if not 0.0 <= elapsed < 2.0:
+            return 0.0
+        if elapsed >= 1.0:
+            return self._count / elapsed
+        return self._previous * (1.0 - elapsed) + self._count
+
+    def on_success(self, now: float) -> None:
+        if self.rate is not None:
+            self.rate.on_success(now)
+
+    def on_throttle(self, now: float, retry_after: float | None, sent_at: float | None) -> bool:
+        """Count a 429/503; return whether the rate decreased."""
+        rate = self.rate
+        if rate is None:
+            start = max(self.sent_rate(now), 2.0)
+            # Never below 5 % of the first rate refused: stray 429s (not a rate limit)
+            # slow a batch down but cannot stall it.
+            limit = AIMDLimit(start, floor=max(1.0, 0.05 * start), decrease=0.5)
+            self.rate = rate = AdaptiveRate(limit, burst=1.0)
+        limit = rate.limit
+        before = limit.throttles
+        rate.on_throttle(now, retry_after, sent_at)
+        limit.decrease = 0.9
+        limit.increase = max(1.0, 0.02 * limit.value)  # per second while it binds
+        return limit.throttles != before
+
+
+class ThrottleShare:
+    """The share of answers that were 429/503 over about the last second.
+
+    A few stray throttles among many answers (a flaky gateway, a fault injector) are not a
+    limit being hit: the lane shrinks a limit only when at least ``NOISE`` of the recent
+    answers were throttles, or when the provider said how long to wait (``Retry-After``).
+    """
+
+    NOISE = 0.05
+
+    __slots__ = ("_answers", "_before", "_start", "_throttles")
+
+    def __init__(self) -> None:
+        self._start = -math.inf
+        self._answers = 0
+        self._throttles = 0
+        self._before = (0, 0)  # the previous second's (answers, throttles)
+
+    def _roll(self, now: float) -> None:
+        elapsed = now - self._start
+        if elapsed >= 1.0:
+            self._before = (self._answers, self._throttles) if elapsed < 2.0 else (0, 0)
+            self._start = now
+            self._answers = self._throttles = 0
+
+    def answered(self, now: float) -> None:
+        self._roll(now)
+        self._answers += 1
+
+    def throttled(self, now: float) -> bool:
+        """Count a throttle; return whether the recent share is above the noise."""
+        self._roll(now)
+        self._answers += 1
+        self._throttles += 1
+        answers = self._answers + self._before[0]
+        throttles = self._throttles + self._before[1]
+        return throttles >= self.NOISE * answers and throttles >= 3
+
+
+def _show(value: float | None) -> str:
+    return "none" if value is None else f"{value:.0f}"
 
 
 class Lane:
@@ -24,11 +210,13 @@ class Lane:
 
     Args:
         provider: the provider's name (for errors).
-        limits: connection, job and create-rate caps.
+        limits: ceilings on connections, jobs and the create and poll rates.
         retry: the retry policy (its budget and backoff table are built here).
         transport: sends the requests; ``None`` for tests that never `send`.
         clock: the event loop's clock by default; tests pass a fake one.
         sleep: ``asyncio.sleep`` by default; tests pass one that advances their clock.
+        report: called with a description of the current limits when one changed notably
+            (the client turns it into a ``limits`` progress event).
     """
 
     def __init__(
@@ -40,6 +228,7 @@ class Lane:
         transport: Transport | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        report: Callable[[str], None] | None = None,
     ) -> None:
         self.provider = provider
         self.limits = limits
@@ -47,18 +236,25 @@ class Lane:
         self._transport = transport
         self._clock = clock or asyncio.get_running_loop().time
         self._sleep = sleep
+        self._report = report
         # Semaphores, not CapacityLimiters: a poll's slot is taken by the scheduler's task
         # and given back by the poll's own task. asyncio's, not anyio's, on this per-request
         # path: anyio's acquire always yields to the event loop, an extra loop turn and
         # ~11 us per request even when a slot is free (benchmarks/README.md).
-        self.http_slots = asyncio.Semaphore(limits.max_connections)
-        self.job_slots = asyncio.Semaphore(limits.max_jobs_in_flight)
+        self.http_slots = AdjustableSlots(_limit(INITIAL_CONNECTIONS, limits.max_connections))
+        self.job_slots = AdjustableSlots(
+            _limit(INITIAL_JOBS_IN_FLIGHT, limits.max_jobs_in_flight)
+        )
+        self.create_pace = Pace(limits.creates_per_second)
+        self.poll_pace = Pace(limits.polls_per_second)
         self.retry_budget = RetryBudget(ratio=retry.budget_ratio, reserve=retry.budget_reserve)
         self.retry_table = wait_table(retry.wait_initial, retry.wait_exp_base, retry.wait_max)
-        self._create_rate = (
-            TokenBucket(limits.creates_per_second) if limits.creates_per_second else None
-        )
         self._creates_paused_until = -float("inf")
+        self._reported: tuple[float, float] = (self.http_slots.capacity, self.job_slots.capacity)
+        self.throttled = 0
+        """429/503 answers received (creates and polls)."""
+        self._create_share = ThrottleShare()
+        self._poll_share = ThrottleShare()
 
     @property
     def creates_paused_until(self) -> float:
@@ -69,17 +265,93 @@ class Lane:
         """The lane's clock."""
         return self._clock()
 
+    def current_limits(self) -> dict[str, float | None]:
+        """The limits in force now (``None``: not limited)."""
+        return {
+            "jobs_in_flight": self.job_slots.capacity,
+            "connections": self.http_slots.capacity,
+            "creates_per_second": self.create_pace.value,
+            "polls_per_second": self.poll_pace.value,
+        }
+
+    def describe_limits(self) -> str:
+        """`current_limits` as ``name=value`` pairs (``none``: not limited)."""
+        return " ".join(f"{name}={_show(value)}" for name, value in self.current_limits().items())
+
     async def send(self, request: HTTPRequest, *, long_read: bool = False) -> HTTPResponse:
-        """Send ``request`` in one of the provider's HTTP slots."""
-        async with self.http_slots:
-            return await self.send_in_slot(request, long_read=long_read)
+        """Send a create in one of the provider's HTTP slots; learn from its answer."""
+        slots = self.http_slots
+        await slots.acquire()
+        try:
+            assert self._transport is not None, "this lane has no transport"
+            sent_at = self._clock()
+            response = await self._transport.send(
+                request, provider=self.provider, long_read=long_read
+            )
+        finally:
+            slots.release()
+        if response.status in _THROTTLED:
+            self._throttled(response, sent_at, create=True)
+        else:
+            now = self._clock()
+            self._create_share.answered(now)
+            grew = slots.on_success(now)
+            grew = self.job_slots.on_success(now) or grew
+            self.create_pace.on_success(now)
+            if grew:
+                self._maybe_report(False)
+        return response
 
     async def send_in_slot(
         self, request: HTTPRequest, *, long_read: bool = False
     ) -> HTTPResponse:
-        """Send ``request`` when the caller already holds an HTTP slot (the poll scheduler)."""
+        """Send a query when the caller already holds an HTTP slot (the poll scheduler)."""
         assert self._transport is not None, "this lane has no transport"
-        return await self._transport.send(request, provider=self.provider, long_read=long_read)
+        response = await self._transport.send(request, provider=self.provider, long_read=long_read)
+        if response.status in _THROTTLED:
+            self._throttled(response, None, create=False)
+            return response
+        now = self._clock()
+        self._poll_share.answered(now)
+        if self.http_slots.locked() and self.http_slots.on_success(now):
+            self._maybe_report(False)
+        if self.poll_pace.rate is not None:
+            self.poll_pace.on_success(now)
+        return response
+
+    def _throttled(self, response: HTTPResponse, sent_at: float | None, *, create: bool) -> None:
+        self.throttled += 1
+        now = self._clock()
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        share = self._create_share if create else self._poll_share
+        if not share.throttled(now) and not retry_after:
+            return  # stray throttles among many answers: not a limit
+        if response.status == 503:
+            # Overloaded: fewer requests at once (and, for creates, fewer jobs).
+            shrank = self.http_slots.on_throttle(now, sent_at)
+            if create:
+                shrank = self.job_slots.on_throttle(now, sent_at) or shrank
+        else:  # 429: too many requests per second
+            pace = self.create_pace if create else self.poll_pace
+            shrank = pace.on_throttle(now, retry_after, sent_at)
+        if shrank:
+            self._maybe_report(True)
+
+    def _maybe_report(self, shrank: bool) -> None:
+        if self._report is None:
+            return
+        sizes = (self.http_slots.capacity, self.job_slots.capacity)
+        grown = any(
+            size >= before * _REPORT_GROWTH
+            for size, before in zip(sizes, self._reported, strict=True)
+        )
+        if shrank or grown:
+            self._reported = sizes
+            self._report(self.describe_limits())
+
+    def poll_delay(self) -> float:
+        """Take a poll's place in the poll rate; return the seconds to wait first."""
+        return self.poll_pace.reserve(self._clock())
 
     async def wait_for_create_turn(self) -> None:
         """Wait out a 429 pause, then take this create's place in the create rate."""
@@ -88,10 +360,9 @@ class Lane:
             if pause <= 0:
                 break
             await self._sleep(pause)
-        if self._create_rate is not None:
-            delay = self._create_rate.reserve(self._clock())
-            if delay > 0:
-                await self._sleep(delay)
+        delay = self.create_pace.reserve(self._clock())
+        if delay > 0:
+            await self._sleep(delay)
 
     def pause_creates(self, seconds: float | None) -> float:
         """Hold every create of this provider for ``seconds`` (the first backoff step when
@@ -99,6 +370,11 @@ class Lane:
         pause = seconds if seconds is not None else self.retry_table[0]
         self._creates_paused_until = max(self._creates_paused_until, self._clock() + pause)
         return pause
+
+
+def _limit(initial: int, ceiling: int | None) -> AIMDLimit:
+    start = initial if ceiling is None else min(initial, ceiling)
+    return AIMDLimit(start, ceiling=ceiling, decrease=0.9, cooldown=1.0)
 
 
 class Tasks:

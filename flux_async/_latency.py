@@ -307,6 +307,7 @@ class PollPlanner:
 
     __slots__ = (
         "_body_end",
+        "_body_gaps",
         "_cumulative",
         "_first",
         "_gap",
@@ -321,6 +322,7 @@ class PollPlanner:
         "max_body_polls",
         "min_gap",
         "probe",
+        "running_ratio",
         "tail_ratio",
         "worth",
     )
@@ -340,6 +342,7 @@ class PollPlanner:
         jitter: float = 0.1,
         probe: float = 0.05,
         worth: float = 0.02,
+        running_ratio: float = 0.04,
     ) -> None:
         if not 0 < min_gap <= cap:
             raise ValueError(f"need 0 < min_gap <= cap, got {min_gap!r}, {cap!r}")
@@ -359,7 +362,9 @@ class PollPlanner:
         self.jitter = jitter
         self.probe = probe
         self.worth = worth
+        self.running_ratio = running_ratio
         self._cumulative = [0.0] * (BUCKETS + 1)
+        self._body_gaps = [0.0] * BUCKETS
         self._version = -1
         self._first = self._gap = self._body_end = 0.0
 
@@ -382,9 +387,21 @@ class PollPlanner:
         first = start + gap
         if end - first > gap * self.max_body_polls:
             gap = (end - first) / self.max_body_polls
-        self._gap = min(gap, self.cap)
+        self._gap = gap = min(gap, self.cap)
         self._first = min(first, self.cap)
         self._body_end = end
+        # The lag target of a job still running at an age: at least ``running_ratio`` of
+        # the median latency of the jobs still running then. A provider that slowed down
+        # is polled in proportion to its new latency while the old fast median still
+        # dominates the estimate; for one mode it changes nothing below the median's D.
+        ratio = self.running_ratio
+        gaps = self._body_gaps
+        for i in range(BUCKETS):
+            if ratio <= 0.0:
+                gaps[i] = gap
+                continue
+            running_median = estimate.quantile(0.5 + 0.5 * cumulative[i] / total)
+            gaps[i] = min(self.cap, max(gap, ratio * running_median))
 
     @property
     def lag_target(self) -> float:
@@ -437,6 +454,7 @@ class PollPlanner:
         elif age < first * (1.0 - self.jitter):
             wait = first - age  # after a probe, the planned first check
         elif age < self._body_end:
+            gap = self._body_gaps[int(_position(age))] if age > LOW else gap
             wait = gap if self._worth_a_check(age, gap) else self._next_worth_it(age, gap)
         else:
             wait = max(gap, self.tail_ratio * age)

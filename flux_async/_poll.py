@@ -1,20 +1,57 @@
 """`PollLane`: polls accepted jobs through the one `PollScheduler`, verifies callbacks, ends
-jobs whose deadline passed."""
+jobs whose deadline passed.
+
+With the default (learned) `PollPolicy`, each job's polls come from a `PollPlanner` over a
+`LatencyEstimate` per model, whose prior is the provider's typical latency. Every job that
+succeeds teaches it: a polled one as the interval between the last poll that found it
+running and the one that found it ready (`Entry.running_age`), a webhook or synchronous
+one by its exact age. While a model has no finished job yet, a few "scout" jobs are polled
+at doubling ages from 0.15 s, so a provider much faster than its typical latency is found
+at once; when the estimate's first check then drops to less than half of what the jobs
+already waiting were planned with, their first polls are moved earlier.
+"""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from ._config import PollPolicy, Webhooks
 from ._errors import JobTimeoutError, Phase, RequestError
 from ._lane import Lane, Tasks
+from ._latency import LatencyEstimate, PollPlanner
 from ._models import JobStatus
 from ._registry import Entry, Registry
 from ._scheduler import PollScheduler
 from .providers._base import Provider
 
-__all__ = ["PollLane"]
+if TYPE_CHECKING:
+    from ._store import JobStore
+
+__all__ = ["PollLane", "latency_key", "load_latency", "save_latency"]
+
+#: Jobs polled early while a model has no finished job yet, and their first check.
+SCOUTS = 4
+SCOUT_FIRST = 0.15
+_SCOUT = -1  # `Entry.attempt` of a scout (a learned schedule uses no backoff step)
+
+
+def latency_key(provider: str, model: str) -> str:
+    """The store key (`JobStore.save_meta`) of one provider/model's latency estimate."""
+    return f"latency:{provider}:{model}"
+
+
+class _Model:
+    """What the lane learned about one model."""
+
+    __slots__ = ("estimate", "planned_first", "planner", "scouts")
+
+    def __init__(self, estimate: LatencyEstimate, cap: float) -> None:
+        self.estimate = estimate
+        self.planner = PollPlanner(estimate, cap=cap)
+        self.planned_first = self.planner.first_check
+        self.scouts = 0
 
 
 class PollLane:
@@ -47,18 +84,24 @@ class PollLane:
         self._policy = policy
         self._webhooks = webhooks
         self._tasks = tasks
+        self._rng = rng
+        self._learned = policy.learned
+        self._models: dict[str, _Model] = {}
+        self._answering: Entry | None = None  # the entry whose poll answer is being applied
+        self._answer_age = 0.0
         self.on_timed_out: list[Callable[[Entry], None]] = []
         """Called after a job ended ``timed_out`` (the create lane abandons its create)."""
         slots = lane.http_slots
         self.scheduler = PollScheduler(
             policy=policy,
             first_wait=policy.wait_first or provider.typical_latency,
-            polls_per_second=lane.limits.polls_per_second,
+            reserve=lane.poll_pace.reserve,
             acquire_slot=slots.acquire,
             release_slot=slots.release,
             poll=self.poll,
             on_deadline=self.on_deadline,
-            rng=rng,
+            # A learned schedule jitters through its planner (shortening waits only).
+            rng=None if self._learned else rng,
         )
 
     def start(self) -> None:
@@ -81,6 +124,8 @@ class PollLane:
         if entry.status.is_terminal:
             return
         if self._webhooks is None or not callbacks:
+            if first_wait is None and self._learned:
+                first_wait = self._first_wait(entry)
             self.scheduler.add(entry, first_wait=first_wait)
             return
         self.scheduler.add(
@@ -138,12 +183,113 @@ class PollLane:
             at_least = float(getattr(error, "retry_after", None) or 0.0)
             if not lane.retry_budget.try_spend():
                 at_least = max(at_least, self._policy.wait_max)
-            self.scheduler.schedule_next(entry, at_least=at_least)
+            self._schedule_next(entry, at_least)
             return
         lane.retry_budget.record_success()
+        if self._learned:
+            self._answering = entry
+            self._answer_age = self.scheduler.now() - self.scheduler.started(entry)
+            try:
+                self._registry.apply(entry, update)
+            finally:
+                self._answering = None
+            if not entry.status.is_terminal:
+                entry.running_age = self._answer_age
+                self._schedule_next(entry, 0.0)
+            return
         self._registry.apply(entry, update)
         if not entry.status.is_terminal:
             self.scheduler.schedule_next(entry)
+
+    # -- the learned schedule ----------------------------------------------------------
+
+    def _model(self, model: str) -> _Model:
+        learned = self._models.get(model)
+        if learned is None:
+            estimate = LatencyEstimate(self._provider.typical_latency)
+            learned = self._models[model] = _Model(estimate, self._policy.wait_max)
+        return learned
+
+    def _first_wait(self, entry: Entry) -> float:
+        model = self._model(entry.model)
+        entry.running_age = 0.0
+        wait = model.planner.delay(0.0, 0, self._rng)
+        if model.estimate.samples < 1.0 and model.scouts < SCOUTS and wait > SCOUT_FIRST:
+            model.scouts += 1
+            entry.attempt = _SCOUT
+            wait = SCOUT_FIRST
+        return wait
+
+    def _schedule_next(self, entry: Entry, at_least: float) -> None:
+        if not self._learned or entry.attempt > 0:  # a fixed schedule, a safety net
+            self.scheduler.schedule_next(entry, at_least=at_least)
+            return
+        scheduler = self.scheduler
+        age = scheduler.now() - scheduler.started(entry)
+        wait = self._model(entry.model).planner.delay(age, entry.polls, self._rng)
+        if entry.attempt == _SCOUT and age < wait:
+            wait = age if age > SCOUT_FIRST else SCOUT_FIRST  # the next at twice the age
+        scheduler.schedule_in(entry, wait if wait > at_least else at_least)
+
+    def learn(self, entry: Entry) -> None:
+        """Learn from a job that ended (the client calls this for every finished job)."""
+        if entry.status is not JobStatus.SUCCEEDED or not self._learned:
+            return
+        if entry.deadline == float("inf"):
+            return  # never tracked here (e.g. finished before its create was answered)
+        model = self._model(entry.model)
+        if entry is self._answering:
+            model.estimate.observe_interval(entry.running_age, self._answer_age)
+        else:
+            model.estimate.observe(self.scheduler.now() - self.scheduler.started(entry))
+        first = model.planner.first_check
+        if first < 0.5 * model.planned_first:
+            model.planned_first = first
+            self._replan(entry.model, model)
+        elif first > model.planned_first:
+            model.planned_first = first
+
+    def _replan(self, name: str, model: _Model) -> None:
+        """Move the first polls of jobs waiting for one planned with a slower estimate."""
+        scheduler = self.scheduler
+        now = scheduler.now()
+        first = model.planner.first_check
+        spread = model.planner.lag_target
+        rng = self._rng
+        for entry in scheduler.waiting():
+            if entry.model != name or entry.polls or entry.attempt > 0:
+                continue
+            due = scheduler.started(entry) + first
+            if due < now:
+                due = now + (spread * rng.random() if rng is not None else 0.0)
+            scheduler.replan(entry, due)
+
+    def latency_state(self) -> dict[str, bytes]:
+        """Every model's latency estimate, saved (`latency_key` -> `LatencyEstimate.to_bytes`)."""
+        provider = self._provider.name
+        return {
+            latency_key(provider, name): model.estimate.to_bytes()
+            for name, model in self._models.items()
+            if model.estimate.samples > 0.0
+        }
+
+    def load_latency(self, key: str, data: bytes) -> bool:
+        """Start a model from a saved estimate (see `latency_state`); return whether ``key``
+        named this provider and ``data`` was a valid estimate (otherwise nothing changes)."""
+        prefix = latency_key(self._provider.name, "")
+        if not key.startswith(prefix):
+            return False
+        try:
+            estimate = LatencyEstimate.from_bytes(data)
+        except ValueError:
+            return False
+        self._models[key[len(prefix):]] = _Model(estimate, self._policy.wait_max)
+        return True
+
+    def estimate(self, model: str) -> LatencyEstimate | None:
+        """The latency estimate of ``model`` (``None`` before any of its jobs was tracked)."""
+        learned = self._models.get(model)
+        return None if learned is None else learned.estimate
 
     def on_deadline(self, entry: Entry) -> None:
         """End a job whose deadline passed ``timed_out``; it is never polled again."""
@@ -155,3 +301,27 @@ class PollLane:
         if self._registry.finish(entry, JobStatus.TIMED_OUT, error):
             for hook in self.on_timed_out:
                 hook(entry)
+
+
+async def save_latency(store: JobStore, state: Mapping[str, bytes], provider: str) -> None:
+    """Save ``state`` (`PollLane.latency_state`) in ``store``: one key per model, plus
+    ``latency:{provider}`` listing them (a store cannot list its keys)."""
+    models = [key[len(latency_key(provider, "")):] for key in state]
+    for key, data in state.items():
+        await store.save_meta(key, data)
+    if models:
+        await store.save_meta(f"latency:{provider}", "\n".join(models).encode())
+
+
+async def load_latency(store: JobStore, provider: str) -> dict[str, bytes]:
+    """Return the latency estimates `save_latency` kept in ``store`` for ``provider``."""
+    index = await store.load_meta(f"latency:{provider}")
+    if not index:
+        return {}
+    state: dict[str, bytes] = {}
+    for model in bytes(index).decode("utf-8", "replace").split("\n"):
+        key = latency_key(provider, model)
+        data = await store.load_meta(key)
+        if data is not None:
+            state[key] = data
+    return state

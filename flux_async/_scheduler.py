@@ -33,7 +33,9 @@ class PollScheduler:
     Args:
         policy: waits and the per-job deadline.
         first_wait: seconds before a job's first poll (the provider's typical latency).
-        polls_per_second: the aggregate poll rate for this provider.
+        polls_per_second: a fixed aggregate poll rate (tests); ``None``: ``reserve`` paces.
+        reserve: takes a poll's place in the provider's poll rate and returns the seconds
+            to wait first (the lane's discovered rate).
         acquire_slot/release_slot: the per-provider cap on concurrent HTTP requests.
         poll: polls one job; must not raise. Calls `schedule_next` when the job goes on.
         on_deadline: ends a job whose deadline passed (synchronous).
@@ -45,7 +47,8 @@ class PollScheduler:
         *,
         policy: PollPolicy,
         first_wait: float,
-        polls_per_second: float,
+        polls_per_second: float | None = None,
+        reserve: Callable[[float], float] | None = None,
         acquire_slot: Callable[[], Awaitable[object]],
         release_slot: Callable[[], None],
         poll: Callable[[Entry], Awaitable[None]],
@@ -54,8 +57,10 @@ class PollScheduler:
     ) -> None:
         self._policy = policy
         self._first_wait = first_wait
-        self._table = wait_table(policy.wait_initial, policy.wait_exp_base, policy.wait_max)
-        self._budget = TokenBucket(polls_per_second)
+        self._table = wait_table(*policy.backoff)
+        if reserve is None:
+            reserve = TokenBucket(polls_per_second or 1e9).reserve
+        self._reserve = reserve
         self._acquire_slot = acquire_slot
         self._release_slot = release_slot
         self._poll = poll
@@ -98,7 +103,7 @@ class PollScheduler:
         entry.deadline = now + self._policy.timeout
         entry.attempt = len(self._table) - 1 if slow else 0
         wait = self._first_wait if first_wait is None else first_wait
-        if self._rng is not None:
+        if self._rng is not None and (first_wait is None or slow):
             # A little jitter on the first check keeps a burst of creates from becoming a
             # burst of polls.
             wait *= self._rng.uniform(0.9, 1.1)
@@ -109,6 +114,27 @@ class PollScheduler:
         wait = max(at_least, jittered(self._table, entry.attempt, self._rng))
         entry.attempt += 1
         self._push(entry, self._now() + wait)
+
+    def schedule_in(self, entry: Entry, wait: float) -> None:
+        """Schedule the next poll of a job ``wait`` seconds from now (a learned schedule)."""
+        self._push(entry, self._now() + wait)
+
+    def replan(self, entry: Entry, due: float) -> None:
+        """Move a job's next poll earlier, to ``due`` (the old heap item becomes stale)."""
+        if entry.next_poll is not None and due < entry.next_poll:
+            self._push(entry, due)
+
+    def waiting(self) -> list[Entry]:
+        """The jobs waiting for a poll (each once), in no particular order."""
+        return [item[3] for item in self._heap if item[3].next_poll == item[0]]
+
+    def started(self, entry: Entry) -> float:
+        """The loop time the job's polling started (its ages count from it)."""
+        return entry.deadline - self._policy.timeout
+
+    def now(self) -> float:
+        """The loop's clock."""
+        return self._now()
 
     def _now(self) -> float:
         loop = self._loop or asyncio.get_running_loop()
@@ -160,7 +186,7 @@ class PollScheduler:
                 entry.next_poll = None
                 self._on_deadline(entry)
                 continue
-            delay = self._budget.reserve(now)
+            delay = self._reserve(now)
             if delay > 0:
                 await asyncio.sleep(delay)
             await self._acquire_slot()

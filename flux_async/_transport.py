@@ -117,7 +117,7 @@ class Transport:
         """Create the session if the caller gave none."""
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                limit=self._limits.max_connections, limit_per_host=0, ttl_dns_cache=300
+                limit=self._limits.max_connections or 0, limit_per_host=0, ttl_dns_cache=300
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,

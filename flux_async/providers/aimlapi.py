@@ -283,7 +283,8 @@ class AIMLAPI(Provider):
     typical_latency = 10.0
     # Each job holds its connection until the image is ready, so jobs in flight and
     # connections are the same number. Rate limits are undocumented (2.4).
-    default_limits = Limits(max_jobs_in_flight=32, max_connections=32, polls_per_second=1.0)
+    # No ceilings: the client discovers the provider's limits (429s shrink them).
+    default_limits = Limits()
     synchronous = True
     supports_callbacks = False
     # The host of the documented example responses (flux/dev/image-to-image pages, S4);

@@ -281,7 +281,8 @@ class PiAPI(Provider):
     typical_latency = 10.0
     # Concurrency is capped per plan ("Pending"/"Processing" count, 3.6); the rest queue as
     # "staged". Modest defaults; rate limits are undocumented (3.7).
-    default_limits = Limits(max_jobs_in_flight=128, max_connections=32, polls_per_second=30.0)
+    # No ceilings: the client discovers the provider's limits (429s shrink them).
+    default_limits = Limits()
     # §3.8: the webhook echoes config.webhook_config.secret in this header (not an HMAC).
     callback_secret_header = "x-webhook-secret"
     # The documented example output URL (providers.md 3.5); other hosts are unknown.

@@ -149,7 +149,8 @@ class ShortAPI(Provider):
     default_base_url = "https://api.shortapi.ai"
     typical_latency = 8.0
     # Rate limits are undocumented (providers.md 1.5): modest defaults, 429s pace the rest.
-    default_limits = Limits(max_jobs_in_flight=256, max_connections=32, polls_per_second=40.0)
+    # No ceilings: the client discovers the provider's limits (429s shrink them).
+    default_limits = Limits()
     # Result image hosts are unknown: no result URL appears in ShortAPI's docs (1.4), and
     # file.shortapi.ai in its examples serves the example inputs.
     result_hosts = ()
