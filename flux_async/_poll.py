@@ -84,6 +84,8 @@ class PollLane:
         self._policy = policy
         self._webhooks = webhooks
         self._tasks = tasks
+        if not policy.wait_jitter:
+            rng = None
         self._rng = rng
         self._learned = policy.learned
         self._models: dict[str, _Model] = {}
@@ -124,9 +126,13 @@ class PollLane:
         if entry.status.is_terminal:
             return
         if self._webhooks is None or not callbacks:
-            if first_wait is None and self._learned:
-                first_wait = self._first_wait(entry)
-            self.scheduler.add(entry, first_wait=first_wait)
+            if first_wait is not None or not self._learned:
+                self.scheduler.add(entry, first_wait=first_wait)
+                return
+            wait, scout = self._first_wait(entry)
+            self.scheduler.add(entry, first_wait=wait)
+            if scout:
+                entry.attempt = _SCOUT
             return
         self.scheduler.add(
             entry, first_wait=self.grace() if first_wait is None else first_wait, slow=True
@@ -210,15 +216,15 @@ class PollLane:
             learned = self._models[model] = _Model(estimate, self._policy.wait_max)
         return learned
 
-    def _first_wait(self, entry: Entry) -> float:
+    def _first_wait(self, entry: Entry) -> tuple[float, bool]:
+        """The wait before a job's first poll, and whether the job scouts."""
         model = self._model(entry.model)
         entry.running_age = 0.0
         wait = model.planner.delay(0.0, 0, self._rng)
         if model.estimate.samples < 1.0 and model.scouts < SCOUTS and wait > SCOUT_FIRST:
             model.scouts += 1
-            entry.attempt = _SCOUT
-            wait = SCOUT_FIRST
-        return wait
+            return SCOUT_FIRST, True
+        return wait, False
 
     def _schedule_next(self, entry: Entry, at_least: float) -> None:
         if not self._learned or entry.attempt > 0:  # a fixed schedule, a safety net

@@ -1,0 +1,302 @@
+"""Learned polling and discovered limits, in the lanes: a fake clock or fake HTTP, never wall
+time. (The sans-IO estimate and planner are tested in test_latency.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flux_async import JobStatus, Limits, PollPolicy, RetryPolicy
+from flux_async._http import HTTPRequest, HTTPResponse
+from flux_async._lane import Lane, Tasks
+from flux_async._latency import LatencyEstimate
+from flux_async._poll import SCOUT_FIRST, SCOUTS, PollLane, latency_key, load_latency, save_latency
+from flux_async._registry import Entry, Registry
+from flux_async.providers import ShortAPI
+from flux_async.stores import MemoryStore, SQLiteJournal
+
+pytestmark = pytest.mark.anyio
+
+MODEL = "flux-model"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class ScriptedTransport:
+    """Answers each request with the next status of a script (200 when it runs out)."""
+
+    def __init__(self, statuses: list[int], clock: FakeClock, retry_after: str | None = None):
+        self.statuses = statuses
+        self.clock = clock
+        self.retry_after = retry_after
+        self.sent = 0
+
+    async def send(self, request: HTTPRequest, *, provider: str, long_read: bool) -> HTTPResponse:
+        self.sent += 1
+        status = self.statuses.pop(0) if self.statuses else 200
+        headers = {"Retry-After": self.retry_after} if status == 429 and self.retry_after else {}
+        return HTTPResponse(status, headers, b"{}")
+
+
+def lane_for(clock: FakeClock, transport: Any = None, **limits: Any) -> Lane:
+    return Lane(
+        provider="shortapi", limits=Limits(**limits), retry=RetryPolicy(),
+        transport=transport, clock=clock, sleep=clock.sleep,
+    )
+
+
+REQUEST = HTTPRequest("POST", "http://x/create", operation="create", headers={})
+
+
+# -- the poll lane asks the planner ----------------------------------------------------------
+
+
+def poll_lane_for(policy: PollPolicy | None = None) -> tuple[PollLane, Registry]:
+    registry = Registry(clock=time.time)
+    lane = Lane(provider="shortapi", limits=Limits(), retry=RetryPolicy())
+    poll_lane = PollLane(
+        provider=ShortAPI("sk-test"), lane=lane, registry=registry,
+        policy=policy or PollPolicy(), webhooks=None, tasks=Tasks(), rng=random.Random(3),
+    )
+    return poll_lane, registry
+
+
+def tracked(poll_lane: PollLane, registry: Registry, job_id: str) -> Entry:
+    entry = registry.allocate("shortapi", MODEL)
+    registry.accept(entry, job_id)
+    poll_lane.track(entry)
+    return entry
+
+
+def succeed_after(poll_lane: PollLane, registry: Registry, entry: Entry, age: float) -> None:
+    """Pretend a poll at ``age`` found ``entry`` ready (what `PollLane.poll` does)."""
+    poll_lane._answering = entry
+    poll_lane._answer_age = age
+    try:
+        registry.advance(entry, JobStatus.SUCCEEDED)
+        poll_lane.learn(entry)
+    finally:
+        poll_lane._answering = None
+
+
+async def test_after_fast_jobs_the_first_poll_comes_long_before_the_prior_would_have() -> None:
+    poll_lane, registry = poll_lane_for()
+    cold = tracked(poll_lane, registry, "cold")
+    started = poll_lane.scheduler.started(cold)
+    assert cold.next_poll is not None
+    # The prior (ShortAPI: 8 s typical) alone would first check after about 2 s ...
+    prior_first = poll_lane._model(MODEL).planner.first_check
+    assert prior_first > 1.0
+    # ... but the first jobs of a model scout early, so a fast provider is found at once.
+    assert cold.next_poll - started == pytest.approx(SCOUT_FIRST)
+    for number in range(30):
+        entry = tracked(poll_lane, registry, f"fast-{number}")
+        succeed_after(poll_lane, registry, entry, 0.1)
+    warm = tracked(poll_lane, registry, "warm")
+    assert warm.next_poll is not None
+    first = warm.next_poll - poll_lane.scheduler.started(warm)
+    assert first < 0.5
+    assert first < prior_first / 4
+
+
+async def test_scouts_are_few_and_waiting_jobs_are_replanned_when_the_estimate_drops() -> None:
+    poll_lane, registry = poll_lane_for()
+    entries = [tracked(poll_lane, registry, f"job-{n}") for n in range(20)]
+    scouts = [entry for entry in entries if entry.attempt == -1]
+    assert len(scouts) == SCOUTS
+    slow_planned = [entry.next_poll for entry in entries[SCOUTS:]]
+    for scout in scouts:
+        succeed_after(poll_lane, registry, scout, 0.1)
+    waiting = entries[SCOUTS:]
+    now = poll_lane.scheduler.now()
+    for entry, before in zip(waiting, slow_planned, strict=True):
+        assert entry.next_poll is not None and before is not None
+        assert entry.next_poll < before  # moved earlier
+        assert entry.next_poll - now < 1.0
+
+
+async def test_a_fixed_policy_keeps_its_exact_schedule() -> None:
+    policy = PollPolicy.fixed(0.25, first=2.0)
+    assert not policy.learned and PollPolicy().learned
+    assert PollPolicy(wait_first=1.0).learned is False  # setting a wait means fixed
+    assert PollPolicy(timeout=5).learned is True
+    poll_lane, registry = poll_lane_for(policy)
+    entry = tracked(poll_lane, registry, "fixed")
+    scheduler = poll_lane.scheduler
+    assert entry.next_poll == pytest.approx(scheduler.started(entry) + 2.0)
+    for _ in range(5):  # every 0.25 s, no jitter, however much was learned
+        before = scheduler.now()
+        poll_lane._schedule_next(entry, 0.0)
+        assert entry.next_poll == pytest.approx(before + 0.25, abs=1e-3)
+    other = tracked(poll_lane, registry, "other")
+    succeed_after(poll_lane, registry, other, 0.05)
+    assert poll_lane.estimate(MODEL) is None  # a fixed schedule learns nothing
+
+
+async def test_webhook_and_synchronous_jobs_teach_their_exact_latency() -> None:
+    poll_lane, registry = poll_lane_for()
+    entry = tracked(poll_lane, registry, "hooked")
+    registry.advance(entry, JobStatus.SUCCEEDED)  # a callback: not a poll answer
+    poll_lane.learn(entry)
+    estimate = poll_lane.estimate(MODEL)
+    assert estimate is not None and estimate.samples == pytest.approx(1.0)
+    failed = tracked(poll_lane, registry, "failed")
+    registry.advance(failed, JobStatus.FAILED)
+    poll_lane.learn(failed)
+    assert estimate.samples == pytest.approx(1.0)  # failures say nothing about latency
+
+
+# -- saving and loading what was learned --------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_latency_is_saved_to_and_loaded_from_a_store(kind: str, tmp_path: Path) -> None:
+    poll_lane, registry = poll_lane_for()
+    for number in range(50):
+        succeed_after(poll_lane, registry, tracked(poll_lane, registry, f"j{number}"), 0.3)
+    state = poll_lane.latency_state()
+    assert list(state) == [latency_key("shortapi", MODEL)]
+    store: Any = MemoryStore() if kind == "memory" else SQLiteJournal(tmp_path / "j.sqlite")
+    if kind == "sqlite":
+        await store.open()
+    try:
+        await save_latency(store, state, "shortapi")
+        loaded = await load_latency(store, "shortapi")
+        assert await load_latency(store, "piapi") == {}
+    finally:
+        if kind == "sqlite":
+            await store.aclose()
+    assert loaded == state
+    fresh, fresh_registry = poll_lane_for()
+    assert fresh.load_latency(*next(iter(loaded.items())))
+    saved = state[latency_key("shortapi", MODEL)]
+    assert not fresh.load_latency(latency_key("piapi", MODEL), saved)
+    assert not fresh.load_latency(latency_key("shortapi", "x"), b"not an estimate")
+    warm = tracked(fresh, fresh_registry, "warm")  # no scouting: it starts warm
+    assert warm.attempt == 0
+    assert warm.next_poll is not None
+    assert warm.next_poll - fresh.scheduler.started(warm) < 0.6
+    estimate = fresh.estimate(MODEL)
+    assert isinstance(estimate, LatencyEstimate) and estimate.quantile(0.5) < 0.5
+
+
+# -- discovered limits in the lane ---------------------------------------------------------------
+
+
+async def test_creates_are_not_paced_until_the_provider_first_says_429() -> None:
+    clock = FakeClock()
+    lane = lane_for(clock)
+    for _ in range(2000):
+        await lane.wait_for_create_turn()
+    assert clock.sleeps == []
+    assert lane.current_limits()["creates_per_second"] is None
+
+
+async def test_a_burst_of_429s_lowers_the_create_rate_once_and_successes_raise_it() -> None:
+    clock = FakeClock()
+    transport = ScriptedTransport([], clock, retry_after="1")
+    lane = lane_for(clock, transport)
+    for _ in range(100):  # 100 creates in the same instant
+        await lane.wait_for_create_turn()
+        await lane.send(REQUEST)
+    transport.statuses = [429] * 20  # the provider refuses a burst
+    for _ in range(20):
+        await lane.send(REQUEST)
+    rate = lane.create_pace.rate
+    assert rate is not None
+    assert rate.limit.throttles == 1  # one burst, one decrease
+    lowered = rate.rate
+    assert lowered <= 0.5 * 120 + 1e-9
+    clock.now += 1.5  # past the cooldown and the Retry-After pause
+    for _ in range(300):  # answered creates while the rate is what holds them back
+        await lane.wait_for_create_turn()
+        await lane.send(REQUEST)
+    assert rate.rate > lowered
+    assert any(sleep > 0 for sleep in clock.sleeps)  # and it does pace now
+
+
+async def test_stray_429s_among_many_answers_do_not_lower_any_limit() -> None:
+    clock = FakeClock()
+    transport = ScriptedTransport(([200] * 99 + [429]) * 5, clock)
+    lane = lane_for(clock, transport)
+    for _ in range(500):
+        await lane.send(REQUEST)
+        clock.now += 0.002
+    assert lane.throttled == 5
+    assert lane.create_pace.rate is None
+
+
+async def test_503_bursts_shrink_connections_and_ceilings_always_hold() -> None:
+    clock = FakeClock()
+    transport = ScriptedTransport([503] * 10, clock)
+    lane = lane_for(clock, transport, max_connections=10, max_jobs_in_flight=12)
+    assert lane.http_slots.capacity == 10 and lane.job_slots.capacity == 12
+    for _ in range(10):
+        await lane.send(REQUEST)
+    assert lane.http_slots.capacity == 9 and lane.job_slots.capacity == 10
+    # Growth only while every slot is taken, and never beyond the ceiling.
+    clock.now += 5
+    for _ in range(12):
+        await lane.job_slots.acquire()
+    for _ in range(200):
+        clock.now += 0.01
+        await lane.send(REQUEST)
+    assert lane.job_slots.capacity == 12
+    assert lane.current_limits()["jobs_in_flight"] == 12
+
+
+async def test_shrinking_slots_withholds_permits_without_interrupting_holders() -> None:
+    clock = FakeClock()
+    lane = lane_for(clock, max_connections=4)
+    slots = lane.http_slots
+    for _ in range(4):
+        await slots.acquire()
+    slots.limit.value = 2.0
+    slots._follow()  # what a throttle does
+    for _ in range(4):
+        slots.release()
+    for _ in range(2):
+        await asyncio.wait_for(slots.acquire(), 1)
+    assert slots.locked()  # the capacity is 2 now
+
+
+async def test_the_poll_rate_is_discovered_the_same_way() -> None:
+    clock = FakeClock()
+    transport = ScriptedTransport([429] * 5, clock, retry_after="2")
+    lane = lane_for(clock, transport)
+    for _ in range(50):
+        assert lane.poll_delay() == 0.0
+    for _ in range(5):
+        await lane.send_in_slot(REQUEST)
+    assert lane.current_limits()["polls_per_second"] is not None
+    assert lane.poll_delay() >= 1.9  # the Retry-After pause holds every poll
+
+
+async def test_limits_events_report_changes() -> None:
+    clock = FakeClock()
+    reports: list[str] = []
+    transport = ScriptedTransport([429] * 3, clock, retry_after="1")
+    lane = Lane(
+        provider="shortapi", limits=Limits(), retry=RetryPolicy(), transport=transport,
+        clock=clock, sleep=clock.sleep, report=reports.append,
+    )
+    for _ in range(3):
+        await lane.send(REQUEST)
+    assert len(reports) == 1 and "creates_per_second=" in reports[0]
+    assert "creates_per_second=none" not in reports[0]
