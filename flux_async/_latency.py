@@ -394,13 +394,21 @@ class PollPlanner:
         # the median latency of the jobs still running then. A provider that slowed down
         # is polled in proportion to its new latency while the old fast median still
         # dominates the estimate; for one mode it changes nothing below the median's D.
+        # One pass: the running median's bucket only moves forward as the age grows.
         ratio = self.running_ratio
         gaps = self._body_gaps
+        counts = estimate._counts
+        j = 0
         for i in range(BUCKETS):
             if ratio <= 0.0:
                 gaps[i] = gap
                 continue
-            running_median = estimate.quantile(0.5 + 0.5 * cumulative[i] / total)
+            target = 0.5 * (total + cumulative[i])
+            while j < BUCKETS - 1 and cumulative[j + 1] < target:
+                j += 1
+            count = counts[j]
+            fraction = (target - cumulative[j]) / count if count > 0.0 else 0.0
+            running_median = math.exp(_LOG_LOW + (j + min(fraction, 1.0)) * _LOG_STEP)
             gaps[i] = min(self.cap, max(gap, ratio * running_median))
 
     @property
