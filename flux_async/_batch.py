@@ -33,7 +33,15 @@ from ._errors import (
     ValidationError,
 )
 from ._images import Uploader, resolve_image_input
-from ._models import Generation, GenerationRequest, JobStatus, Outcome, build_request
+from ._models import (
+    Generation,
+    GenerationRequest,
+    JobStatus,
+    Outcome,
+    OutcomeStatus,
+    build_request,
+    outcome_status,
+)
 from ._registry import Entry
 from ._resume import BatchJournal, Plan, open_journal, resumed_outcome
 from ._store import JobRecord, JobStore, JournalMismatchError
@@ -339,7 +347,7 @@ async def generate_many(
             if money is not None and not resumed:
                 money.settle(estimate, entry)
         job = entry.snapshot() if entry is not None else None
-        status = job.status.value if job is not None else JobStatus.FAILED.value
+        status = outcome_status(job.status if job is not None else JobStatus.FAILED)
         try:
             await finish(
                 Outcome(
@@ -549,7 +557,9 @@ async def _take_up(
     return taken
 
 
-def _outcome(index: int, item: Any, status: str, error: BaseException, started: float) -> Outcome:
+def _outcome(
+    index: int, item: Any, status: OutcomeStatus, error: BaseException, started: float
+) -> Outcome:
     return Outcome(
         index=index,
         request=item,

@@ -6,6 +6,7 @@ import contextlib
 import enum
 import os
 import random
+import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Mapping
 from decimal import Decimal
@@ -25,12 +26,25 @@ from ._images import Uploader, resolve_image_input
 from ._job import Job
 from ._lane import Lane, Tasks
 from ._latency import LatencyEstimate
-from ._models import Event, Generation, GenerationRequest, Outcome, build_request
+from ._models import (
+    Event,
+    Generation,
+    GenerationRequest,
+    Image,
+    Outcome,
+    SubmitParams,
+    build_request,
+)
 from ._poll import PollLane, load_latency, save_latency
 from ._registry import Entry, Registry
 from ._store import JobStore
 from ._transport import Transport
 from .providers._base import Provider
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+elif TYPE_CHECKING:  # annotations only: typing_extensions is not a runtime dependency
+    from typing_extensions import Unpack
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -258,19 +272,23 @@ class FluxClient:
 
     # -- public operations ----------------------------------------------------------------------
 
-    async def generate(self, prompt: str, /, **params: Any) -> Generation:
+    async def generate(self, prompt: str, /, **params: Unpack[SubmitParams]) -> Generation:
         """Submit a job and wait for its result (see `submit` for the parameters)."""
         job = await self.submit(prompt, **params)
         return await job.result()
 
-    async def submit(self, prompt: str, /, **params: Any) -> Job:
+    async def submit(self, prompt: str, /, **params: Unpack[SubmitParams]) -> Job:
         """Submit one generation job; return once the provider accepted it.
 
         Args:
             prompt: what to draw.
-            params: ``image_url``, ``aspect_ratio``, ``width``, ``height``, ``num_images``,
-                ``seed``, ``steps``, ``guidance``, ``strength``, ``model``, ``extra``; each
-                provider validates what it supports before anything is sent.
+            params: the keywords of `SubmitParams`: ``image_url`` (an http(s) URL, a
+                ``data:`` URL, a local file path, or the image's bytes; local images are
+                size-checked and sent inline or through ``uploader=``), ``aspect_ratio``,
+                ``width``, ``height``, ``num_images``, ``seed``, ``steps``, ``guidance``,
+                ``strength``, ``model``, ``extra``. Type checkers flag a misspelt or
+                mistyped one; each provider validates what it supports before anything
+                is sent.
 
         Raises:
             ValidationError: a parameter is unknown, of the wrong type, or not allowed by
@@ -281,7 +299,7 @@ class FluxClient:
         """
         self._require_open()
         assert self._creates is not None
-        request = build_request(self._provider.name, prompt, params)
+        request = build_request(self._provider.name, prompt, dict(params))
         request = await resolve_image_input(request, self._provider, self._uploader, self._limits)
         prepared = self._provider.prepare(request)
         return Job(await self._creates.start(request, prepared))
@@ -318,6 +336,20 @@ class FluxClient:
             for path in paths:
                 self._events.emit("downloaded", None, str(path))
         return paths
+
+    async def read(self, image: Image) -> bytes:
+        """Fetch one image and return its bytes (``Image.read`` over the client's session).
+
+        Checked like `download`: no credentials sent, an image content type, at most
+        `Limits.max_download_bytes`, transient failures retried; a ``data:`` URL is decoded
+        locally. ``image.with_size(data)`` then fills in a size the provider left out.
+
+        Raises:
+            DownloadError: the image could not be fetched, is not an image, or is too big.
+        """
+        self._require_open()
+        assert self._downloader is not None
+        return await self._downloader.read(image.url, self._provider.name)
 
     async def _download_for_batch(
         self, generation: Generation, directory: str | os.PathLike[str], prefix: str
@@ -490,7 +522,7 @@ class FluxClient:
         return self._lane.current_limits() if self._lane is not None else {}
 
     def _report_limits(self, detail: str) -> None:
-        self._events.emit("limits", None, detail)  # type: ignore[arg-type]
+        self._events.emit("limits", None, detail)
 
     async def _save_latency(self) -> None:
         if self._store is not None and self._poll_lane is not None:

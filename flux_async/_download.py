@@ -1,8 +1,13 @@
-"""Image downloads: streamed to disk, written atomically, size- and type-checked.
+"""Image downloads: streamed to disk (written atomically) or read into memory, size- and
+type-checked.
 
-Downloads use a session of their own, with no credentials of any kind: the API key is sent
-only to the provider's API, never to an image host. Result URLs expire (providers.md
-1.4, 3.5, 4), so downloads start as soon as a job finishes.
+Downloads use a session of their own, with no credentials of any kind (no API key, no
+cookies): the API key is sent only to the provider's API, never to an image host. Result
+URLs expire (providers.md 1.4, 3.5, 4), so downloads start as soon as a job finishes.
+``data:`` URLs are decoded locally, with the same size and type checks.
+
+Each image fetched is logged at DEBUG on ``flux_async.downloads`` (its address without the
+query string, which may hold a signature).
 """
 
 from __future__ import annotations
@@ -10,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
+import logging
 import os
 import random
 import re
 import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -27,7 +35,9 @@ from ._models import Generation
 from ._retry import jittered, wait_table
 from ._transport import client_timeout, map_aiohttp_errors
 
-__all__ = ["Downloader"]
+__all__ = ["Downloader", "one_shot", "read_url"]
+
+logger = logging.getLogger("flux_async.downloads")
 
 _EXTENSIONS = {
     "image/png": ".png",
@@ -91,17 +101,35 @@ class Downloader:
         ]
         return tuple(await asyncio.gather(*tasks))
 
+    async def read(self, url: str, provider: str | None = None) -> bytes:
+        """Return the bytes of the image at ``url`` (checked like `save`; retried)."""
+        if url.startswith("data:"):
+            _, data = _decode_data_url(url, self._limits.max_download_bytes, provider)
+            return data
+        fetched = await self._retrying(url, provider, lambda: self._fetch(url, provider, None))
+        assert isinstance(fetched, bytes)
+        return fetched
+
     async def _save_one(self, url: str, folder: Path, stem: str, provider: str) -> Path:
         if url.startswith("data:"):
             return await _save_data_url(
                 url, folder, stem, self._limits.max_download_bytes, provider
             )
+        path = await self._retrying(
+            url, provider, lambda: self._fetch(url, provider, (folder, stem))
+        )
+        assert isinstance(path, Path)
+        return path
+
+    async def _retrying(
+        self, url: str, provider: str | None, fetch: Callable[[], Awaitable[Path | bytes]]
+    ) -> Path | bytes:
         attempt = 0
         while True:
             attempt += 1
             try:
                 async with self._slots:
-                    return await self._fetch(url, folder, stem, provider)
+                    return await fetch()
             except (TransportError, DownloadError) as error:
                 transient = isinstance(error, TransportError) or (
                     error.status in _TRANSIENT_STATUSES
@@ -115,11 +143,20 @@ class Downloader:
                 wait = getattr(error, "retry_after", None)
                 if wait is None or wait > self._retry.retry_after_max:
                     wait = jittered(self._table, attempt - 1, self._rng)
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug(
+                        "download of %s failed (%s); retrying in %.2fs", _for_log(url), error, wait
+                    )
                 await asyncio.sleep(wait)
 
-    async def _fetch(self, url: str, folder: Path, stem: str, provider: str) -> Path:
+    async def _fetch(
+        self, url: str, provider: str | None, target: tuple[Path, str] | None
+    ) -> Path | bytes:
+        """Fetch ``url`` into ``target`` (a folder and a file stem), or into memory."""
         limit = self._limits.max_download_bytes
-        with map_aiohttp_errors(provider, "download", subject=f"downloading {_short(url)}"):
+        with map_aiohttp_errors(
+            provider or "image host", "download", subject=f"downloading {_short(url)}"
+        ):
             async with self._get_session().get(url, allow_redirects=True) as response:
                 if response.status != 200:
                     raise DownloadError(
@@ -141,6 +178,15 @@ class Downloader:
                     )
                 if (response.content_length or 0) > limit:
                     raise _too_big(url, provider, response.content_length or 0, limit)
+                if target is None:
+                    buffer = bytearray()
+                    async for chunk in response.content.iter_chunked(_CHUNK):
+                        buffer += chunk
+                        if len(buffer) > limit:
+                            raise _too_big(url, provider, len(buffer), limit)
+                    _log_fetched(url, len(buffer), None)
+                    return bytes(buffer)
+                folder, stem = target
                 final = folder / f"{stem}{extension}"
                 temporary = folder / f".{stem}.{secrets.token_hex(4)}.part"
                 size = 0
@@ -160,7 +206,47 @@ class Downloader:
                 except BaseException:
                     await _discard(temporary)
                     raise
+                _log_fetched(url, size, final)
                 return final
+
+
+@contextlib.asynccontextmanager
+async def one_shot(max_bytes: int | None = None) -> AsyncIterator[Downloader]:
+    """A `Downloader` with the default policies and its own short-lived session.
+
+    For `Image.read` and `Generation.save`, which hold no client: the session carries no
+    credentials and no cookies, and is closed on exit.
+    """
+    limits = Limits() if max_bytes is None else Limits(max_download_bytes=max_bytes)
+    downloader = Downloader(
+        limits=limits, timeouts=Timeouts(), retry=RetryPolicy(), rng=random.Random()
+    )
+    try:
+        yield downloader
+    finally:
+        await downloader.close()
+
+
+async def read_url(url: str, *, max_bytes: int | None = None, provider: str | None = None) -> bytes:
+    """Read one image with a one-shot downloader (see `one_shot`)."""
+    if url.startswith("data:"):
+        limit = Limits().max_download_bytes if max_bytes is None else max_bytes
+        return _decode_data_url(url, limit, provider)[1]
+    async with one_shot(max_bytes) as downloader:
+        return await downloader.read(url, provider)
+
+
+def _for_log(url: str) -> str:
+    if url.startswith("data:"):
+        return url.partition(",")[0] + ",..."
+    return _short(url.partition("?")[0].partition("#")[0])
+
+
+def _log_fetched(url: str, size: int, path: Path | None) -> None:
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "fetched %s (%d bytes)%s", _for_log(url), size, f" to {path}" if path else ""
+        )
 
 
 async def _discard(path: Path) -> None:
@@ -168,7 +254,8 @@ async def _discard(path: Path) -> None:
         await anyio.Path(path).unlink(missing_ok=True)
 
 
-async def _save_data_url(url: str, folder: Path, stem: str, limit: int, provider: str) -> Path:
+def _decode_data_url(url: str, limit: int, provider: str | None) -> tuple[str, bytes]:
+    """Return the extension and the bytes of a base64 image ``data:`` URL."""
     header, _, payload = url.partition(",")
     content_type = header[5:].split(";", 1)[0].lower()
     extension = _EXTENSIONS.get(content_type)
@@ -182,6 +269,11 @@ async def _save_data_url(url: str, folder: Path, stem: str, limit: int, provider
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise DownloadError("data URL is not valid base64", provider=provider, url=url) from exc
+    return extension, data
+
+
+async def _save_data_url(url: str, folder: Path, stem: str, limit: int, provider: str) -> Path:
+    extension, data = _decode_data_url(url, limit, provider)
     final = folder / f"{stem}{extension}"
     temporary = folder / f".{stem}.{secrets.token_hex(4)}.part"
     try:
@@ -190,10 +282,11 @@ async def _save_data_url(url: str, folder: Path, stem: str, limit: int, provider
     except BaseException:
         await _discard(temporary)
         raise
+    _log_fetched(url, len(data), final)
     return final
 
 
-def _too_big(url: str, provider: str, size: int, limit: int) -> DownloadError:
+def _too_big(url: str, provider: str | None, size: int, limit: int) -> DownloadError:
     return DownloadError(
         f"downloading {_short(url)}: image is over the {limit} byte limit "
         f"(Limits.max_download_bytes; got at least {size})",

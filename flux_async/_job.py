@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Generator
+from decimal import Decimal
 from typing import Any
 
 import anyio
@@ -69,8 +70,8 @@ class Job:
         return self._entry.status
 
     @property
-    def cost(self) -> Any:
-        """What the provider charged (a `Decimal` in its unit), when it said."""
+    def cost(self) -> Decimal | None:
+        """What the provider charged, in its unit, when it said (``0`` once refunded)."""
         return self._entry.cost
 
     def done(self) -> bool:

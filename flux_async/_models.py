@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import msgspec
 
 from ._errors import ValidationError
+from ._images import image_url_text
+from ._imagesize import sniff_image
 
 __all__ = [
     "Event",
@@ -20,7 +23,10 @@ __all__ = [
     "JobSnapshot",
     "JobStatus",
     "Outcome",
+    "OutcomeStatus",
+    "SubmitParams",
     "build_request",
+    "outcome_status",
 ]
 
 
@@ -96,17 +102,80 @@ class GenerationRequest(msgspec.Struct, frozen=True, kw_only=True):
     extra: Mapping[str, Any] = msgspec.field(default_factory=dict)
 
 
+class SubmitParams(TypedDict, total=False):
+    """The keyword parameters of `FluxClient.submit` and `FluxClient.generate`.
+
+    Type checkers use it to flag a misspelt or mistyped parameter
+    (``generate("x", aspect_ration="16:9")``); annotate your own request mappings with it
+    for `FluxClient.generate_many`. At run time the provider still validates every value.
+    """
+
+    image_url: str | bytes | os.PathLike[str] | None
+    """An http(s) URL, a ``data:`` URL, a local file path, or the image's bytes."""
+    aspect_ratio: str | None
+    width: int | None
+    height: int | None
+    num_images: int | None
+    seed: int | None
+    steps: int | None
+    guidance: float | None
+    strength: float | None
+    model: str | None
+    extra: Mapping[str, Any]
+
+
 class Image(msgspec.Struct, frozen=True, kw_only=True):
     """One generated image.
 
     ``url`` is where the provider serves it (often for a limited time: download it soon), or
-    a ``data:`` URL when the provider returned the bytes inline.
+    a ``data:`` URL when the provider returned the bytes inline. ``width`` and ``height``
+    are the provider's when it reported them; `with_size` fills them from the image's bytes.
     """
 
     url: str
     width: int | None = None
     height: int | None = None
     content_type: str | None = None
+
+    async def read(self, *, max_bytes: int | None = None) -> bytes:
+        """Fetch the image and return its bytes.
+
+        The request carries no API key and no cookies (a session of its own, closed
+        afterwards); the answer must have an image content type and at most ``max_bytes``
+        bytes (default `Limits.max_download_bytes`); transient failures are retried. A
+        ``data:`` URL is decoded locally. Inside a client, ``await client.read(image)``
+        does the same over the client's download session and `Limits`.
+
+        Raises:
+            DownloadError: the image could not be fetched, is not an image, or is too big.
+        """
+        from ._download import read_url
+
+        return await read_url(self.url, max_bytes=max_bytes)
+
+    def with_size(self, data: bytes) -> Image:
+        """Return this image with ``width``, ``height`` and ``content_type`` filled from
+        ``data`` (its bytes, or their first few KB), where they are ``None``.
+
+        PNG, JPEG, WebP and GIF headers are read; anything else returns the image as is::
+
+            data = await image.read()
+            image = image.with_size(data)
+        """
+        if self.width is not None and self.height is not None and self.content_type:
+            return self
+        found = sniff_image(data)
+        if found is None:
+            return self
+        content_type, width, height = found
+        if self.width is None or self.height is None:
+            return msgspec.structs.replace(
+                self,
+                width=width,
+                height=height,
+                content_type=self.content_type or content_type,
+            )
+        return msgspec.structs.replace(self, content_type=content_type)
 
 
 class Generation(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,6 +190,37 @@ class Generation(msgspec.Struct, frozen=True, kw_only=True):
     cost: Decimal | None = None
     """What the provider charged, in its own unit (USD for ShortAPI), when it said."""
     seed: int | None = None
+
+    async def save(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        prefix: str = "",
+        max_bytes: int | None = None,
+    ) -> tuple[Path, ...]:
+        """Save the images into ``directory`` (created if needed); return their paths.
+
+        Files are named ``{prefix}{job id}-{n}{ext}``, the extension from the content type,
+        and written to a temporary file renamed into place, so a file that exists is
+        complete. No credentials are sent to the image host; each image must be an image
+        of at most ``max_bytes`` (default `Limits.max_download_bytes`). Inside a client,
+        `FluxClient.download` does the same over the client's session and `Limits`.
+
+        Raises:
+            DownloadError: an image could not be fetched or saved.
+        """
+        from ._download import one_shot
+
+        async with one_shot(max_bytes) as downloader:
+            return await downloader.save(self, directory, prefix=prefix)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the generation as JSON-ready builtins (for ``json.dumps``).
+
+        Field names as here; ``cost`` is a string (``"0.02"``, no float rounding) or
+        ``None``; ``images`` a list of ``{"url", "width", "height", "content_type"}``.
+        """
+        return _builtins(self)
 
 
 class JobSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -155,9 +255,10 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     """The input's position in the iterable, from 0."""
     request: Any
     """The input as given (a prompt string, a mapping or a `GenerationRequest`)."""
-    status: str
-    """A `JobStatus` value, ``"rejected"`` (invalid, never sent) or ``"skipped"`` (the
-    budget was reached, never sent)."""
+    status: OutcomeStatus
+    """A `JobStatus` value (a plain string), ``"rejected"`` (invalid, never sent) or
+    ``"skipped"`` (the budget was reached, never sent). Compare it with strings
+    (``outcome.status == "succeeded"``); type checkers reject a misspelt one."""
     generation: Generation | None = None
     error: BaseException | None = None
     job: JobSnapshot | None = None
@@ -186,9 +287,58 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
         """Seconds from taking the input up to its outcome."""
         return self.finished_at - self.started_at
 
+    def to_dict(self) -> dict[str, Any]:
+        """Return the outcome as JSON-ready builtins (for ``json.dumps``).
+
+        Field names as here, plus ``ok``: money (``cost``) is a string or ``None``;
+        ``files`` are path strings; ``generation`` and ``job`` are dicts (see
+        `Generation.to_dict`); ``error`` is ``{"type": "JobFailedError", "message": ...}``
+        or ``None``; ``request`` is the input (a `GenerationRequest` becomes a dict; a value
+        JSON cannot hold becomes its ``str``).
+        """
+        data = _builtins(self)
+        data["ok"] = self.ok
+        return data
+
+
+OutcomeStatus = Literal[
+    "allocated",
+    "submitted",
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "unknown",
+    "rejected",
+    "skipped",
+]
+"""`Outcome.status`: a `JobStatus` value, or ``"rejected"``/``"skipped"`` for inputs never
+sent. A `Literal` rather than an enum so that ``outcome.status == "succeded"`` is a type
+error (``--strict-equality``) while comparing with strings keeps working."""
+
+
+def outcome_status(status: JobStatus) -> OutcomeStatus:
+    """Return a job status as an `Outcome.status` value."""
+    return status.value
+
+
+def _builtins(value: msgspec.Struct) -> dict[str, Any]:
+    # Through JSON and back, so that tuples come out as lists: equal after json.dumps/loads.
+    data = msgspec.json.decode(msgspec.json.encode(value, enc_hook=_encode_other))
+    assert isinstance(data, dict)
+    return data
+
+
+def _encode_other(value: Any) -> Any:
+    if isinstance(value, BaseException):
+        return {"type": type(value).__name__, "message": str(value)}
+    return str(value)  # paths, and anything else JSON cannot hold
+
 
 EventKind = Literal[
-    "submitted", "status", "finished", "retried", "rate_limited", "downloaded"
+    "submitted", "status", "finished", "retried", "rate_limited", "downloaded", "limits"
 ]
 
 
@@ -198,7 +348,10 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     Kinds: ``submitted`` (the provider accepted a job), ``status`` (a job's status moved
     on), ``finished`` (a job reached a terminal status), ``retried`` (a request is about to
     be resent; ``detail`` says why), ``rate_limited`` (the provider answered 429; ``detail``
-    holds the pause), ``downloaded`` (an image was saved; ``detail`` is the path).
+    holds the pause), ``downloaded`` (an image was saved; ``detail`` is the path),
+    ``limits`` (a discovered limit changed; ``detail`` holds the current ones, e.g.
+    ``jobs_in_flight=256 connections=64 creates_per_second=none polls_per_second=181``;
+    ``local_id``/``job_id``/``status`` are None).
     """
 
     kind: EventKind
@@ -227,6 +380,9 @@ def build_request(provider: str, prompt: Any, params: dict[str, Any]) -> Generat
             value=params[unknown[0]],
             allowed=", ".join(REQUEST_FIELDS),
         )
+    if "image_url" in params:
+        # Paths and bytes become a string here (GenerationRequest.image_url is str | None).
+        params = {**params, "image_url": image_url_text(provider, params["image_url"])}
     try:
         return msgspec.convert({"prompt": prompt, **params}, GenerationRequest)
     except msgspec.ValidationError as exc:
