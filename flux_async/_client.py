@@ -133,6 +133,8 @@ class FluxClient:
         self._creates: CreateLane | None = None
         self._downloader: Downloader | None = None
         self._router: CallbackRouter | None = None
+        # A store shared by replicas (RedisStore) routes other replicas' callbacks.
+        self._replica: Any = None
 
     def __repr__(self) -> str:
         return f"<FluxClient {self._provider!r} {self._state.value}>"
@@ -213,6 +215,12 @@ class FluxClient:
         stack.push_async_callback(creates.aclose, self._timeouts.close_grace)
         if self._webhooks is not None:
             await self._open_webhooks(stack, self._webhooks, poll_lane, creates)
+        join = getattr(self._store, "join", None)
+        if join is not None:
+            # Replicas sharing the store: re-attach the jobs this replica owned, read its
+            # inbox of callbacks other replicas accepted for them.
+            self._replica = await join(provider, creates, self._router, self._webhooks)
+            stack.push_async_callback(self._replica.aclose)
 
     async def _open_webhooks(
         self,
@@ -468,11 +476,16 @@ class FluxClient:
         wrong token, one uniform answer), 401 (PiAPI secret missing or wrong), 400
         (unreadable body), 409 (a valid token naming another job), 422 (an undocumented
         status: the job is checked with the provider), 405, 413. It never raises and never
-        answers 5xx.
+        answers 5xx, except 503 when a store shared by replicas (`RedisStore`) is
+        unreachable and the callback may be another replica's.
         """
         if self._router is None or self._state is not _State.OPEN:
             return NOT_FOUND
-        return self._router.handle(method, path, headers, body)
+        answer = self._router.handle(method, path, headers, body)
+        if answer is NOT_FOUND and self._replica is not None:
+            # Perhaps another replica's job (a shared RedisStore): route it to its owner.
+            answer = await self._replica.handle_webhook(method, path, headers, body)
+        return answer
 
     def webhook_app(self) -> web.Application:
         """Return an aiohttp sub-application serving this client's callbacks.
@@ -518,11 +531,14 @@ class FluxClient:
     def limits(self) -> dict[str, float | None]:
         """The limits the client discovered and applies now (``None``: not limited):
         ``jobs_in_flight``, ``connections``, ``creates_per_second``, ``polls_per_second``.
-        A ``limits`` progress event reports each notable change."""
+        A ``limits`` event reports each notable change to subscribers asking for that kind."""
         return self._lane.current_limits() if self._lane is not None else {}
 
     def _report_limits(self, detail: str) -> None:
-        self._events.emit("limits", None, detail)
+        # Only to subscribers that asked for the kind: an event with no job (no status)
+        # would surprise a subscriber written for per-job events.
+        if "limits" in self._events._wanted:
+            self._events.emit("limits", None, detail)
 
     async def _save_latency(self) -> None:
         if self._store is not None and self._poll_lane is not None:
