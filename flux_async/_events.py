@@ -3,6 +3,15 @@
 Building an `Event` costs a little on every status change, so the bus builds one only when
 someone listens for that kind: with no user subscriber, only the rare kinds the log
 subscriber wants (retries, 429 pauses) are built.
+
+Loggers (never a secret: no API key, callback address, token or webhook secret):
+
+- ``flux_async.jobs``: each job's life at DEBUG (submitted, polled, status changes,
+  finished) and create retries at INFO, every line naming the job by its local id and its
+  provider id (``-`` until the provider gave one). With DEBUG off this costs one
+  ``isEnabledFor`` check per status change or poll.
+- ``flux_async``: 429 pauses at INFO; creates that may or may not have reached the
+  provider at WARNING; a failing event subscriber at ERROR.
 """
 
 from __future__ import annotations
@@ -14,28 +23,82 @@ from collections.abc import Callable, Collection
 from ._models import Event, EventKind, JobStatus
 from ._registry import Entry
 
-__all__ = ["EventBus", "log_event"]
+__all__ = ["EventBus", "log_event", "log_poll"]
 
 logger = logging.getLogger("flux_async")
+jobs_logger = logging.getLogger("flux_async.jobs")
 
 Subscriber = Callable[[Event], None]
 
 # The kinds worth a log line; the others (one per status change) would flood it.
 LOGGED_KINDS: frozenset[EventKind] = frozenset({"retried", "rate_limited"})
 _CHANGE_KINDS = frozenset({"submitted", "status", "finished"})
+_DEBUG = logging.DEBUG
 
 
 def log_event(event: Event) -> None:
     """Log a retry or a 429 pause at INFO (the bus's default subscriber)."""
     if event.kind == "retried":
-        logger.info(
-            "%s request for job %s failed (%s); retrying",
-            event.provider,
+        jobs_logger.info(
+            "job %s (%s %s): request failed (%s); retrying",
             event.local_id,
+            event.provider,
+            event.job_id or "-",
             event.detail,
         )
     elif event.kind == "rate_limited":
         logger.info("%s answered 429: %s", event.provider, event.detail)
+
+
+def _log_change(entry: Entry, previous: JobStatus) -> None:
+    """Log a job's status change at DEBUG on ``flux_async.jobs`` (the caller checked that
+    DEBUG is on)."""
+    status = entry.status
+    if status.is_terminal:
+        jobs_logger.debug(
+            "job %s (%s %s): finished %s after %d polls%s%s",
+            entry.local_id,
+            entry.provider,
+            entry.job_id or "-",
+            status.value,
+            entry.polls,
+            "" if entry.cost is None else f", cost {entry.cost}",
+            "" if entry.error is None else f": {entry.error}",
+        )
+    elif status is JobStatus.SUBMITTED:
+        jobs_logger.debug(
+            "job %s (%s %s): submitted (model %s)",
+            entry.local_id,
+            entry.provider,
+            entry.job_id or "-",
+            entry.model,
+        )
+    else:
+        jobs_logger.debug(
+            "job %s (%s %s): %s -> %s",
+            entry.local_id,
+            entry.provider,
+            entry.job_id or "-",
+            previous.value,
+            status.value,
+        )
+
+
+def log_poll(entry: Entry, answer: JobStatus | BaseException) -> None:
+    """Log one poll of a job at DEBUG on ``flux_async.jobs``: the status the provider
+    answered, or why the query failed."""
+    if not jobs_logger.isEnabledFor(_DEBUG):
+        return
+    if isinstance(answer, BaseException):
+        jobs_logger.debug(
+            "job %s (%s %s): poll %d failed: %s",
+            entry.local_id, entry.provider, entry.job_id or "-", entry.polls, answer,
+        )
+    else:
+        jobs_logger.debug(
+            "job %s (%s %s): polled (%d): %s",
+            entry.local_id, entry.provider, entry.job_id or "-", entry.polls, answer.value,
+        )
 
 
 class EventBus:
@@ -109,7 +172,10 @@ class EventBus:
                 _deliver(callback, event)
 
     def on_change(self, entry: Entry, previous: JobStatus) -> None:
-        """The registry's status-change hook: ``submitted``, ``status`` or ``finished``."""
+        """The registry's status-change hook: ``submitted``, ``status`` or ``finished``
+        (and the job's DEBUG log line)."""
+        if jobs_logger.isEnabledFor(_DEBUG):
+            _log_change(entry, previous)
         if not self._all and not self._changes:
             return
         if entry.status.is_terminal:

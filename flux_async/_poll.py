@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from ._config import PollPolicy, Webhooks
 from ._errors import JobTimeoutError, Phase, RequestError
+from ._events import log_poll
 from ._lane import Lane, Tasks
 from ._latency import LatencyEstimate, PollPlanner
 from ._models import JobStatus
@@ -181,6 +182,7 @@ class PollLane:
         except RequestError as error:
             if entry.status.is_terminal:
                 return
+            log_poll(entry, error)
             if error.phase is Phase.DEFINITIVE:
                 # e.g. an unknown status value: end the job rather than poll forever.
                 self._registry.finish(entry, JobStatus.FAILED, error)
@@ -192,6 +194,7 @@ class PollLane:
             self._schedule_next(entry, at_least)
             return
         lane.retry_budget.record_success()
+        log_poll(entry, update.status)
         if self._learned:
             self._answering = entry
             self._answer_age = self.scheduler.now() - self.scheduler.started(entry)
