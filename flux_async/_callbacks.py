@@ -30,7 +30,7 @@ import msgspec
 from ._config import Webhooks
 from ._errors import ConfigurationError, FluxError, UnknownStatusError
 from ._registry import Entry, Registry
-from .providers._base import Provider, Update
+from .providers._base import CallbackUpdate, Provider, Update
 
 __all__ = [
     "BAD_BODY",
@@ -344,6 +344,27 @@ class CallbackRouter:
         except (ValueError, msgspec.MsgspecError, FluxError, RecursionError) as exc:
             log_hostile("job %s: unreadable callback: %s", entry.local_id, type(exc).__name__)
             return BAD_BODY
+        return self._take(entry, callback)
+
+    def deliver(self, local_id: str, callback: CallbackUpdate | None) -> bool:
+        """Apply a callback another replica authenticated (token, secret) and decoded.
+
+        ``None`` stands for an undocumented status: the job is checked with the provider.
+        Returns whether this client holds the job (a finished one included).
+        """
+        entry = self._registry.get(local_id)
+        if entry is None:
+            return False
+        if entry.status.is_terminal:
+            return True
+        if callback is None:
+            self._verify(entry)
+        else:
+            self._take(entry, callback)
+        return True
+
+    def _take(self, entry: Entry, callback: CallbackUpdate) -> WebhookResponse:
+        """Apply an authentic, decoded callback to its job (the end of `handle`)."""
         if callback.job_id is not None and entry.job_id is not None:
             if callback.job_id != entry.job_id:
                 return WebhookResponse(409, b"callback names another job\n")
