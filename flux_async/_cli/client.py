@@ -82,7 +82,8 @@ def client_kwargs(args: argparse.Namespace, provider: type[Provider]) -> dict[st
         # Loopback answers in microseconds: the real APIs' pacing would only slow it down.
         limits = dataclasses.replace(limits, max_connections=64, polls_per_second=500.0)
     concurrency = getattr(args, "concurrency", None)
-    if concurrency is not None and concurrency > limits.max_jobs_in_flight:
+    ceiling = limits.max_jobs_in_flight
+    if concurrency is not None and ceiling is not None and concurrency > ceiling:
         limits = dataclasses.replace(limits, max_jobs_in_flight=concurrency)
     kwargs: dict[str, Any] = {"limits": limits, "poll": poll_policy(args)}
     webhooks = _webhooks(args)
