@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from conftest import RedisServer
 
 from flux_async import FluxClient, JobStatus, PiAPI, PollPolicy, ShortAPI, Webhooks
-from flux_async.stores import RedisStore
+from flux_async.stores import RedisStore, StoreUnavailableError
 from flux_async.testing import FakeProvider
 
 API_KEY = "sk-flux-replica-test-3b6f0c2d9e"
@@ -195,3 +195,21 @@ async def test_a_restarted_replica_reattaches_the_jobs_it_owned(
                 assert found is not None and found.status is JobStatus.SUCCEEDED
         assert set(fake.creates_per_prompt.values()) == {1}
         assert len(fake.creates_per_prompt) == 6
+
+
+async def test_no_create_is_sent_when_redis_cannot_record_it(
+    redis_server: RedisServer, namespace: str, fake: FakeProvider
+) -> None:
+    async with RedisStore(redis_server.url, namespace=namespace, retry_for=0.5) as store:
+        async with FluxClient(ShortAPI(API_KEY, base_url=fake.url), poll=POLL,
+                              store=store) as client:
+            await client.generate("first")
+            redis_server.kill()
+            with pytest.raises(StoreUnavailableError, match="unavailable"):
+                await client.generate("second")
+            assert "second" not in fake.creates_per_prompt  # never sent: nothing to pay
+            assert fake.create_attempts == 1
+            redis_server.start()
+            third = await client.generate("third")
+            assert (found := await store.find_job("shortapi", third.job_id)) is not None
+            assert found.status is JobStatus.SUCCEEDED
