@@ -307,9 +307,9 @@ def _where(url: str) -> str:
 class RedisStore:
     """A job store in Redis: many processes and machines, callbacks routed between replicas.
 
-    Use it as ``FluxClient(provider, store=RedisStore(url))`` (the client opens and closes
-    it) or as an async context manager for a journaled batch
-    (``generate_many(..., journal=store)``). See the module docstring for the key layout.
+    Open it (``async with RedisStore(url) as store:``), then pass it to one client,
+    ``FluxClient(provider, store=store)``, and/or as a batch's journal,
+    ``generate_many(..., journal=store)``. See the module docstring for the key layout.
 
     Args:
         url: ``redis://[:password@]host:port/db`` (or ``rediss://``, ``unix://``). The
