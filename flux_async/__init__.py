@@ -38,6 +38,7 @@ from ._errors import (
     ValidationError,
 )
 from ._images import Uploader, UploadError
+from ._job import CancelResult
 from ._models import (
     Event,
     Generation,
@@ -48,7 +49,9 @@ from ._models import (
     Outcome,
 )
 from ._prompts import PromptFile, PromptLine, read_prompts
+from ._store import JobStore, JournalError, JournalMismatchError, MemoryStore
 from .providers import AIMLAPI, PiAPI, Provider, ShortAPI
+from .stores.sqlite import SQLiteJournal
 
 if _TYPE_CHECKING:
     from ._webhooks import WebhookAccessLogger, webhook_server_logger
@@ -76,6 +79,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BudgetExceededError",
+    "CancelResult",
     "ClientStateError",
     "ConfigurationError",
     "DownloadError",
@@ -92,9 +96,13 @@ __all__ = [
     "JobFailedError",
     "JobSnapshot",
     "JobStatus",
+    "JobStore",
     "JobTimeoutError",
     "JobUnknownError",
+    "JournalError",
+    "JournalMismatchError",
     "Limits",
+    "MemoryStore",
     "Outcome",
     "Phase",
     "PiAPI",
@@ -107,6 +115,7 @@ __all__ = [
     "RateLimitedError",
     "RequestError",
     "RetryPolicy",
+    "SQLiteJournal",
     "ShortAPI",
     "Timeouts",
     "TransportError",

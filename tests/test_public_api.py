@@ -6,16 +6,17 @@ import flux_async
 
 #: Every public name, exactly: adding one is a decision, removing one breaks users.
 PUBLIC_NAMES = [
-    "AIMLAPI", "AuthenticationError", "BadRequestError", "BudgetExceededError",
+    "AIMLAPI", "AuthenticationError", "BadRequestError", "BudgetExceededError", "CancelResult",
     "ClientStateError", "ConfigurationError", "DownloadError", "Event", "FluxClient",
     "FluxError", "Generation", "GenerationRequest", "Image", "InsufficientCreditsError", "Job",
-    "JobCancelledError", "JobError", "JobFailedError", "JobSnapshot", "JobStatus",
-    "JobTimeoutError", "JobUnknownError", "Limits", "Outcome", "Phase", "PiAPI", "PollPolicy",
-    "PromptFile", "PromptLine", "Provider", "ProviderError", "ProviderUnavailableError",
-    "RateLimitedError", "RequestError", "RetryPolicy", "ShortAPI", "Timeouts",
-    "TransportError", "UnexpectedResponseError", "UnknownStatusError", "UploadError", "Uploader",
-    "ValidationError",
-    "WebhookAccessLogger", "Webhooks", "__version__", "read_prompts", "webhook_server_logger",
+    "JobCancelledError", "JobError", "JobFailedError", "JobSnapshot", "JobStatus", "JobStore",
+    "JobTimeoutError", "JobUnknownError", "JournalError", "JournalMismatchError", "Limits",
+    "MemoryStore", "Outcome", "Phase", "PiAPI", "PollPolicy", "PromptFile", "PromptLine",
+    "Provider", "ProviderError", "ProviderUnavailableError", "RateLimitedError", "RequestError",
+    "RetryPolicy", "SQLiteJournal", "ShortAPI", "Timeouts", "TransportError",
+    "UnexpectedResponseError", "UnknownStatusError", "UploadError", "Uploader",
+    "ValidationError", "WebhookAccessLogger", "Webhooks", "__version__", "read_prompts",
+    "webhook_server_logger",
 ]
 TESTING_NAMES = ["CallbackRecord", "FakeJob", "FakeProvider", "Faults", "Latency"]
 
