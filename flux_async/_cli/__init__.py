@@ -95,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``flux-async`` command line; return the exit status."""
     try:
         args = build_parser().parse_args(argv)
+        # The command line as given, for the command that resumes a batch.
+        args.argv = list(sys.argv[1:] if argv is None else argv)
     except Exit as exc:
         return exc.status
     except UsageError as exc:

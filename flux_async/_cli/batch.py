@@ -7,6 +7,13 @@ Every input line gets exactly one manifest record, whatever happens: its outcome
 the run is interrupted, ``cancelled`` (handed to the client, unfinished) or
 ``not_started`` (never handed over).
 
+The batch is journaled (`SQLiteJournal`, ``DIR/journal.sqlite`` by default): every job is
+recorded before its create is sent, so ``--resume`` settles each line from its record (a
+finished line is not sent again, an accepted job is followed to its end, a lost create is
+found again or ends ``unknown``). The manifest of a resumed run is appended to, then
+rewritten with one line per input (`Manifest.close`); resumed lines say ``"resumed": true``.
+Saved image files are recorded in the journal too, so a resume does not download them again.
+
 Images are saved here (`FluxClient.download`) rather than by ``generate_many``, so that an
 interruption can stop the downloads first and then close the client.
 
@@ -23,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -32,18 +40,35 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from flux_async import FluxClient, FluxError, Outcome, PromptLine
+from flux_async import (
+    FluxClient,
+    FluxError,
+    JobStore,
+    JournalError,
+    JournalMismatchError,
+    Outcome,
+    PromptLine,
+    SQLiteJournal,
+)
 
 from .client import client_opener
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PROG, UsageError, one_line
-from .inputs import BadLine, open_prompts
+from .inputs import STDIN, BadLine, open_prompts
 from .manifest import Manifest, Record, outcome_record, record
 from .progress import Display, Tally, choose_display, format_seconds
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["BatchResult", "Feed", "batch_command", "print_summary", "run_batch"]
+__all__ = [
+    "BatchResult",
+    "Feed",
+    "JournalOptions",
+    "batch_command",
+    "print_summary",
+    "resume_command",
+    "run_batch",
+]
 
 #: Seconds the first Ctrl-C waits for the client to close before cancelling outright.
 CLOSE_GRACE = 5.0
@@ -98,6 +123,20 @@ class BatchResult:
     interrupted: bool
     manifest: Path
     out: Path
+    journal: Path | None = None
+    #: After an interruption: jobs left unfinished whose provider ids the journal holds,
+    #: and creates left without an answer (the provider may have created them).
+    left_with_ids: int = 0
+    left_unanswered: int = 0
+
+
+@dataclass
+class JournalOptions:
+    """The batch's journal: where, and how to treat what it already holds."""
+
+    path: Path
+    resubmit_unknown: bool = False
+    new_batch: bool = False
 
 
 class _Run:
@@ -112,10 +151,18 @@ class _Run:
         self.display = display
         self.out = out
         self.interrupted = False
+        self.store: JobStore | None = None
+        self.left_with_ids = 0
+        self.left_unanswered = 0
         # Jobs that succeeded and whose images are being saved, by input index.
         self.saving: dict[int, tuple[Outcome, asyncio.Task[None]]] = {}
 
     def write(self, index: int, entry: Record) -> None:
+        if self.interrupted and entry["status"] == "cancelled":
+            if entry["job_id"] is not None:
+                self.left_with_ids += 1
+            elif "in flight" in (entry["error"] or ""):
+                self.left_unanswered += 1
         self.feed.pending.pop(index, None)
         self.manifest.write(entry)
         self.tally.count(entry["status"], entry["cost"])
@@ -142,6 +189,16 @@ class _Run:
         line = self.feed.pending.get(outcome.index)
         if line is None:  # pragma: no cover - every index was handed out once
             return
+        if (
+            outcome.resumed
+            and outcome.generation is not None
+            and outcome.files
+            and all(path.exists() for path in outcome.files)
+        ):
+            # Saved by an earlier run (the journal says where): not downloaded again.
+            entry = outcome_record(outcome, line, interrupted=False, files=outcome.files)
+            self.write(outcome.index, entry)
+            return
         if outcome.generation is not None and line.problem is None and not self.interrupted:
             task = asyncio.get_running_loop().create_task(self._save(client, outcome, line))
             self.saving[outcome.index] = (outcome, task)
@@ -160,6 +217,8 @@ class _Run:
             )
         else:
             entry = outcome_record(outcome, line, interrupted=False, files=files)
+            if self.store is not None and outcome.job is not None:
+                self.store.put_files(outcome.job.local_id, files)
         del self.saving[outcome.index]
         self.write(outcome.index, entry)
 
@@ -306,6 +365,7 @@ async def run_batch(
     budget: Decimal | None,
     make_display: Callable[[Tally], Display],
     price_per_job: Decimal | None = None,
+    journal: JournalOptions | None = None,
 ) -> BatchResult:
     """Run a batch and write its manifest; return the tally.
 
@@ -320,10 +380,12 @@ async def run_batch(
         out: where images are saved.
         concurrency, budget, price_per_job: as for `FluxClient.generate_many`.
         make_display: builds the progress display.
+        journal: the journal to record the batch in (and resume it from).
 
     Raises:
         OSError: the manifest cannot be written.
         FluxError: the client could not be opened.
+        UsageError: the journal cannot be used, or holds another input (nothing was sent).
     """
     feed = Feed(lines)
     tally = Tally(total)
@@ -331,18 +393,30 @@ async def run_batch(
     interrupter = _Interrupter(run)
     interrupter.install()
     failure: str | None = None
+    store: SQLiteJournal | None = None
+    journal_failed = False
     try:
+        if journal is not None:
+            store = SQLiteJournal(journal.path)
+            await store.open()
+            run.store = store
         run.display.start()
         async with open_client() as client:
             interrupter.client = client
             unsubscribe = client.subscribe(tally.on_event)
             try:
                 # price_per_job only when given: the keyword is new in generate_many.
-                pricing: dict[str, Any] = {}
+                options: dict[str, Any] = {}
                 if price_per_job is not None:
-                    pricing["price_per_job"] = price_per_job
+                    options["price_per_job"] = price_per_job
+                if journal is not None:
+                    options.update(
+                        journal=store,
+                        resubmit_unknown=journal.resubmit_unknown,
+                        new_batch=journal.new_batch,
+                    )
                 outcomes = client.generate_many(
-                    feed, concurrency=concurrency, budget=budget, **pricing
+                    feed, concurrency=concurrency, budget=budget, **options
                 )
                 async with contextlib.aclosing(outcomes):
                     async for outcome in outcomes:
@@ -364,6 +438,17 @@ async def run_batch(
     except KeyboardInterrupt:
         run.interrupted = tally.interrupted = True
         raise
+    except JournalMismatchError as exc:
+        # Raised before anything was sent: the manifest keeps what it held.
+        journal_failed = True
+        assert journal is not None
+        raise UsageError(_mismatch_message(exc, feed, journal.path)) from exc
+    except JournalError as exc:
+        if manifest.written:
+            failure = one_line(exc)
+            raise
+        journal_failed = True
+        raise UsageError(one_line(exc)) from exc
     except Exception as exc:
         failure = one_line(exc)
         raise
@@ -371,7 +456,9 @@ async def run_batch(
         interrupter.finishing()
         tally.stop()
         try:
-            if failure is not None:
+            if journal_failed:
+                pass
+            elif failure is not None:
                 why = f"the batch stopped ({failure})"
             elif run.interrupted:
                 why = "interrupted"
@@ -379,14 +466,42 @@ async def run_batch(
                 why = "the batch ended without an outcome for it"
             # When the run already failed, its error is the one to report, not a second
             # one from a manifest that cannot be written.
-            with contextlib.suppress(*((OSError,) if failure is not None else ())):
-                run.record_the_rest(why)
-            run.rejected_beyond_shown()
+            if not journal_failed:
+                with contextlib.suppress(*((OSError,) if failure is not None else ())):
+                    run.record_the_rest(why)
+                run.rejected_beyond_shown()
         finally:
-            manifest.close()
-            await run.display.stop()
-            interrupter.uninstall()
-    return BatchResult(tally, run.interrupted, manifest.path, out)
+            try:
+                manifest.close()
+            finally:
+                if store is not None:
+                    await store.aclose()
+                await run.display.stop()
+                interrupter.uninstall()
+    return BatchResult(
+        tally,
+        run.interrupted,
+        manifest.path,
+        out,
+        journal=journal.path if journal is not None else None,
+        left_with_ids=run.left_with_ids,
+        left_unanswered=run.left_unanswered,
+    )
+
+
+def _mismatch_message(exc: JournalMismatchError, feed: Feed, path: Path) -> str:
+    line = feed.pending.get(exc.index)
+    if line is None:
+        what = f"the journal {path} records input {exc.index}, which this input does not have"
+    else:
+        what = (
+            f"line {line.line} (input {exc.index}) is not the one the journal {path} "
+            "recorded for it (another prompt, parameters or provider)"
+        )
+    return (
+        f"{what}: give the same FILE and options with --resume, or pass --new-batch "
+        "to start a new batch"
+    )
 
 
 # -- the command -------------------------------------------------------------------------------
@@ -401,14 +516,33 @@ def batch_command(args: argparse.Namespace, console: Console | None) -> int:
     """
     if args.price_per_job is not None and args.budget is None:
         raise UsageError("--price-per-job only applies with --budget")
-    opener, _ = client_opener(args)
+    if args.resume and args.new_batch:
+        raise UsageError(
+            "--resume continues the batch in the journal and --new-batch starts another: "
+            "pass one of them"
+        )
     out = Path(args.out)
     manifest_path = Path(args.manifest) if args.manifest else out / "manifest.jsonl"
+    journal = JournalOptions(
+        Path(args.journal) if args.journal else out / "journal.sqlite",
+        resubmit_unknown=args.resubmit_unknown,
+        new_batch=args.new_batch,
+    )
+    earlier = [path for path in (journal.path, manifest_path) if _holds_something(path)]
+    if earlier and not (args.resume or args.new_batch):
+        raise UsageError(
+            f"{earlier[0]} already exists (an earlier batch): pass --resume to continue it, "
+            "or choose another --out"
+        )
+    opener, _ = client_opener(args)
     source = open_prompts(args.file, format=args.format)
     try:
         try:
             out.mkdir(parents=True, exist_ok=True)
-            manifest = Manifest(manifest_path)
+            if args.new_batch and _holds_something(manifest_path):
+                aside = _set_aside(manifest_path)
+                print(f"{PROG}: the earlier manifest is now {aside}", file=sys.stderr)
+            manifest = Manifest(manifest_path, append=args.resume)
         except OSError as exc:
             where = exc.filename or manifest_path
             raise UsageError(f"cannot write {where}: {exc.strerror or exc}") from exc
@@ -423,12 +557,14 @@ def batch_command(args: argparse.Namespace, console: Console | None) -> int:
                 budget=args.budget,
                 price_per_job=args.price_per_job,
                 make_display=lambda tally: choose_display(tally, quiet=args.quiet, console=console),
+                journal=journal,
             )
         )
     finally:
         source.close()
     print_summary(result, sys.stdout)
     if result.interrupted:
+        print_resume_hint(result, getattr(args, "argv", None), args.file, sys.stdout)
         return EXIT_INTERRUPTED
     tally = result.tally
     return EXIT_OK if tally.statuses["succeeded"] == tally.done else EXIT_FAILED
@@ -457,3 +593,76 @@ def print_summary(result: BatchResult, stream: IO[str]) -> None:
     print(f"{PROG}: {when}: {', '.join(parts)}; cost {format(tally.cost, 'f')}", file=stream)
     print(f"manifest: {result.manifest}", file=stream)
     print(f"images:   {result.out}{os.sep}", file=stream)
+
+
+def print_resume_hint(
+    result: BatchResult, argv: list[str] | None, file: str, stream: IO[str]
+) -> None:
+    """After Ctrl-C: what was left in flight, and the command that resumes the batch."""
+    left = result.left_with_ids
+    if left:
+        print(
+            f"{left} job{'s were' if left != 1 else ' was'} left in flight; "
+            f"{'their provider ids are' if left != 1 else 'its provider id is'} recorded in "
+            f"the journal {result.journal} (the provider may still finish and charge "
+            f"{'them' if left != 1 else 'it'}: --resume collects the results)",
+            file=stream,
+        )
+    if result.left_unanswered:
+        unanswered = result.left_unanswered
+        print(
+            f"{unanswered} create{'s' * (unanswered != 1)} had no answer yet; the journal "
+            "records them, and --resume looks for them before sending anything again",
+            file=stream,
+        )
+    if argv is None:
+        return
+    command, hidden = resume_command(argv)
+    notes = []
+    if hidden:
+        notes.append("add your API key: it is not shown here")
+    if file == STDIN:
+        notes.append("with the same input on standard input")
+    suffix = f"  ({'; '.join(notes)})" if notes else ""
+    print(f"to resume: {command}{suffix}", file=stream)
+
+
+def resume_command(argv: list[str]) -> tuple[str, bool]:
+    """Return the command line that resumes this batch, and whether an API key was left out.
+
+    ``--new-batch`` is dropped (the batch it started is now the journal's latest) and
+    ``--resume`` added; a key given with ``--api-key`` is never printed.
+    """
+    words: list[str] = []
+    hidden = False
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+            continue
+        name, equals, _ = word.partition("=")
+        # argparse accepts any unambiguous prefix of an option (--api-k KEY).
+        if len(name) > 4 and "--api-key".startswith(name):
+            hidden = True
+            skip = not equals
+            continue
+        if len(name) > 4 and any(option.startswith(name) for option in ("--new-batch", "--resume")):
+            continue
+        words.append(word)
+    return shlex.join([PROG, *words, "--resume"]), hidden
+
+
+def _holds_something(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename an earlier manifest to a free ``NAME.N.jsonl``; return its new path."""
+    number = 1
+    while (aside := path.with_name(f"{path.stem}.{number}{path.suffix}")).exists():
+        number += 1
+    path.rename(aside)
+    return aside

@@ -206,13 +206,16 @@ ending in .jsonl, or every line a JSON object): "prompt" and any of image_url,
 aspect_ratio, width, height, num_images, seed, steps, guidance, strength, model,
 extra. Lines are stripped; blank lines and lines starting with # are skipped.
 A bad line is "rejected", shown on stderr, and the batch goes on. Ctrl-C stops
-cleanly: cancelled and unstarted lines are recorded too (twice: stop at once).
+cleanly: cancelled and unstarted lines are recorded too (twice: stop at once), the
+provider ids of the jobs left in flight are in the journal, and --resume goes on.
 From Python, flux_async.read_prompts(FILE) reads a file the same way.
 
 examples:
   printf 'a red fox\\n# a comment\\na lighthouse\\n' | {PROG} batch - --provider fake
   echo '{{"prompt": "a red fox", "num_images": 2}}' | {PROG} batch - --provider fake
   {PROG} batch prompts.txt --provider piapi --budget 5 --price-per-job 0.02
+  {PROG} batch prompts.txt --out run1/            # stopped by Ctrl-C or a crash...
+  {PROG} batch prompts.txt --out run1/ --resume   # ...goes on; nothing is paid twice
 """
 
 
@@ -293,5 +296,36 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="AMOUNT",
         help="what one job costs, for --budget where the provider publishes no price "
         "(PiAPI, AI/ML API); without it, jobs go one at a time until the first charge is known",
+    )
+    resume = batch.add_argument_group(
+        "journal and resume",
+        "Every job is recorded in a journal (SQLite) before its create is sent, so a batch "
+        "stopped at any moment (Ctrl-C, kill -9, a crash) can be run again with --resume: "
+        "finished lines are not sent again, jobs the provider accepted are followed to their "
+        "end, and the manifest keeps one line per input.",
+    )
+    resume.add_argument(
+        "--journal",
+        metavar="PATH",
+        help="the journal file (default: DIR/journal.sqlite, i.e. the journal is on, inside "
+        "--out)",
+    )
+    resume.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the batch recorded in the journal (required to run again into an --out "
+        "that already has a journal or a manifest); give the same FILE",
+    )
+    resume.add_argument(
+        "--resubmit-unknown",
+        action="store_true",
+        help="with --resume: send again the lines whose earlier create may or may not have "
+        "reached the provider (ended 'unknown'); this MAY PAY TWICE for them",
+    )
+    resume.add_argument(
+        "--new-batch",
+        action="store_true",
+        help="start a new batch in an existing journal instead of resuming it (the earlier "
+        "manifest is kept, renamed)",
     )
     return parser

@@ -8,6 +8,7 @@ event loop) and points the command at it with ``--provider shortapi --base-url``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -38,9 +39,10 @@ def _no_provider_keys(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(variable, raising=False)
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeProvider]:
-    """A FakeProvider served from a thread of its own; read its counters once a run ended."""
+@contextlib.contextmanager
+def serve_fake(**options: Any) -> Iterator[FakeProvider]:
+    """A FakeProvider served from a thread of its own (its own event loop), so that a
+    command run in this process or another reaches it over loopback."""
     loop = asyncio.new_event_loop()
     started = threading.Event()
     box: dict[str, Any] = {}
@@ -48,9 +50,7 @@ def fake() -> Iterator[FakeProvider]:
     def serve() -> None:
         asyncio.set_event_loop(loop)
         try:
-            box["fake"] = loop.run_until_complete(
-                FakeProvider(latency=(0.01, 0.05)).start()
-            )
+            box["fake"] = loop.run_until_complete(FakeProvider(**options).start())
         except BaseException as exc:  # reported by the test below
             box["error"] = exc
             started.set()
@@ -71,3 +71,9 @@ def fake() -> Iterator[FakeProvider]:
         thread.join(10)
         loop.close()
 
+
+@pytest.fixture
+def fake() -> Iterator[FakeProvider]:
+    """A FakeProvider served from a thread of its own; read its counters once a run ended."""
+    with serve_fake(latency=(0.01, 0.05)) as provider:
+        yield provider

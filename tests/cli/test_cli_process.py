@@ -115,10 +115,14 @@ def test_the_help_examples_work_as_written(tmp_path: Path) -> None:
     runnable = [example for example in examples if "--provider fake" in example]
     assert len(runnable) >= 4, examples
     flux_async = " ".join(shlex.quote(part) for part in COMMAND)
-    for example in runnable:
+    for number, example in enumerate(runnable):
         command = example.replace("flux-async ", f"{flux_async} ") + " --fake-latency 0.01 -q"
+        # Each in a fresh directory, as a user would try it (a second batch into the same
+        # --out needs --resume).
+        where = tmp_path / str(number)
+        where.mkdir()
         done = subprocess.run(
-            ["sh", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=60
+            ["sh", "-c", command], cwd=where, capture_output=True, text=True, timeout=60
         )
         assert done.returncode == 0, (example, done.stderr)
         assert "Traceback" not in done.stderr
