@@ -71,7 +71,11 @@ async def test_every_life_event_of_every_job_is_one_debug_line(
         assert outcome.job is not None
         counts = lines[outcome.job.local_id]
         assert counts["submitted"] == counts["finished"] == 1
-        assert counts["polled"] >= 1 and counts["status"] >= 1
+        assert counts["polled"] == outcome.job.polls >= 1
+        # A status line appears only when a poll saw the job between submitted and its end;
+        # a job that was done at its first poll goes straight to "finished".
+        if outcome.job.polls > 1:
+            assert counts["status"] >= 1
     assert sum(counts["retried"] for counts in lines.values()) == 1  # the 429'd create
 
     # Every line names the job by both ids (the provider's once it gave one).
