@@ -191,17 +191,19 @@ class Downloader:
                 temporary = folder / f".{stem}.{secrets.token_hex(4)}.part"
                 size = 0
                 try:
-                    # anyio's file wraps a thread: the event loop never waits on the disk.
-                    file = await anyio.open_file(temporary, "wb")
+                    # Opened here, not in a worker thread: a cancellation that arrived while
+                    # a thread opened the file would leave it open. Writes go to a thread, so
+                    # the event loop never waits on the disk; close() is synchronous so that
+                    # a second cancellation cannot skip it.
+                    file = open(temporary, "wb")  # noqa: ASYNC230
                     try:
                         async for chunk in response.content.iter_chunked(_CHUNK):
                             size += len(chunk)
                             if size > limit:
                                 raise _too_big(url, provider, size, limit)
-                            await file.write(chunk)
+                            await anyio.to_thread.run_sync(file.write, chunk)
                     finally:
-                        with anyio.CancelScope(shield=True):  # closed even when cancelled
-                            await file.aclose()
+                        file.close()
                     await anyio.to_thread.run_sync(os.replace, temporary, final)
                 except BaseException:
                     await _discard(temporary)
@@ -244,9 +246,7 @@ def _for_log(url: str) -> str:
 
 def _log_fetched(url: str, size: int, path: Path | None) -> None:
     if logger.isEnabledFor(logging.DEBUG):
-        logger.debug(
-            "fetched %s (%d bytes)%s", _for_log(url), size, f" to {path}" if path else ""
-        )
+        logger.debug("fetched %s (%d bytes)%s", _for_log(url), size, f" to {path}" if path else "")
 
 
 async def _discard(path: Path) -> None:

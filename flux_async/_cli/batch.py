@@ -76,7 +76,6 @@ CLOSE_GRACE = 5.0
 SHOW_REJECTED = 20
 
 
-
 class Feed:
     """The iterable given to `FluxClient.generate_many`: numbers the lines, stops on request.
 
@@ -422,6 +421,11 @@ async def run_batch(
                     async for outcome in outcomes:
                         run.take(client, outcome)
                 await run.wait_saved()
+            except asyncio.CancelledError:
+                # Marked before the downloads under way are stopped, so that their lines
+                # say "cancelled" (interrupted), not "download_failed".
+                run.interrupted = tally.interrupted = True
+                raise
             finally:
                 interrupter.finishing()
                 unsubscribe()

@@ -34,8 +34,6 @@ __all__ = ["FAKE_KEY", "PROVIDERS", "ClientOpener", "client_kwargs", "client_ope
 PROVIDERS: dict[str, type[Provider]] = {"shortapi": ShortAPI, "piapi": PiAPI, "aimlapi": AIMLAPI}
 #: Create-to-ready latency of ``--provider fake``, in seconds (``--fake-latency``).
 FAKE_LATENCY = (0.2, 1.0)
-#: Polling suited to the fake's latency: the real APIs take seconds to a minute.
-FAKE_POLL = PollPolicy(wait_first=0.3, wait_initial=0.1, wait_max=1.0)
 #: The key the adapters send to the fake (which takes any).
 FAKE_KEY = "fake"
 
@@ -59,7 +57,9 @@ def _webhooks(args: argparse.Namespace) -> Webhooks | None:
 
 def poll_policy(args: argparse.Namespace) -> PollPolicy:
     """Return the `PollPolicy` of a command line (``--timeout``, ``--first-poll``...)."""
-    poll = FAKE_POLL if args.provider == FAKE else PollPolicy()
+    # The library's learned default for every provider, the fake included: it scouts while
+    # cold, so a fake job ready in a fraction of a second is noticed within one.
+    poll = PollPolicy()
     changes: dict[str, Any] = {}
     if args.timeout is not None:
         changes["timeout"] = args.timeout
