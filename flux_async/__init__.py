@@ -5,6 +5,12 @@
     async with FluxClient(ShortAPI()) as client:
         generation = await client.generate("a red fox", aspect_ratio="16:9")
         print(generation.images[0].url)
+
+Logging goes through the standard `logging` module and the package adds no handler: each
+job's life is logged at DEBUG on ``flux_async.jobs``, downloads on
+``flux_async.downloads``, the bundled webhook receiver on ``flux_async.webhooks``; no line
+carries an API key, callback token or webhook secret. ``logging.basicConfig(level=DEBUG)``
+shows them all.
 """
 
 import logging as _logging
@@ -47,6 +53,8 @@ from ._models import (
     JobSnapshot,
     JobStatus,
     Outcome,
+    OutcomeStatus,
+    SubmitParams,
 )
 from ._prompts import PromptFile, PromptLine, read_prompts
 from ._store import JobStore, JournalError, JournalMismatchError, MemoryStore
@@ -104,6 +112,7 @@ __all__ = [
     "Limits",
     "MemoryStore",
     "Outcome",
+    "OutcomeStatus",
     "Phase",
     "PiAPI",
     "PollPolicy",
@@ -117,6 +126,7 @@ __all__ = [
     "RetryPolicy",
     "SQLiteJournal",
     "ShortAPI",
+    "SubmitParams",
     "Timeouts",
     "TransportError",
     "UnexpectedResponseError",

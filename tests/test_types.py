@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from flux_async import FluxClient, JobStatus
+from flux_async import FluxClient, JobStatus, OutcomeStatus, SubmitParams
 from flux_async._job import Job
-from flux_async._models import REQUEST_FIELDS, OutcomeStatus, SubmitParams
+from flux_async._models import REQUEST_FIELDS
 
-SNIPPET = '''\
+SNIPPET = """\
 from __future__ import annotations
 
 from decimal import Decimal
@@ -43,7 +43,7 @@ async def right(client: FluxClient, outcome: Outcome, job: Job) -> Decimal | Non
     if outcome.job is not None and outcome.job.status is JobStatus.SUCCEEDED:
         pass
     return job.cost
-'''
+"""
 
 
 def test_submit_params_match_the_request_fields() -> None:
@@ -65,8 +65,14 @@ def test_mypy_strict_rejects_the_mistakes(tmp_path: Path) -> None:
     snippet.write_text(SNIPPET)
     result = subprocess.run(
         [
-            sys.executable, "-m", "mypy", "--strict", "--no-error-summary",
-            "--cache-dir", str(tmp_path / ".mypy_cache"), str(snippet),
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-error-summary",
+            "--cache-dir",
+            str(tmp_path / ".mypy_cache"),
+            str(snippet),
         ],
         capture_output=True,
         text=True,
