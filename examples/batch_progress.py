@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
 
-from flux_async import Event, FluxClient, Limits, PollPolicy, ShortAPI
+from flux_async import Event, FluxClient, ShortAPI
 from flux_async.testing import FakeProvider, Faults
 
 
@@ -30,9 +30,9 @@ async def main(count: int) -> None:
     faults = Faults(create_429=0.01, query_5xx=0.02, fail=0.01, retry_after=0)
     async with FakeProvider(latency=(0.1, 0.6), faults=faults, seed=1) as fake:
         provider = ShortAPI(api_key="fake-key", base_url=fake.url)
-        limits = Limits(max_jobs_in_flight=500, max_connections=64, polls_per_second=2000)
-        poll = PollPolicy(wait_first=0.3, wait_initial=0.1, wait_max=1.0, timeout=30)
-        async with FluxClient(provider, limits=limits, poll=poll) as client:
+        # No limits or polling settings: the client discovers how much the provider takes
+        # (growing while it answers, backing off on 429s) and learns how long jobs take.
+        async with FluxClient(provider) as client:
             rate_limited = 0
 
             def on_event(event: Event) -> None:

@@ -15,15 +15,14 @@ import asyncio
 import sys
 from pathlib import Path
 
-from flux_async import FluxClient, PollPolicy, ShortAPI
+from flux_async import FluxClient, ShortAPI
 from flux_async.testing import FakeProvider
 
 
 async def main(directory: Path) -> None:
     async with FakeProvider(latency=(0.1, 0.4)) as fake:
         provider = ShortAPI(api_key="fake-key", base_url=fake.url)
-        poll = PollPolicy(wait_first=0.2, wait_initial=0.1)
-        async with FluxClient(provider, poll=poll) as client:
+        async with FluxClient(provider) as client:
             generation = await client.generate("a single pear on a plate")
             for path in await client.download(generation, directory / "single"):
                 print("saved", path)

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import asyncio
 
-from flux_async import FluxClient, PollPolicy, ShortAPI
+from flux_async import FluxClient, ShortAPI
 from flux_async.testing import FakeProvider
 
 
 async def main() -> None:
     async with FakeProvider(latency=(0.2, 0.6)) as fake:
-        # The fake answers in well under a second, so poll sooner than for the real API.
-        poll = PollPolicy(wait_first=0.3, wait_initial=0.1)
-        async with FluxClient(ShortAPI(api_key="fake-key", base_url=fake.url), poll=poll) as client:
+        # No polling settings: the client learns how long jobs take and polls accordingly
+        # (sub-second here, every few seconds against the real API).
+        async with FluxClient(ShortAPI(api_key="fake-key", base_url=fake.url)) as client:
             # One call: submit, then wait for the result.
             generation = await client.generate("a red fox in the snow", aspect_ratio="16:9")
             print(f"job {generation.job_id} cost ${generation.cost}:")

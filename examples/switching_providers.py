@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 
-from flux_async import AIMLAPI, FluxClient, PiAPI, PollPolicy, Provider, ShortAPI, ValidationError
+from flux_async import AIMLAPI, FluxClient, PiAPI, Provider, ShortAPI, ValidationError
 from flux_async.testing import FakeProvider
 
 
 async def draw(provider: Provider) -> None:
-    async with FluxClient(provider, poll=PollPolicy(wait_first=0.2, wait_initial=0.1)) as client:
+    async with FluxClient(provider) as client:
         generation = await client.generate("a red fox in the snow", aspect_ratio="16:9")
         print(f"{provider.name:9} {generation.model:32} {generation.images[0].url}")
         try:
