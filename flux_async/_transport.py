@@ -150,15 +150,35 @@ class Transport:
                 timeout=self._timeout_sync if long_read else self._timeout,
                 allow_redirects=False,
             ) as response:
-                if (response.content_length or 0) > MAX_RESPONSE_BYTES:
-                    raise TransportError(
-                        f"{provider} {request.operation}: response of "
-                        f"{response.content_length} bytes is over the "
-                        f"{MAX_RESPONSE_BYTES} byte limit",
-                        provider=provider,
-                        phase=Phase.AMBIGUOUS,
-                        operation=request.operation,
-                        status=response.status,
-                    )
-                body = await response.read()
+                length = response.content_length
+                if length is None:
+                    # Chunked (or close-delimited): the size is known only as it arrives.
+                    body = await _read_capped(response, provider, request.operation)
+                else:
+                    if length > MAX_RESPONSE_BYTES:
+                        raise _too_large(provider, request.operation, response.status, length)
+                    body = await response.read()
                 return HTTPResponse(response.status, response.headers, body)
+
+
+async def _read_capped(response: aiohttp.ClientResponse, provider: str, operation: str) -> bytes:
+    """Read a body of unannounced length, refusing it once it passes the cap."""
+    buffer = bytearray()
+    async for chunk in response.content.iter_any():
+        buffer += chunk
+        if len(buffer) > MAX_RESPONSE_BYTES:
+            raise _too_large(provider, operation, response.status, len(buffer), so_far=True)
+    return bytes(buffer)
+
+
+def _too_large(
+    provider: str, operation: str, status: int, size: int, *, so_far: bool = False
+) -> TransportError:
+    what = f"more than {MAX_RESPONSE_BYTES} bytes (chunked)" if so_far else f"{size} bytes"
+    return TransportError(
+        f"{provider} {operation}: response of {what} is over the {MAX_RESPONSE_BYTES} byte limit",
+        provider=provider,
+        phase=Phase.AMBIGUOUS,  # the request was sent and answered
+        operation=operation,
+        status=status,
+    )

@@ -42,8 +42,13 @@ async def serve(serve_app: ServeApp, handler: Handler) -> str:
 
 
 def request(url: str, operation: str = "create") -> HTTPRequest:
-    return HTTPRequest("POST", url + "/create", operation=operation,
-                       headers={"Authorization": "Bearer sk-secret"}, body=b"{}")
+    return HTTPRequest(
+        "POST",
+        url + "/create",
+        operation=operation,
+        headers={"Authorization": "Bearer sk-secret"},
+        body=b"{}",
+    )
 
 
 async def send_failing(transport: Transport, url: str) -> TransportError:
@@ -118,8 +123,9 @@ async def test_a_truncated_body_is_ambiguous(transport: Transport, serve_app: Se
 async def test_an_answer_is_returned_whole(transport: Transport, serve_app: ServeApp) -> None:
     async def answer(request: web.Request) -> web.StreamResponse:
         assert request.headers["Authorization"] == "Bearer sk-secret"
-        return web.json_response({"echo": (await request.read()).decode()}, status=201,
-                                 headers={"Retry-After": "3"})
+        return web.json_response(
+            {"echo": (await request.read()).decode()}, status=201, headers={"Retry-After": "3"}
+        )
 
     response = await transport.send(request(await serve(serve_app, answer)), provider="p")
     assert response.status == 201
@@ -158,6 +164,45 @@ async def test_a_response_over_the_cap_is_refused_before_it_is_read(
     assert f"response of {MAX_RESPONSE_BYTES + 1} bytes is over the" in str(error)
 
 
+async def test_a_chunked_response_over_the_cap_is_refused_as_it_arrives(
+    transport: Transport, serve_app: ServeApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No Content-Length (chunked): the cap is checked while reading, not skipped."""
+    monkeypatch.setattr("flux_async._transport.MAX_RESPONSE_BYTES", 64 * 1024)
+    sent = 0
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        nonlocal sent
+        response = web.StreamResponse(status=200)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        while sent < 10 * 64 * 1024:  # ten times the cap, if nobody stops reading
+            await response.write(b"y" * 4096)
+            sent += 4096
+        await response.write_eof()
+        return response
+
+    error = await send_failing(transport, await serve(serve_app, endless))
+    assert error.phase is Phase.AMBIGUOUS
+    assert "more than 65536 bytes (chunked) is over the 65536 byte limit" in str(error)
+
+
+async def test_a_chunked_response_under_the_cap_is_read_whole(
+    transport: Transport, serve_app: ServeApp
+) -> None:
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for part in (b'{"a": ', b"1", b"}"):
+            await response.write(part)
+        await response.write_eof()
+        return response
+
+    response = await transport.send(request(await serve(serve_app, chunked)), provider="p")
+    assert response.status == 200 and response.body == b'{"a": 1}'
+
+
 # -- the mapping table and the timeouts, without a network ------------------------------------
 
 
@@ -187,8 +232,10 @@ def test_exception_phase(exc: BaseException, phase: Phase) -> None:
 
 
 def test_the_subject_replaces_provider_and_operation() -> None:
-    with pytest.raises(TransportError, match=r"^download of x\.png: "), \
-            map_aiohttp_errors("p", "download", subject="download of x.png"):
+    with (
+        pytest.raises(TransportError, match=r"^download of x\.png: "),
+        map_aiohttp_errors("p", "download", subject="download of x.png"),
+    ):
         raise aiohttp.ServerDisconnectedError()
 
 
