@@ -10,6 +10,9 @@ async function that stores the bytes somewhere public (your bucket) and returns 
         ...  # put the bytes in your bucket
         return "https://my-bucket.example.com/inputs/abc.png"
 
+The result's bytes come back with ``await image.read()`` (no API key sent, size capped) and
+each job's life is logged on ``flux_async.jobs`` (here shown on stderr).
+
 Runs against the bundled fake provider (no key, no network)::
 
     python examples/image_to_image.py
@@ -18,6 +21,7 @@ Runs against the bundled fake provider (no key, no network)::
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
 
 from flux_async import FluxClient, PiAPI, ShortAPI
@@ -27,6 +31,10 @@ SOURCE = "https://example.com/photos/dog.jpg"
 
 
 async def main() -> None:
+    # Every job's life (submitted, polled, finished), with no secret in any line.
+    logging.basicConfig(format="%(name)s %(message)s")
+    logging.getLogger("flux_async.jobs").setLevel(logging.DEBUG)
+
     async with FakeProvider(latency=(0.2, 0.5)) as fake:
         # 1. From a URL: ShortAPI picks its image-to-image model when image_url is given.
         async with FluxClient(ShortAPI(api_key="fake-key", base_url=fake.url)) as client:
@@ -50,7 +58,9 @@ async def main() -> None:
                 )
             print(f"edited {path.name} with {edited.model}:")
             for image in edited.images:
-                print("  ", image.url)
+                data = await image.read()  # the bytes, in memory
+                sized = image.with_size(data)  # width and height from the image header
+                print(f"   {image.url}: {len(data)} bytes, {sized.width}x{sized.height}")
 
 
 if __name__ == "__main__":

@@ -36,3 +36,9 @@ def test_example_runs(script: str, args: list[str], expect: str, tmp_path: Path)
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert expect in result.stdout
+    if script == "image_to_image.py":
+        # A user's own program: a local file in, the result's bytes read, every job logged.
+        assert " bytes, " in result.stdout
+        assert result.stderr.count("flux_async.jobs job ") >= 4
+        assert "finished succeeded" in result.stderr
+        assert "fake-key" not in result.stderr
