@@ -8,10 +8,10 @@ import os
 import random
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Collection, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import aiohttp
 
@@ -28,6 +28,7 @@ from ._lane import Lane, Tasks
 from ._latency import LatencyEstimate
 from ._models import (
     Event,
+    EventKind,
     Generation,
     GenerationRequest,
     Image,
@@ -187,13 +188,20 @@ class FluxClient:
         )
         stack.push_async_callback(self._downloader.close)
         self._lane = lane = Lane(
-            provider=provider.name, limits=self._limits, retry=self._retry_policy,
-            transport=transport, report=self._report_limits,
+            provider=provider.name,
+            limits=self._limits,
+            retry=self._retry_policy,
+            transport=transport,
+            report=self._report_limits,
         )
         tasks = Tasks()
         poll_lane = PollLane(
-            provider=provider, lane=lane, registry=self._registry, policy=self._poll_policy,
-            webhooks=self._webhooks, tasks=tasks,
+            provider=provider,
+            lane=lane,
+            registry=self._registry,
+            policy=self._poll_policy,
+            webhooks=self._webhooks,
+            tasks=tasks,
             rng=self._rng if self._poll_policy.wait_jitter else None,
         )
         self._poll_lane = poll_lane
@@ -205,9 +213,16 @@ class FluxClient:
         poll_lane.start()
         stack.push_async_callback(poll_lane.aclose)
         self._creates = creates = CreateLane(
-            provider=provider, lane=lane, registry=self._registry, poll_lane=poll_lane,
-            events=self._events, tasks=tasks, retry=self._retry_policy, rng=self._rng,
-            webhooks=self._webhooks, download=self._download_for_batch,
+            provider=provider,
+            lane=lane,
+            registry=self._registry,
+            poll_lane=poll_lane,
+            events=self._events,
+            tasks=tasks,
+            retry=self._retry_policy,
+            rng=self._rng,
+            webhooks=self._webhooks,
+            download=self._download_for_batch,
             is_open=lambda: self._state is _State.OPEN,
         )
         creates.store = self._store
@@ -312,13 +327,28 @@ class FluxClient:
         prepared = self._provider.prepare(request)
         return Job(await self._creates.start(request, prepared))
 
-    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
-        """Call ``callback`` with every progress `Event`; return a function that stops it.
+    def subscribe(
+        self, callback: Callable[[Event], None], *, kinds: Collection[EventKind] | None = None
+    ) -> Callable[[], None]:
+        """Call ``callback`` with progress `Event`s; return a function that stops it.
+
+        Args:
+            callback: called with each event.
+            kinds: only these kinds (e.g. ``{"finished"}``). Without it, every per-job
+                kind; ``"limits"`` (a discovered limit changed, no job attached) is
+                delivered only to subscribers that name it.
 
         Callbacks run synchronously in the event loop: keep them quick. An exception in
         one is logged and does not reach the client.
         """
-        return self._events.subscribe(callback)
+        if kinds is not None:
+            unknown = sorted(set(kinds) - set(get_args(EventKind)))
+            if unknown:
+                raise ConfigurationError(
+                    f"subscribe(kinds=...): unknown event kind(s) {', '.join(map(repr, unknown))}"
+                    f"; allowed: {', '.join(get_args(EventKind))}"
+                )
+        return self._events.subscribe(callback, kinds=kinds)
 
     async def download(
         self,
@@ -537,7 +567,7 @@ class FluxClient:
     def _report_limits(self, detail: str) -> None:
         # Only to subscribers that asked for the kind: an event with no job (no status)
         # would surprise a subscriber written for per-job events.
-        if "limits" in self._events._wanted:
+        if self._events.wants("limits"):
             self._events.emit("limits", None, detail)
 
     async def _save_latency(self) -> None:
@@ -556,4 +586,3 @@ class FluxClient:
         self._registry.release(entry)
         if self._router is not None:
             self._router.remember_finished(entry)
-

@@ -92,13 +92,26 @@ def log_poll(entry: Entry, answer: JobStatus | BaseException) -> None:
     if isinstance(answer, BaseException):
         jobs_logger.debug(
             "job %s (%s %s): poll %d failed: %s",
-            entry.local_id, entry.provider, entry.job_id or "-", entry.polls, answer,
+            entry.local_id,
+            entry.provider,
+            entry.job_id or "-",
+            entry.polls,
+            answer,
         )
     else:
         jobs_logger.debug(
             "job %s (%s %s): polled (%d): %s",
-            entry.local_id, entry.provider, entry.job_id or "-", entry.polls, answer.value,
+            entry.local_id,
+            entry.provider,
+            entry.job_id or "-",
+            entry.polls,
+            answer.value,
         )
+
+
+#: Kinds with no job attached, delivered only to subscribers that name them: a subscriber
+#: written for per-job events (``event.status`` set) never sees them unasked.
+NAMED_ONLY = frozenset({"limits"})
 
 
 class EventBus:
@@ -128,6 +141,10 @@ class EventBus:
         """Whether anyone listens to every kind (callers skip building details otherwise)."""
         return bool(self._all)
 
+    def wants(self, kind: str) -> bool:
+        """Whether a subscriber asked for ``kind`` by name."""
+        return kind in self._wanted
+
     def subscribe(
         self, callback: Subscriber, *, kinds: Collection[str] | None = None
     ) -> Callable[[], None]:
@@ -154,7 +171,7 @@ class EventBus:
 
     def emit(self, kind: EventKind, entry: Entry | None, detail: str | None = None) -> None:
         """Deliver one event; an exception in a subscriber is logged, never raised."""
-        if not self._all and kind not in self._wanted:
+        if kind not in self._wanted and (not self._all or kind in NAMED_ONLY):
             return
         event = Event(
             kind=kind,
@@ -165,8 +182,9 @@ class EventBus:
             time=self._clock(),
             detail=detail,
         )
-        for callback in list(self._all):
-            _deliver(callback, event)
+        if kind not in NAMED_ONLY:
+            for callback in list(self._all):
+                _deliver(callback, event)
         for callback, kinds in list(self._filtered):
             if kind in kinds:
                 _deliver(callback, event)

@@ -64,3 +64,32 @@ def test_a_failing_subscriber_is_logged_and_does_not_stop_the_others(
     with caplog.at_level(logging.ERROR, logger="flux_async"):
         bus.emit("downloaded", None, "/tmp/x.png")
     assert seen == ["downloaded"] and "subscriber" in caplog.text
+
+
+# -- FluxClient.subscribe(kinds=...), over loopback against the fake ---------------------------
+
+
+@pytest.mark.anyio
+async def test_client_subscribers_choose_their_kinds_and_limits_reach_only_those_asking() -> None:
+    from flux_async import ConfigurationError, FluxClient, ShortAPI
+    from flux_async.testing import FakeProvider, Faults
+
+    everything: list[Event] = []
+    finished: list[Event] = []
+    limits: list[Event] = []
+    # Many 429s at once: the client backs off its create rate, and says so.
+    faults = Faults(create_429=0.5, retry_after=0)
+    async with FakeProvider(latency=(0.01, 0.03), faults=faults, seed=5) as fake:
+        async with FluxClient(ShortAPI("k", base_url=fake.url)) as client:
+            with pytest.raises(ConfigurationError, match=r"unknown event kind\(s\) 'finish'"):
+                client.subscribe(finished.append, kinds={"finish"})  # type: ignore[arg-type]
+            client.subscribe(everything.append)
+            client.subscribe(finished.append, kinds={"finished"})
+            client.subscribe(limits.append, kinds={"limits"})
+            outcomes = [o async for o in client.generate_many([f"p{i}" for i in range(60)])]
+    assert all(outcome.ok for outcome in outcomes)
+    assert [event.kind for event in finished] == ["finished"] * 60
+    assert "limits" not in {event.kind for event in everything}  # no job: not for per-job ones
+    assert {"submitted", "finished", "retried"} <= {event.kind for event in everything}
+    assert limits and all(event.kind == "limits" and event.local_id is None for event in limits)
+    assert all(event.detail and "creates_per_second=" in event.detail for event in limits)
