@@ -413,7 +413,8 @@ class FluxClient:
             requests: prompts, mappings of `submit` parameters (with ``"prompt"``), or
                 `GenerationRequest`s, from any iterable or async iterable. It is read
                 lazily, one item at a time.
-            concurrency: jobs outstanding at once (default `Limits.max_jobs_in_flight`).
+            concurrency: jobs outstanding at once (default `Limits.max_jobs_in_flight`, or
+                1,000 without that ceiling; the discovered limit admits them).
             budget: committed charges (finished jobs plus a price for each job in flight,
                 ambiguous creates counted as paid) never exceed this; the remaining inputs
                 yield ``skipped`` outcomes carrying `BudgetExceededError`.
