@@ -59,6 +59,8 @@ import aiohttp
 from ._client import FluxClient
 from ._config import Timeouts
 from ._errors import (
+    AuthenticationError,
+    BadRequestError,
     DownloadError,
     FluxError,
     JobCancelledError,
@@ -76,12 +78,21 @@ if TYPE_CHECKING:
 
     from .providers._base import Provider
 
-__all__ = ["GROUP", "WorkerStats", "batch_keys", "collect", "enqueue", "run_worker"]
+__all__ = [
+    "GROUP",
+    "WorkerStats",
+    "batch_info",
+    "batch_keys",
+    "collect",
+    "enqueue",
+    "run_worker",
+]
 
 logger = logging.getLogger("flux_async")
 
 GROUP = "workers"
 """The consumer group every worker reads the queue through."""
+
 
 class _Batched:
     """Redis writes of one event-loop tick sent together, in one MULTI/EXEC.
@@ -129,7 +140,7 @@ class _Batched:
         at = 0
         for (_, future), size in zip(ops, sizes, strict=True):
             if not future.done():
-                future.set_result(list(results[at:at + size]))
+                future.set_result(list(results[at : at + size]))
             at += size
 
 
@@ -154,24 +165,44 @@ async def enqueue(
     batch_id: str | None = None,
     namespace: str = "flux",
     chunk: int = 1000,
+    fingerprint: str | None = None,
 ) -> str:
     """Put a batch's inputs on the queue; return the batch id.
 
     Each input is a prompt string or a JSON-serialisable mapping with ``"prompt"`` (the
-    parameters of `FluxClient.submit`). Enqueuing a batch id that is already complete does
-    nothing (collect it again instead).
+    parameters of `FluxClient.submit`). Enqueuing again under the same batch id never queues
+    an input twice: a batch enqueued whole is left as it is (collect it again instead), and
+    one whose enqueuing was interrupted goes on after the last input queued (each chunk of
+    inputs is queued together with that count, in one transaction). Workers create at most
+    one job per input of a batch in any case.
+
+    Args:
+        fingerprint: what identifies these inputs (e.g. a digest of them); stored with the
+            batch, and a batch id that holds another one is refused.
+
+    Raises:
+        ValidationError: an input is neither a prompt nor a mapping, or the batch id already
+            holds other inputs (``fingerprint``).
     """
     client, owned = _connect(redis)
     batch_id = batch_id or uuid.uuid4().hex[:16]
     keys = batch_keys(namespace, batch_id)
     try:
-        if await client.hexists(keys["meta"], "total"):
-            return batch_id
-        await client.hset(keys["meta"], mapping={"created_at": repr(time.time())})
+        held = await batch_info(client, batch_id, namespace=namespace)
+        if held is not None:
+            _check_fingerprint(batch_id, held.get("fingerprint"), fingerprint)
+            if "total" in held:
+                return batch_id
+        start: dict[Any, Any] = {"created_at": repr(time.time())}
+        if fingerprint is not None:
+            start["fingerprint"] = fingerprint
+        if held is None:
+            await client.hset(keys["meta"], mapping=start)
+        queued = int(held.get("enqueued", 0)) if held is not None else 0
         queue = f"{namespace}:queue"
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # BUSYGROUP: the group exists
             await client.xgroup_create(queue, GROUP, id="0", mkstream=True)
-        pipe = client.pipeline(transaction=False)
+        pipe = client.pipeline(transaction=True)
         index = 0
         async for item in _items(inputs):
             if not isinstance(item, (str, Mapping)):
@@ -180,19 +211,54 @@ async def enqueue(
                     f"{type(item).__name__}",
                     field="request",
                 )
-            pipe.xadd(
-                queue,
-                {"batch": batch_id, "index": index, "input": json.dumps(item, default=str)},
-            )
+            if index >= queued:
+                pipe.xadd(
+                    queue,
+                    {"batch": batch_id, "index": index, "input": json.dumps(item, default=str)},
+                )
             index += 1
-            if index % chunk == 0:
+            if index > queued and index % chunk == 0:
+                pipe.hset(keys["meta"], "enqueued", index)
                 await pipe.execute()
+        pipe.hset(keys["meta"], mapping={"enqueued": index, "total": index})
         await pipe.execute()
-        await client.hset(keys["meta"], "total", index)
         return batch_id
     finally:
         if owned:
             await client.aclose()
+
+
+def _check_fingerprint(batch_id: str, held: str | None, given: str | None) -> None:
+    if given is not None and held is not None and held != given:
+        raise ValidationError(
+            f"batch {batch_id} already holds other inputs (another file or other lines): "
+            "give the same inputs, or another batch id",
+            field="batch_id",
+        )
+
+
+async def batch_info(
+    redis: str | Redis, batch_id: str, *, namespace: str = "flux"
+) -> dict[str, str] | None:
+    """Return what Redis holds about a batch (None when it holds nothing).
+
+    Keys: ``created_at``, ``enqueued`` (inputs queued so far), ``total`` (set once every
+    input is queued), ``fingerprint`` (when `enqueue` was given one).
+    """
+    client, owned = _connect(redis)
+    try:
+        raw = await client.hgetall(batch_keys(namespace, batch_id)["meta"])
+    finally:
+        if owned:
+            await client.aclose()
+    if not raw:
+        return None
+    return {
+        (key.decode() if isinstance(key, bytes) else str(key)): (
+            value.decode() if isinstance(value, bytes) else str(value)
+        )
+        for key, value in raw.items()
+    }
 
 
 async def _items(inputs: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
@@ -244,9 +310,13 @@ async def collect(
 
 
 class WorkerStats:
-    """What a worker did: inputs finished, and how many were taken over from dead workers."""
+    """What a worker did: inputs finished, and how many were taken over from dead workers.
+
+    ``working`` is how many inputs it holds right now (read it while the worker runs).
+    """
 
     def __init__(self) -> None:
+        self.working = 0
         self.finished = 0
         self.created = 0
         self.claimed = 0
@@ -274,8 +344,13 @@ async def run_worker(
     exit_when_idle: float | None = None,
     stop: asyncio.Event | None = None,
     client_options: Mapping[str, Any] | None = None,
+    stats: WorkerStats | None = None,
 ) -> WorkerStats:
     """Process queued inputs until ``stop`` is set (or the queue stayed empty).
+
+    Cancelling it stops at once: the inputs in hand are left pending, and another worker
+    claims them once they were idle for ``min_idle`` (their jobs re-attached by provider
+    id; a create that was on the wire ends ``unknown``, never sent again).
 
     Args:
         redis: a Redis URL or a ``redis.asyncio.Redis`` client (not closed here).
@@ -288,6 +363,8 @@ async def run_worker(
         exit_when_idle: return once nothing was queued or pending for this many seconds.
         stop: set it to stop taking inputs; the ones begun are finished first.
         client_options: keyword arguments for `FluxClient` (``poll``, ``retry``, ...).
+        stats: count into this `WorkerStats` (to read it while the worker runs, or after
+            it was cancelled); the one returned.
     """
     worker = _Worker(
         redis,
@@ -301,6 +378,7 @@ async def run_worker(
         exit_when_idle=exit_when_idle,
         stop=stop or asyncio.Event(),
         client_options=dict(client_options or {}),
+        stats=stats or WorkerStats(),
     )
     return await worker.run()
 
@@ -320,6 +398,7 @@ class _Worker:
         exit_when_idle: float | None,
         stop: asyncio.Event,
         client_options: dict[str, Any],
+        stats: WorkerStats,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
@@ -336,7 +415,7 @@ class _Worker:
         self.client_options = client_options
         self.queue = f"{namespace}:queue"
         self.heartbeat_key = f"{namespace}:worker:{name}"
-        self.stats = WorkerStats()
+        self.stats = stats
         self.limiter: RedisLimiter | None = None
         self._working: dict[str, asyncio.Task[None]] = {}
         self._leases: set[str] = set()
@@ -436,8 +515,12 @@ class _Worker:
         start = "0-0"
         while got < count:
             answer = await self.redis.xautoclaim(
-                self.queue, GROUP, self.name, int(self.min_idle * 1000),
-                start_id=start, count=count - got,
+                self.queue,
+                GROUP,
+                self.name,
+                int(self.min_idle * 1000),
+                start_id=start,
+                count=count - got,
             )
             start = answer[0].decode() if isinstance(answer[0], bytes) else str(answer[0])
             for entry_id, fields in answer[1]:
@@ -456,8 +539,13 @@ class _Worker:
     def _start(self, entry_id: str, fields: Mapping[bytes, bytes], *, claimed: bool) -> None:
         task = asyncio.get_running_loop().create_task(self._process(entry_id, fields))
         self._working[entry_id] = task
-        task.add_done_callback(lambda _: self._working.pop(entry_id, None))
+        self.stats.working = len(self._working)
+        task.add_done_callback(lambda _: self._forget(entry_id))
         task.add_done_callback(_log_crash)
+
+    def _forget(self, entry_id: str) -> None:
+        self._working.pop(entry_id, None)
+        self.stats.working = len(self._working)
 
     async def _beat(self) -> None:
         ttl = int(self.min_idle * 1000 * 2 / 3)
@@ -520,7 +608,8 @@ class _Worker:
             else:
                 self.stats.unknown += 1
                 record = _record(
-                    index, "unknown",
+                    index,
+                    "unknown",
                     error=f"worker {owner} stopped while this input's create was in flight: the "
                     "provider may have created the job; it was not sent again, to avoid "
                     "paying twice",
@@ -535,9 +624,11 @@ class _Worker:
         done = json.dumps({"state": "done", "worker": self.name, "job_id": record["job_id"]})
         outcome = json.dumps(record)
         await self._batched.call(
-            lambda pipe: pipe.xadd(keys["outcomes"], {"record": outcome})
-            .hset(keys["jobs"], str(index), done)
-            .xack(self.queue, GROUP, entry_id)
+            lambda pipe: (
+                pipe.xadd(keys["outcomes"], {"record": outcome})
+                .hset(keys["jobs"], str(index), done)
+                .xack(self.queue, GROUP, entry_id)
+            )
         )
         self.stats.finished += 1
 
@@ -573,23 +664,29 @@ class _Worker:
             return _record(index, job.status.value, job_id=job_id, cost=job.cost, error=str(exc))
         return await self._save(batch, index, generation)
 
-    async def _reattach(
-        self, batch: str, index: int, item: Any, job_id: str
-    ) -> dict[str, Any]:
+    async def _reattach(self, batch: str, index: int, item: Any, job_id: str) -> dict[str, Any]:
         """Follow a job another worker created, by its provider id, to its end."""
         provider, transport = self.provider, self._transport
         assert transport is not None
         model = item.get("model", "") if isinstance(item, dict) else ""
         wait = min(0.5, provider.typical_latency / 4)
-        deadline = time.monotonic() + float(getattr(
-            self.client_options.get("poll"), "timeout", 600.0
-        ))
+        deadline = time.monotonic() + float(
+            getattr(self.client_options.get("poll"), "timeout", 600.0)
+        )
         while True:
             try:
                 response = await transport.send(
                     provider.build_query(job_id), provider=provider.name
                 )
                 update = provider.parse_query(response)
+            except (BadRequestError, AuthenticationError) as exc:
+                # Retrying cannot help (e.g. a provider that does not know this job id).
+                return _record(
+                    index,
+                    "unknown",
+                    job_id=job_id,
+                    error=f"job {job_id} could not be followed: {exc}",
+                )
             except RequestError as exc:
                 if time.monotonic() > deadline:
                     return _record(index, "timed_out", job_id=job_id, error=str(exc))
@@ -600,19 +697,29 @@ class _Worker:
                 break
             if time.monotonic() > deadline:
                 return _record(
-                    index, "timed_out", job_id=job_id,
+                    index,
+                    "timed_out",
+                    job_id=job_id,
                     error=f"job {job_id} did not finish before its deadline",
                 )
             await asyncio.sleep(wait)
             wait = min(wait * 1.5, 5.0)
         if update.status is not JobStatus.SUCCEEDED:
             return _record(
-                index, update.status.value, job_id=job_id, cost=update.cost,
+                index,
+                update.status.value,
+                job_id=job_id,
+                cost=update.cost,
                 error=update.error or f"job {job_id} ended {update.status.value}",
             )
         generation = Generation(
-            images=update.images, provider=provider.name, model=model, job_id=job_id,
-            local_id=f"reattached-{job_id}", cost=update.cost, seed=update.seed,
+            images=update.images,
+            provider=provider.name,
+            model=model,
+            job_id=job_id,
+            local_id=f"reattached-{job_id}",
+            cost=update.cost,
+            seed=update.seed,
         )
         return await self._save(batch, index, generation)
 
@@ -625,9 +732,7 @@ class _Worker:
                     generation, self.download_to, prefix=f"{batch}-{index:06d}-"
                 )
             except DownloadError as exc:
-                return _record(
-                    index, "download_failed", generation=generation, error=str(exc)
-                )
+                return _record(index, "download_failed", generation=generation, error=str(exc))
         return _record(index, "succeeded", generation=generation, files=files)
 
 

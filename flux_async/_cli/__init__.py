@@ -4,6 +4,8 @@
 
     flux-async generate "a red fox in the snow" --aspect-ratio 16:9 --out out/
     flux-async batch prompts.txt --provider fake --out out/
+    flux-async worker --redis redis://host:6379/0 --provider piapi --out images/  # any number
+    flux-async batch prompts.txt --redis redis://host:6379/0   # queued for the workers
 
 ``--provider fake`` runs the bundled `flux_async.testing.FakeProvider` in-process: no key,
 no network (``--fake-as piapi`` or ``aimlapi`` to speak another API's wire format). The real
@@ -14,7 +16,8 @@ usage, input or configuration error (nothing was sent); 130 interrupted (Ctrl-C)
 
 The command uses only flux_async's public API (and `flux_async.testing` for the fake).
 Its parts: `parser` (options and help), `client` (the client a command runs with),
-`generate`, `batch` (with `inputs`, `manifest` and `progress`).
+`generate`, `batch` (with `inputs`, `manifest` and `progress`), and on Redis
+`redis_batch` (``batch --redis``) and `worker` (with `redis_link`), imported only when used.
 """
 
 from __future__ import annotations
@@ -42,7 +45,24 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 Command = Callable[[argparse.Namespace, "Console | None"], int]
-COMMANDS: dict[str, Command] = {"generate": generate_command, "batch": batch_command}
+
+
+def _batch(args: argparse.Namespace, console: Console | None) -> int:
+    from .redis_batch import check_batch_options, redis_batch_command
+
+    check_batch_options(args)
+    if args.redis is not None:
+        return redis_batch_command(args, console)
+    return batch_command(args, console)
+
+
+def _worker(args: argparse.Namespace, console: Console | None) -> int:
+    from .worker import worker_command
+
+    return worker_command(args, console)
+
+
+COMMANDS: dict[str, Command] = {"generate": generate_command, "batch": _batch, "worker": _worker}
 
 #: The loggers ``-vv`` adds to flux_async's own (never aiohttp's server or access logs,
 #: which could show a webhook's path).

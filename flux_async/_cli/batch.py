@@ -574,8 +574,9 @@ def batch_command(args: argparse.Namespace, console: Console | None) -> int:
     return EXIT_OK if tally.statuses["succeeded"] == tally.done else EXIT_FAILED
 
 
-def print_summary(result: BatchResult, stream: IO[str]) -> None:
-    """Print how the batch ended: the same counts as the progress display."""
+def print_summary(result: BatchResult, stream: IO[str], *, images: str | None = None) -> None:
+    """Print how the batch ended: the same counts as the progress display (``images``: what
+    to say instead of the image directory)."""
     tally = result.tally
     statuses = tally.statuses
     failures = tally.failures()
@@ -596,7 +597,7 @@ def print_summary(result: BatchResult, stream: IO[str]) -> None:
     )
     print(f"{PROG}: {when}: {', '.join(parts)}; cost {format(tally.cost, 'f')}", file=stream)
     print(f"manifest: {result.manifest}", file=stream)
-    print(f"images:   {result.out}{os.sep}", file=stream)
+    print(f"images:   {images or f'{result.out}{os.sep}'}", file=stream)
 
 
 def print_resume_hint(

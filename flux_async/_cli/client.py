@@ -29,7 +29,15 @@ from flux_async.testing import FakeProvider, Faults
 from .common import UsageError
 from .parser import FAKE
 
-__all__ = ["FAKE_KEY", "PROVIDERS", "ClientOpener", "client_kwargs", "client_opener"]
+__all__ = [
+    "FAKE_KEY",
+    "PROVIDERS",
+    "ClientOpener",
+    "ProviderOpener",
+    "client_kwargs",
+    "client_opener",
+    "provider_opener",
+]
 
 PROVIDERS: dict[str, type[Provider]] = {"shortapi": ShortAPI, "piapi": PiAPI, "aimlapi": AIMLAPI}
 #: Create-to-ready latency of ``--provider fake``, in seconds (``--fake-latency``).
@@ -38,6 +46,7 @@ FAKE_LATENCY = (0.2, 1.0)
 FAKE_KEY = "fake"
 
 ClientOpener = Callable[[], AbstractAsyncContextManager[FluxClient]]
+ProviderOpener = Callable[[], AbstractAsyncContextManager[Provider]]
 
 
 def _webhooks(args: argparse.Namespace) -> Webhooks | None:
@@ -45,10 +54,10 @@ def _webhooks(args: argparse.Namespace) -> Webhooks | None:
     given = {
         name: value
         for name, value in (
-            ("public_url", args.webhook_public_url),
-            ("host", args.webhook_host),
-            ("port", args.webhook_port),
-            ("orphan_window", args.orphan_window),
+            ("public_url", getattr(args, "webhook_public_url", None)),
+            ("host", getattr(args, "webhook_host", None)),
+            ("port", getattr(args, "webhook_port", None)),
+            ("orphan_window", getattr(args, "orphan_window", None)),
         )
         if value is not None
     }
@@ -122,17 +131,53 @@ def client_opener(args: argparse.Namespace) -> tuple[ClientOpener, str]:
         if args.api_key is not None or args.base_url is not None:
             raise UsageError("--api-key and --base-url do not apply to --provider fake")
         return _fake_opener(args), FAKE
-    for option in ("fake_as", "fake_latency", "fake_faults"):
-        if getattr(args, option) is not None:
-            raise UsageError(f"--{option.replace('_', '-')} needs --provider fake")
+    _check_no_fake_options(args)
     provider = _provider(args)
     client = FluxClient(provider, **client_kwargs(args, type(provider)))
     return (lambda: client), provider.name
 
 
-def _fake_opener(args: argparse.Namespace) -> ClientOpener:
-    provider_class = PROVIDERS[args.fake_as or "shortapi"]
-    kwargs = client_kwargs(args, provider_class)
+def provider_opener(args: argparse.Namespace) -> tuple[ProviderOpener, dict[str, Any]]:
+    """Check the provider options; return what opens the provider (starting the fake for
+    ``--provider fake``) and `FluxClient`'s other keyword arguments (for a worker).
+
+    Raises:
+        UsageError: options that cannot work together, or no API key.
+        ConfigurationError: the provider or the client refused a setting.
+    """
+    if args.provider == FAKE:
+        if args.api_key is not None or args.base_url is not None:
+            raise UsageError("--api-key and --base-url do not apply to --provider fake")
+        provider_class = PROVIDERS[args.fake_as or "shortapi"]
+        kwargs = client_kwargs(args, provider_class)
+        # Settings the client refuses are reported before the fake starts.
+        FluxClient(provider_class(FAKE_KEY, base_url="http://127.0.0.1"), **kwargs)
+
+        @contextlib.asynccontextmanager
+        async def open_fake() -> AsyncIterator[Provider]:
+            async with _fake_server(args) as fake:
+                yield provider_class(FAKE_KEY, base_url=fake.url)
+
+        return open_fake, kwargs
+    _check_no_fake_options(args)
+    provider = _provider(args)
+    kwargs = client_kwargs(args, type(provider))
+    FluxClient(provider, **kwargs)
+
+    @contextlib.asynccontextmanager
+    async def given() -> AsyncIterator[Provider]:
+        yield provider
+
+    return given, kwargs
+
+
+def _check_no_fake_options(args: argparse.Namespace) -> None:
+    for option in ("fake_as", "fake_latency", "fake_faults"):
+        if getattr(args, option) is not None:
+            raise UsageError(f"--{option.replace('_', '-')} needs --provider fake")
+
+
+def _fake_server(args: argparse.Namespace) -> FakeProvider:
     rate = args.fake_faults or 0.0
     # Transient faults a client survives, plus a few jobs that fail outright.
     faults = Faults(
@@ -145,12 +190,18 @@ def _fake_opener(args: argparse.Namespace) -> ClientOpener:
         retry_after=1.0,
     )
     latency = args.fake_latency or FAKE_LATENCY
+    return FakeProvider(latency=latency, faults=faults, seed=args.fake_seed)
+
+
+def _fake_opener(args: argparse.Namespace) -> ClientOpener:
+    provider_class = PROVIDERS[args.fake_as or "shortapi"]
+    kwargs = client_kwargs(args, provider_class)
     # Settings the client refuses are reported before the fake starts.
     FluxClient(provider_class(FAKE_KEY, base_url="http://127.0.0.1"), **kwargs)
 
     @contextlib.asynccontextmanager
     async def open_fake() -> AsyncIterator[FluxClient]:
-        async with FakeProvider(latency=latency, faults=faults, seed=args.fake_seed) as fake:
+        async with _fake_server(args) as fake:
             # The fake speaks every provider's wire format at once: any adapter can use it.
             provider = provider_class(FAKE_KEY, base_url=fake.url)
             async with FluxClient(provider, **kwargs) as client:

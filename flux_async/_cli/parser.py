@@ -60,13 +60,10 @@ def _number_type(
 
 positive_int = _number_type(int, lambda v: v >= 1, "an integer >= 1")
 port = _number_type(int, lambda v: 0 <= v <= 65535, "a port number 0-65535")
-money = _number_type(
-    Decimal, lambda v: v.is_finite() and v >= 0, "an amount >= 0 such as 2.50"
-)
-seconds = _number_type(
-    float, lambda v: v > 0 and math.isfinite(v), "a number of seconds > 0"
-)
+money = _number_type(Decimal, lambda v: v.is_finite() and v >= 0, "an amount >= 0 such as 2.50")
+seconds = _number_type(float, lambda v: v > 0 and math.isfinite(v), "a number of seconds > 0")
 rate = _number_type(float, lambda v: 0 <= v <= 1, "a rate from 0 to 1")
+per_second = _number_type(float, lambda v: v > 0 and math.isfinite(v), "a number per second > 0")
 
 
 def latency(text: str) -> tuple[float, float]:
@@ -93,7 +90,7 @@ def json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def _common_options() -> _Parser:
+def _common_options(*, webhooks: bool = True) -> _Parser:
     common = _Parser(add_help=False)
     group = common.add_argument_group("provider and client")
     group.add_argument(
@@ -143,6 +140,16 @@ def _common_options() -> _Parser:
         metavar="SECONDS",
         help="then check every SECONDS (default: from 0.5 s, backing off to 15 s)",
     )
+    if webhooks:
+        _webhook_options(common)
+    # For demos and tests of --provider fake; not worth a line in --help.
+    common.add_argument("--fake-latency", type=latency, help=argparse.SUPPRESS)
+    common.add_argument("--fake-faults", type=rate, help=argparse.SUPPRESS)
+    common.add_argument("--fake-seed", type=int, default=0, help=argparse.SUPPRESS)
+    return common
+
+
+def _webhook_options(common: _Parser) -> None:
     hooks = common.add_argument_group(
         "webhooks",
         "Receive the provider's callbacks instead of polling (ShortAPI, PiAPI): any of these "
@@ -168,17 +175,16 @@ def _common_options() -> _Parser:
         help="how long a create whose answer was lost waits for its callback before the "
         "job ends 'unknown' (default 120)",
     )
-    # For demos and tests of --provider fake; not worth a line in --help.
-    common.add_argument("--fake-latency", type=latency, help=argparse.SUPPRESS)
-    common.add_argument("--fake-faults", type=rate, help=argparse.SUPPRESS)
-    common.add_argument("--fake-seed", type=int, default=0, help=argparse.SUPPRESS)
-    return common
 
 
 _EPILOG = f"""\
 Try it with no key and no network:
   {PROG} generate "a red fox in the snow" --provider fake --aspect-ratio 16:9 --out out/
   printf 'a red fox\\na lighthouse at dusk\\n' | {PROG} batch - --provider fake --out out/
+
+Spread a batch over worker processes on several machines through Redis:
+  {PROG} worker --redis redis://HOST:6379/0 --provider piapi --out images/
+  {PROG} batch prompts.txt --redis redis://HOST:6379/0
 
 API keys are read from SHORTAPI_KEY, PIAPI_KEY or AIMLAPI_KEY.
 Exit status: 0 all succeeded, 1 something failed or was rejected or skipped,
@@ -216,6 +222,35 @@ examples:
   {PROG} batch prompts.txt --provider piapi --budget 5 --price-per-job 0.02
   {PROG} batch prompts.txt --out run1/            # stopped by Ctrl-C or a crash...
   {PROG} batch prompts.txt --out run1/ --resume   # ...goes on; nothing is paid twice
+
+over several workers (Redis; pip install 'flux-async[redis]'):
+  {PROG} worker --redis redis://localhost:6379/0 --provider piapi --out images/  # each machine
+  {PROG} batch prompts.txt --redis redis://localhost:6379/0     # queue, collect the manifest
+  {PROG} batch prompts.txt --redis redis://localhost:6379/0     # again: only collects
+"""
+
+_WORKER_HELP = f"""\
+Take inputs of the batches queued on Redis ('{PROG} batch FILE --redis URL') and
+generate them, saving the images in --out; each outcome goes back to Redis for the
+batch's manifest. Run any number of workers, on any machines, with the same --redis
+and provider account: each input is created at most once, whichever worker takes it.
+A worker that dies (kill -9, a crash) leaves its inputs to the others once they were
+idle for --min-idle seconds: its accepted jobs are followed by their provider ids,
+never created again; a create it had on the wire ends 'unknown'.
+
+Ctrl-C (or SIGTERM) stops taking inputs and finishes the ones in hand; a second Ctrl-C
+stops at once and leaves them to the other workers. With --exit-when-idle the worker
+also stops once nothing was queued or in hand anywhere for that long.
+The Redis URL may hold a password; it is never printed.
+
+examples:
+  {PROG} worker --redis redis://localhost:6379/0 --provider piapi --out images/
+  {PROG} worker --redis redis://localhost:6379/0 --provider fake --exit-when-idle 5
+  {PROG} worker --redis redis://queue.internal:6379/0 --namespace team-a \\
+      --provider shortapi --concurrency 128 --shared-creates-per-second 10 \\
+      --shared-jobs-in-flight 256
+
+exit status: 0 stopped (idle, or SIGTERM), 1 Redis was lost, 2 usage error, 130 Ctrl-C.
 """
 
 
@@ -281,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency",
         type=positive_int,
         metavar="N",
-        help="jobs in flight at once (default: the provider's limit, 256 for ShortAPI)",
+        help="jobs in flight at once (default 1,000, or the provider's ceiling; the client "
+        "discovers how many the provider takes)",
     )
     batch.add_argument(
         "--budget",
@@ -307,8 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument(
         "--journal",
         metavar="PATH",
-        help="the journal file (default: DIR/journal.sqlite, i.e. the journal is on, inside "
-        "--out)",
+        help="the journal file (default: DIR/journal.sqlite, i.e. the journal is on, inside --out)",
     )
     resume.add_argument(
         "--resume",
@@ -326,6 +361,112 @@ def build_parser() -> argparse.ArgumentParser:
         "--new-batch",
         action="store_true",
         help="start a new batch in an existing journal instead of resuming it (the earlier "
-        "manifest is kept, renamed)",
+        "manifest is kept, renamed); with --redis, queue the inputs again as a new batch",
     )
+    _redis_batch_options(batch)
+    _worker_parser(commands)
     return parser
+
+
+def _redis_options(
+    parser: argparse.ArgumentParser, what: str | None, *, required: bool
+) -> argparse._ArgumentGroup:
+    group = parser.add_argument_group("Redis", what)
+    group.add_argument(
+        "--redis",
+        metavar="URL",
+        required=required,
+        help="the Redis server, e.g. redis://localhost:6379/0 (rediss:// for TLS; a password "
+        "as redis://:PASSWORD@host:6379/0)",
+    )
+    group.add_argument(
+        "--namespace",
+        metavar="NS",
+        default="flux",
+        help="prefix of the Redis keys, to keep separate queues on one server (default flux)",
+    )
+    return group
+
+
+def _redis_batch_options(batch: argparse.ArgumentParser) -> None:
+    group = _redis_options(
+        batch,
+        "With --redis the inputs are queued on Redis and generated by 'worker' processes "
+        "(any number, any machines); this command collects their outcomes into the same "
+        "manifest. The batch id is a digest of the inputs, so running the same command again "
+        "only collects: nothing is queued or paid twice. The provider, polling and limits are "
+        "the workers' options.",
+        required=False,
+    )
+    group.add_argument(
+        "--batch-id",
+        metavar="ID",
+        help="the batch's id in Redis (default: a digest of the inputs); collects the batch "
+        "if Redis has it, otherwise queues the inputs under this id",
+    )
+
+
+def _worker_parser(commands: Any) -> None:
+    worker = commands.add_parser(
+        "worker",
+        parents=[_common_options(webhooks=False)],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="generate the inputs of batches queued on Redis",
+        description=_WORKER_HELP,
+    )
+    group = _redis_options(worker, None, required=True)
+    group.add_argument(
+        "--name",
+        metavar="NAME",
+        help="this worker's name in Redis, unique among live workers (default HOST-PID)",
+    )
+    worker.add_argument("--out", metavar="DIR", default="out", help="where images are saved (out/)")
+    worker.add_argument(
+        "--no-download",
+        action="store_true",
+        help="save no images (the manifest still has their URLs)",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=64,
+        metavar="N",
+        help="inputs this worker works on at once (default 64)",
+    )
+    worker.add_argument(
+        "--min-idle",
+        type=seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long the inputs of a silent worker wait before another takes them over "
+        "(default 30)",
+    )
+    worker.add_argument(
+        "--exit-when-idle",
+        type=seconds,
+        metavar="SECONDS",
+        help="stop once nothing was queued or in hand (in any worker) for SECONDS",
+    )
+    shared = worker.add_argument_group(
+        "limits shared by every worker of one provider account (kept in Redis)",
+        "N workers with one API key together stay under these, not N times them. Give the "
+        "same values to every worker.",
+    )
+    shared.add_argument(
+        "--shared-requests-per-second",
+        type=per_second,
+        metavar="RATE",
+        help="all requests (creates and polls)",
+    )
+    shared.add_argument(
+        "--shared-creates-per-second", type=per_second, metavar="RATE", help="creates"
+    )
+    shared.add_argument(
+        "--shared-polls-per-second", type=per_second, metavar="RATE", help="status queries"
+    )
+    shared.add_argument(
+        "--shared-jobs-in-flight",
+        type=positive_int,
+        metavar="N",
+        help="jobs created and not yet finished",
+    )

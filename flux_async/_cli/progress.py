@@ -48,6 +48,8 @@ class Tally:
 
     #: No ETA before this many inputs are done: the first few finish early and alone.
     ETA_AFTER = 5
+    #: What an interruption leaves behind, counted apart once interrupted (`set_apart`).
+    stopped_statuses: tuple[str, ...] = ("cancelled", "not_started")
 
     def __init__(self, total: int | None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.total = total
@@ -77,7 +79,7 @@ class Tally:
 
     def set_apart(self) -> tuple[str, ...]:
         """The statuses shown on their own: what Ctrl-C stopped, once interrupted."""
-        return ("cancelled", "not_started") if self.interrupted else ()
+        return self.stopped_statuses if self.interrupted else ()
 
     @property
     def failed(self) -> int:
