@@ -2,7 +2,7 @@
 
 ::
 
-    batch_id = await enqueue("redis://host", ["a red fox", {"prompt": "a cat", "seed": 1}])
+    batch_id = await enqueue("redis://host", ["a red fox", {"prompt": "a cat", "num_images": 2}])
     # on any number of machines:
     await run_worker("redis://host", ShortAPI(), download_to="out/")
     # and wherever the results are wanted:

@@ -28,9 +28,9 @@ REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
 
 API_KEY = "sk-test-workers-0123456789"
-#: Prompts of the kill -9 run. The issue asks for 5,000; 1,000 is what finishes well inside
-#: 60 s on 2 shared cores with the fake in the test's own process (about 20 s here).
-PROMPTS = 1_000
+#: Prompts of the kill -9 run, as the issue asks: about 45 s on 2 shared cores with the fake
+#: in the test's own process (1,000 took about 20 s).
+PROMPTS = 5_000
 #: How long a dead worker's entries wait before another worker claims them.
 MIN_IDLE = 3.0
 
@@ -64,9 +64,21 @@ def redis_url() -> Iterator[str]:
     port = _free_port()
     workdir = tempfile.mkdtemp(prefix="flux-redis-")
     server = subprocess.Popen(
-        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            REDIS_SERVER,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 10
@@ -88,7 +100,9 @@ def redis_url() -> Iterator[str]:
 def spawn_worker(options: dict[str, object]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", WORKER_SCRIPT, json.dumps(options)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONWARNINGS": "error"},
     )
 
@@ -108,8 +122,14 @@ async def test_three_workers_one_killed_every_input_one_outcome(
         prompts = [f"a lighthouse, take {i}" for i in range(PROMPTS)]
         batch = await enqueue(redis_url, prompts)
         options = {
-            "redis": redis_url, "fake": fake.url, "key": API_KEY, "concurrency": 48,
-            "min_idle": MIN_IDLE, "idle": 2 * MIN_IDLE, "poll": 0.25, "out": str(tmp_path),
+            "redis": redis_url,
+            "fake": fake.url,
+            "key": API_KEY,
+            "concurrency": 48,
+            "min_idle": MIN_IDLE,
+            "idle": 2 * MIN_IDLE,
+            "poll": 0.25,
+            "out": str(tmp_path),
         }
         workers = [spawn_worker({**options, "name": f"worker-{i}"}) for i in range(3)]
         victim = workers[0]
@@ -118,10 +138,14 @@ async def test_three_workers_one_killed_every_input_one_outcome(
         async def victim_busy() -> bool:
             # The victim has accepted jobs in flight (recorded, outcome not yet written).
             records = await redis.hvals(keys["jobs"])
-            return sum(
-                1 for raw in records
-                if (r := json.loads(raw))["worker"] == "worker-0" and r["state"] == "accepted"
-            ) >= 10
+            return (
+                sum(
+                    1
+                    for raw in records
+                    if (r := json.loads(raw))["worker"] == "worker-0" and r["state"] == "accepted"
+                )
+                >= 10
+            )
 
         deadline = time.monotonic() + 60
         while not (await redis.xlen(keys["outcomes"]) >= PROMPTS // 5 and await victim_busy()):
@@ -171,3 +195,51 @@ async def test_three_workers_one_killed_every_input_one_outcome(
                 assert record["recovered"]
                 assert fake.creates_per_prompt[prompts[record["index"]]] <= 1
     await redis.aclose()
+
+
+@pytest.mark.timeout(60)
+async def test_the_readme_python_form(redis_url: str, tmp_path: Path) -> None:
+    """README "A batch over several workers (Redis)": the Python calls as written there,
+    from `flux_async.workers`, with only the provider and the idle wait made quick; and a
+    journaled `generate_many` in Redis (`journal=RedisStore(...)`)."""
+    from flux_async import FluxClient, PollPolicy, ShortAPI
+    from flux_async.stores import RedisStore
+    from flux_async.workers import collect, enqueue, run_worker
+
+    redis = redis_asyncio.Redis.from_url(redis_url)
+    await redis.flushdb()
+    await redis.aclose()
+    images = tmp_path / "images"
+    async with FakeProvider(latency=(0.02, 0.1), seed=2, api_key=API_KEY) as fake:
+        url = redis_url
+        batch_id = await enqueue(url, ["a red fox", {"prompt": "a cat", "aspect_ratio": "16:9"}])
+        stats = await run_worker(
+            redis_url,
+            ShortAPI(API_KEY, base_url=fake.url),
+            download_to=images,
+            exit_when_idle=0.5,
+            client_options={"poll": PollPolicy.fixed(0.05, timeout=30)},
+        )
+        records = [record async for record in collect(redis_url, batch_id)]
+        assert stats.finished == stats.created == 2
+        assert sorted(record["index"] for record in records) == [0, 1]
+        for record in records:
+            assert record["status"] == "succeeded", record["error"]
+            assert fake.jobs[record["job_id"]].prompt == ["a red fox", "a cat"][record["index"]]
+            assert [Path(file).parent for file in record["files"]] == [images]
+        cat = next(record for record in records if record["index"] == 1)
+        assert fake.jobs[cat["job_id"]].params["aspect_ratio"] == "16:9"
+        # Enqueuing the same batch again queues nothing (it is complete).
+        assert await enqueue(redis_url, ["a red fox", "a cat"], batch_id=batch_id) == batch_id
+        assert fake.creates_per_prompt == {"a red fox": 1, "a cat": 1}
+
+        prompts = ["a lighthouse", "a harbour"]
+        provider = ShortAPI(API_KEY, base_url=fake.url)
+        for _ in range(2):  # the second run finds every input done in Redis: nothing sent
+            async with (
+                RedisStore(redis_url) as store,
+                FluxClient(provider, poll=PollPolicy.fixed(0.05, timeout=30)) as client,
+            ):
+                outcomes = [o async for o in client.generate_many(prompts, journal=store)]
+            assert [o.status for o in outcomes] == ["succeeded", "succeeded"]
+        assert fake.creates_per_prompt["a lighthouse"] == fake.creates_per_prompt["a harbour"] == 1
