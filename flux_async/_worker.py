@@ -49,7 +49,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,54 +94,122 @@ GROUP = "workers"
 """The consumer group every worker reads the queue through."""
 
 
-class _Batched:
-    """Redis writes of one event-loop tick sent together, in one MULTI/EXEC.
+#: KEYS[i] = a batch's jobs hash; ARGV[2i-1], ARGV[2i] = an input index, this worker's record.
+#: For each input: takes its record if it has none (returns ""), else returns the record held.
+_TAKE = """
+local held = {}
+for i = 1, #KEYS do
+  local record = redis.call('HGET', KEYS[i], ARGV[2 * i - 1])
+  if record then
+    held[i] = record
+  else
+    redis.call('HSET', KEYS[i], ARGV[2 * i - 1], ARGV[2 * i])
+    held[i] = ''
+  end
+end
+return held
+"""
 
-    Hundreds of inputs in flight each write a few commands; sending every tick's commands
-    as one transaction costs one round trip instead of one per command.
+#: ARGV[1] = the group; KEYS[3i-2..3i] = a batch's jobs hash, its outcomes stream, the queue;
+#: ARGV[4i-2..4i+1] = input index, outcome record, "done" record, entry id. For each input:
+#: writes the outcome, marks the input done and acknowledges its entry, all or nothing.
+_FINISH = """
+for i = 1, #KEYS / 3 do
+  local a = 4 * i - 2
+  redis.call('XADD', KEYS[3 * i - 1], '*', 'record', ARGV[a + 1])
+  redis.call('HSET', KEYS[3 * i - 2], ARGV[a], ARGV[a + 2])
+  redis.call('XACK', KEYS[3 * i], ARGV[1], ARGV[a + 3])
+end
+return #KEYS / 3
+"""
+
+
+class _Batched:
+    """The Redis writes of one event-loop tick, sent together in one pipeline.
+
+    Hundreds of inputs in flight each write a few times; every tick's writes of a kind go
+    as one command (one Lua script, or one HSET per batch), so a worker's Redis cost
+    grows with its ticks, not with its inputs. Not a transaction: each script is atomic on
+    its own, which is what must happen together.
     """
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, queue: str) -> None:
         self._redis = redis
-        self._ops: list[tuple[Callable[[Any], None], asyncio.Future[list[Any]]]] = []
+        self._queue = queue
+        self._takes: list[tuple[str, str, str, asyncio.Future[str | None]]] = []
+        self._accepts: list[tuple[str, str, str, asyncio.Future[None]]] = []
+        self._finishes: list[tuple[str, str, str, str, str, str, asyncio.Future[None]]] = []
+        self._scheduled = False
         self._flushing: set[asyncio.Task[None]] = set()
 
-    def call(self, build: Callable[[Any], None]) -> asyncio.Future[list[Any]]:
-        """Queue the commands ``build(pipeline)`` adds; the future gets their results."""
+    def _future(self) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Any]] = loop.create_future()
-        if not self._ops:
+        if not self._scheduled:
+            self._scheduled = True
             loop.call_soon(self._flush_soon)
-        self._ops.append((build, future))
+        return loop.create_future()
+
+    def take(self, jobs: str, index: str, record: str) -> asyncio.Future[str | None]:
+        """Take an input's record (None) or get the one held (`_TAKE`)."""
+        future: asyncio.Future[str | None] = self._future()
+        self._takes.append((jobs, index, record, future))
+        return future
+
+    def accept(self, jobs: str, index: str, record: str) -> asyncio.Future[None]:
+        """Write an input's record (its job was accepted)."""
+        future: asyncio.Future[None] = self._future()
+        self._accepts.append((jobs, index, record, future))
+        return future
+
+    def finish(
+        self, jobs: str, outcomes: str, index: str, outcome: str, done: str, entry_id: str
+    ) -> asyncio.Future[None]:
+        """Write an input's outcome, mark it done, acknowledge its entry (`_FINISH`)."""
+        future: asyncio.Future[None] = self._future()
+        self._finishes.append((jobs, outcomes, index, outcome, done, entry_id, future))
         return future
 
     def _flush_soon(self) -> None:
+        self._scheduled = False
         task = asyncio.get_running_loop().create_task(self._flush())
         self._flushing.add(task)
         task.add_done_callback(self._flushing.discard)
 
     async def _flush(self) -> None:
-        ops, self._ops = self._ops, []
-        pipe = self._redis.pipeline(transaction=True)
-        sizes = []
-        for build, _ in ops:
-            before = len(pipe.command_stack)
-            build(pipe)
-            sizes.append(len(pipe.command_stack) - before)
+        takes, self._takes = self._takes, []
+        accepts, self._accepts = self._accepts, []
+        finishes, self._finishes = self._finishes, []
+        pipe = self._redis.pipeline(transaction=False)
+        if takes:
+            keys = [jobs for jobs, _, _, _ in takes]
+            args = [value for _, index, record, _ in takes for value in (index, record)]
+            pipe.eval(_TAKE, len(keys), *keys, *args)
+        by_batch: dict[str, dict[str, str]] = {}
+        for jobs, index, record, _ in accepts:
+            by_batch.setdefault(jobs, {})[index] = record
+        for jobs, mapping in by_batch.items():
+            pipe.hset(jobs, mapping=mapping)  # type: ignore[arg-type]
+        if finishes:
+            keys = [key for item in finishes for key in (item[0], item[1], self._queue)]
+            args = [GROUP, *(value for item in finishes for value in item[2:6])]
+            pipe.eval(_FINISH, len(keys), *keys, *args)
+        futures = [item[-1] for group in (takes, accepts, finishes) for item in group]
         try:
             results = await pipe.execute()
         except BaseException as exc:
-            for _, future in ops:
+            for future in futures:
                 if not future.done():
                     future.set_exception(exc if isinstance(exc, Exception) else RuntimeError())
             if not isinstance(exc, Exception):
                 raise
             return
-        at = 0
-        for (_, future), size in zip(ops, sizes, strict=True):
+        if takes:
+            for (_, _, _, future), held in zip(takes, results[0], strict=True):
+                if not future.done():
+                    future.set_result(held or None)
+        for future in futures[len(takes) :]:
             if not future.done():
-                future.set_result(list(results[at : at + size]))
-            at += size
+                future.set_result(None)
 
 
 def batch_keys(namespace: str, batch_id: str) -> dict[str, str]:
@@ -419,7 +487,7 @@ class _Worker:
         self.limiter: RedisLimiter | None = None
         self._working: dict[str, asyncio.Task[None]] = {}
         self._leases: set[str] = set()
-        self._batched = _Batched(self.redis)
+        self._batched = _Batched(self.redis, self.queue)
         self._client: FluxClient | None = None
         self._transport: Transport | None = None
 
@@ -440,14 +508,17 @@ class _Worker:
                 self.redis, self.provider, self.shared_limits, namespace=self.namespace
             )
             middlewares = (self.limiter.middleware(),)  # type: ignore[assignment]
+        limits = self.client_options.get("limits") or self.provider.default_limits
+        # As many connections as the client would open itself: more only cost CPU.
+        connections = limits.max_connections or max(8, self.concurrency)
         session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=max(8, self.concurrency), limit_per_host=0),
+            connector=aiohttp.TCPConnector(limit=connections, limit_per_host=0, ttl_dns_cache=300),
             cookie_jar=aiohttp.DummyCookieJar(),
             middlewares=middlewares,
         )
         try:
             self._transport = Transport(
-                limits=self.provider.default_limits,
+                limits=limits,
                 timeouts=self.client_options.get("timeouts") or Timeouts(),
                 session=session,
             )
@@ -577,12 +648,10 @@ class _Worker:
         item = json.loads(fields[b"input"])
         keys = batch_keys(self.namespace, batch)
         mine = json.dumps({"state": "sending", "worker": self.name})
-        # HSETNX then HGET in one transaction: the record is ours, or the one a worker
-        # wrote before (this input was claimed from it).
-        created, raw = await self._batched.call(
-            lambda pipe: pipe.hsetnx(keys["jobs"], str(index), mine).hget(keys["jobs"], str(index))
-        )
-        prior = None if created else json.loads(raw)
+        # The record is ours now, or the one a worker wrote before (this input was claimed
+        # from it), in one atomic step.
+        raw = await self._batched.take(keys["jobs"], str(index), mine)
+        prior = None if raw is None else json.loads(raw)
         if prior is not None:
             owner = prior.get("worker")
             if prior.get("state") == "done":
@@ -623,12 +692,8 @@ class _Worker:
         record["recovered"] = prior is not None
         done = json.dumps({"state": "done", "worker": self.name, "job_id": record["job_id"]})
         outcome = json.dumps(record)
-        await self._batched.call(
-            lambda pipe: (
-                pipe.xadd(keys["outcomes"], {"record": outcome})
-                .hset(keys["jobs"], str(index), done)
-                .xack(self.queue, GROUP, entry_id)
-            )
+        await self._batched.finish(
+            keys["jobs"], keys["outcomes"], str(index), outcome, done, entry_id
         )
         self.stats.finished += 1
 
@@ -655,9 +720,7 @@ class _Worker:
         job_id = job.id
         # Not awaited: losing it to a crash costs no money (the input then ends unknown).
         accepted = json.dumps({"state": "accepted", "worker": self.name, "job_id": job_id})
-        self._batched.call(
-            lambda pipe: pipe.hset(keys["jobs"], str(index), accepted)
-        ).add_done_callback(_consume)
+        self._batched.accept(keys["jobs"], str(index), accepted).add_done_callback(_consume)
         try:
             generation = await job.result()
         except FluxError as exc:
@@ -770,7 +833,7 @@ def _record(
     }
 
 
-def _consume(future: asyncio.Future[list[Any]]) -> None:
+def _consume(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
         logger.warning("a queued Redis write failed: %s", future.exception())
 
