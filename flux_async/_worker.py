@@ -93,6 +93,10 @@ logger = logging.getLogger("flux_async")
 GROUP = "workers"
 """The consumer group every worker reads the queue through."""
 
+#: Seconds a full worker waits after an input finished before taking more, so that one
+#: read takes the inputs of every slot freed meanwhile.
+REFILL_DELAY = 0.01
+
 
 #: KEYS[i] = a batch's jobs hash; ARGV[2i-1], ARGV[2i] = an input index, this worker's record.
 #: For each input: takes its record if it has none (returns ""), else returns the record held.
@@ -486,6 +490,7 @@ class _Worker:
         self.stats = stats
         self.limiter: RedisLimiter | None = None
         self._working: dict[str, asyncio.Task[None]] = {}
+        self._slot_freed = asyncio.Event()
         self._leases: set[str] = set()
         self._batched = _Batched(self.redis, self.queue)
         self._client: FluxClient | None = None
@@ -547,9 +552,12 @@ class _Worker:
         while not self.stop.is_set():
             free = self.concurrency - len(self._working)
             if free <= 0:
-                await asyncio.wait(
-                    list(self._working.values()), return_when=asyncio.FIRST_COMPLETED
-                )
+                # Waiting on an event, not on every task in hand (asyncio.wait would add and
+                # remove a callback on each of them for every input finished); then a moment
+                # more, so that one XREADGROUP refills several slots.
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                await asyncio.sleep(REFILL_DELAY)
                 continue
             got = 0
             now = time.monotonic()
@@ -617,6 +625,7 @@ class _Worker:
     def _forget(self, entry_id: str) -> None:
         self._working.pop(entry_id, None)
         self.stats.working = len(self._working)
+        self._slot_freed.set()
 
     async def _beat(self) -> None:
         ttl = int(self.min_idle * 1000 * 2 / 3)
