@@ -42,6 +42,7 @@ from ._models import (
     build_request,
     outcome_status,
 )
+from ._poll import latency_key, load_latency, save_latency
 from ._registry import Entry
 from ._resume import BatchJournal, Plan, open_journal, resumed_outcome
 from ._store import JobRecord, JobStore, JournalMismatchError
@@ -62,6 +63,9 @@ BatchInput = str | Mapping[str, Any] | GenerationRequest
 
 _DONE = object()
 _LIMITS = Limits()
+_SAVE_LATENCY_EVERY = 5.0
+"""Seconds between saves of the learned latencies into a batch's journal (so a batch
+resumed after a crash starts warm too), besides the save at the end."""
 
 
 class _Failed:
@@ -264,9 +268,11 @@ async def generate_many(
             batch_id=journal.batch_id,
             new_batch=journal.new_batch,
             resubmit_unknown=journal.resubmit_unknown,
+            repoll_timed_out=journal.repoll_timed_out,
         )
         try:
             await book.open()
+            await _load_latency(client, store)
         except BaseException:
             if owned:
                 await store.aclose()
@@ -275,8 +281,13 @@ async def generate_many(
     async def finish(outcome: Outcome) -> None:
         await queue.put(outcome)
 
-    async def launch(index: int, request: GenerationRequest, prepared: Any, plan: Plan | None,
-                     fingerprint: str | None) -> Entry:
+    async def launch(
+        index: int,
+        request: GenerationRequest,
+        prepared: Any,
+        plan: Plan | None,
+        fingerprint: str | None,
+    ) -> Entry:
         if plan is None or plan.kind == "new":
             context = None
             if book is not None:
@@ -299,9 +310,16 @@ async def generate_many(
             journaled.add(entry)
         return entry
 
-    async def run_one(index: int, item: Any, request: GenerationRequest, prepared: Any,
-                      estimate: Decimal | None, started: float, plan: Plan | None = None,
-                      fingerprint: str | None = None) -> None:
+    async def run_one(
+        index: int,
+        item: Any,
+        request: GenerationRequest,
+        prepared: Any,
+        estimate: Decimal | None,
+        started: float,
+        plan: Plan | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
         entry: Entry | None = None
         generation: Generation | None = None
         error: BaseException | None = None
@@ -324,7 +342,9 @@ async def generate_many(
                 # Asked for explicitly: this may pay for the job a second time.
                 logger.warning(
                     "input %d: its earlier create may have reached %s; sending it again "
-                    "(resubmit_unknown)", index, client.provider.name,
+                    "(resubmit_unknown)",
+                    index,
+                    client.provider.name,
                 )
                 journaled.discard(entry)
                 retry = Plan(kind="new", attempt=plan.record.attempt + 1)
@@ -376,20 +396,21 @@ async def generate_many(
         error: BaseException | None = None
         try:
             generation = record.generation()
-            if download_to is not None and generation is not None and not (
-                record.files and _all_exist(record.files)
+            if (
+                download_to is not None
+                and generation is not None
+                and not (record.files and _all_exist(record.files))
             ):
                 try:
-                    files = await client.download(
-                        generation, download_to, prefix=f"{index:06d}-"
-                    )
+                    files = await client.download(generation, download_to, prefix=f"{index:06d}-")
                 except FluxError as exc:
                     error = exc
                 else:
                     assert book is not None
                     book.store.put_files(record.local_id, files)
-            await finish(resumed_outcome(index, item, record, started=started, files=files,
-                                         error=error))
+            await finish(
+                resumed_outcome(index, item, record, started=started, files=files, error=error)
+            )
         finally:
             slots.release()
 
@@ -485,6 +506,7 @@ async def generate_many(
         # Cancelled: nobody reads the queue any more, so nothing more is put into it.
 
     producer = asyncio.get_running_loop().create_task(produce())
+    next_save = time.monotonic() + _SAVE_LATENCY_EVERY
     try:
         while True:
             outcome = await queue.get()
@@ -493,6 +515,9 @@ async def generate_many(
             if isinstance(outcome, _Failed):
                 raise outcome.error
             yield outcome
+            if store is not None and time.monotonic() >= next_save:
+                await _save_latency(client, store)
+                next_save = time.monotonic() + _SAVE_LATENCY_EVERY
         await producer
     finally:
         if not producer.done():
@@ -507,10 +532,50 @@ async def generate_many(
             # stop writing to a journal about to close; it keeps their last live state.
             for entry in journaled:
                 entry.store = None
+            await _save_latency(client, store)
             if owned:
                 await store.aclose()
             else:
                 await store.flush()
+
+
+def _poll_lane(client: JobLauncher) -> Any:
+    """The poll lane that learns the client's latencies (``None``: a launcher without one)."""
+    lane = getattr(client, "_poll", None)
+    if callable(getattr(lane, "latency_state", None)) and callable(
+        getattr(lane, "load_latency", None)
+    ):
+        return lane
+    return None
+
+
+async def _load_latency(client: JobLauncher, store: JobStore) -> None:
+    """Start the client's latency models from the journal's, where it has learned nothing
+    about a model yet (an estimate learned in this process is fresher)."""
+    lane = _poll_lane(client)
+    if lane is None:
+        return
+    provider = client.provider.name
+    prefix = latency_key(provider, "")
+    for key, data in (await load_latency(store, provider)).items():
+        known = lane.estimate(key[len(prefix) :])
+        if known is None or known.samples <= 0:
+            lane.load_latency(key, data)
+
+
+async def _save_latency(client: JobLauncher, store: JobStore) -> None:
+    """Keep what the client learned about its latencies in the journal (best effort: a
+    journal that cannot be written says so at its next awaited write)."""
+    lane = _poll_lane(client)
+    if lane is None:
+        return
+    state: Mapping[str, bytes] = lane.latency_state()
+    if not state:
+        return
+    try:
+        await save_latency(store, state, client.provider.name)
+    except (FluxError, OSError) as exc:
+        logger.debug("could not save the learned latencies in the journal: %s", exc)
 
 
 def _all_exist(files: tuple[str, ...]) -> bool:
@@ -525,6 +590,8 @@ class JournalOptions(NamedTuple):
     batch_id: str | None = None
     new_batch: bool = False
     resubmit_unknown: bool = False
+    repoll_timed_out: bool = True
+    """Poll again, by provider id, jobs an earlier run gave up on (``timed_out``)."""
 
 
 class _Taken:

@@ -5,11 +5,13 @@ A batch run with a journal (`FluxClient.generate_many(..., journal=...)`) record
 before its create is sent. Run again over the same input, each input is settled from its
 latest record:
 
-- ``finished``: the job ended (succeeded, failed, timed out, cancelled by the user): its
+- ``finished``: the job ended (succeeded, failed, cancelled by the user): its
   `Outcome` is rebuilt from the record (``resumed=True``) and nothing is sent; missing image
   files are downloaded again.
 - ``attach``: the provider accepted the job (its id is recorded) and it had not ended, or
-  the run stopped before it did: it is polled (or awaited by callback) to its end.
+  the run stopped before it did, or it ended ``timed_out`` (a local deadline: the job is
+  paid for and may have finished since): it is polled (or awaited by callback) to its end,
+  with a fresh deadline.
 - ``recover``: the create was sent (or may have been) and its answer never recorded: the
   job is looked up in the provider's task history where it has one (PiAPI), awaited on its
   persisted callback address when webhooks are on, and otherwise ends ``unknown`` with the
@@ -100,6 +102,8 @@ class BatchJournal:
         new_batch: start a new batch in the journal even if it holds one.
         resubmit_unknown: create again inputs whose create may have reached the provider
             (possibly paying twice).
+        repoll_timed_out: re-attach accepted jobs an earlier run gave up on (``timed_out``)
+            instead of yielding them as they ended.
     """
 
     def __init__(
@@ -110,8 +114,10 @@ class BatchJournal:
         batch_id: str | None,
         new_batch: bool,
         resubmit_unknown: bool,
+        repoll_timed_out: bool = True,
     ) -> None:
         self.store = store
+        self.repoll_timed_out = repoll_timed_out
         self.provider = provider
         self.batch_id = batch_id or ""
         self._requested_id = batch_id
@@ -193,6 +199,10 @@ class BatchJournal:
             )
         status = record.status
         if record.job_id is not None:
+            if status is JobStatus.TIMED_OUT and self.repoll_timed_out:
+                # Timed out here, not at the provider: the job was accepted (and is paid
+                # for) and may have finished since. Polled again by its id.
+                return Plan(kind="attach", record=record)
             if status.is_terminal:
                 return Plan(kind="finished", record=record)
             return Plan(kind="attach", record=record)

@@ -75,9 +75,7 @@ class JournalMismatchError(JournalError):
         index: the input's position, from 0.
     """
 
-    def __init__(
-        self, message: str, *, batch_id: str, index: int, path: str | None = None
-    ) -> None:
+    def __init__(self, message: str, *, batch_id: str, index: int, path: str | None = None) -> None:
         super().__init__(message, path=path)
         self.batch_id = batch_id
         self.index = index
@@ -91,9 +89,7 @@ def fingerprint(request: GenerationRequest, provider: str, model: str) -> str:
     are sorted, and fields left at ``None`` (or an empty ``extra``) are left out, so adding
     an optional field to `GenerationRequest` does not change old fingerprints.
     """
-    normal = msgspec.to_builtins(
-        msgspec.convert(msgspec.to_builtins(request), GenerationRequest)
-    )
+    normal = msgspec.to_builtins(msgspec.convert(msgspec.to_builtins(request), GenerationRequest))
     fields = {
         name: value
         for name, value in normal.items()
@@ -238,8 +234,10 @@ class JobStore(Protocol):
     Awaited writes return once durable; the ``put_*`` calls that are not coroutines queue
     their write and return at once (a failure to write them surfaces at the next awaited
     call). A record's status only moves forward (`JobStatus.rank`) and a terminal status is
-    absorbing, whatever order the writes come in. Writes for an unknown local id are
-    ignored.
+    absorbing, whatever order the writes come in, with one exception: ``timed_out`` (a
+    local deadline, not the job's end at the provider) gives way to a later end other than
+    ``timed_out``, so a job a resume polled again to its end is recorded as it ended.
+    Writes for an unknown local id are ignored.
     """
 
     async def open(self) -> None:
@@ -280,7 +278,8 @@ class JobStore(Protocol):
         polls: int | None = None,
         error: BaseException | None = None,
     ) -> None:
-        """Queue: the job ended with the terminal ``status`` (absorbing)."""
+        """Queue: the job ended with the terminal ``status`` (absorbing; a ``timed_out``
+        record takes a later end other than ``timed_out``)."""
 
     def put_files(self, local_id: str, files: Iterable[str | PathLike[str]]) -> None:
         """Queue: the job's images were saved at ``files``."""
@@ -300,9 +299,7 @@ class JobStore(Protocol):
     async def find_by_token_hash(self, token_hash: bytes) -> JobRecord | None:
         """Return the record whose callback token has this SHA-256 digest."""
 
-    async def check_inputs(
-        self, batch_id: str, index: int, fingerprint: str
-    ) -> JobRecord | None:
+    async def check_inputs(self, batch_id: str, index: int, fingerprint: str) -> JobRecord | None:
         """Return the latest record of input ``index`` if it holds the same request.
 
         Raises:
@@ -335,11 +332,20 @@ def files_of(files: Iterable[str | PathLike[str]]) -> tuple[str, ...]:
     return tuple(fspath(path) for path in files)
 
 
+def may_end(current: JobStatus, status: JobStatus) -> bool:
+    """Whether a record at ``current`` takes the end ``status``: an open record does, and a
+    ``timed_out`` one does for any other end (the job, polled again, ended after all)."""
+    if not current.is_terminal:
+        return True
+    return current is JobStatus.TIMED_OUT and status is not JobStatus.TIMED_OUT
+
+
 def require_non_terminal(status: JobStatus) -> None:
     """Refuse a terminal status where only progress is expected."""
     if status.is_terminal:
-        raise ValueError(f"put_status takes a non-terminal status, not {status.value!r}: "
-                         "use put_finished")
+        raise ValueError(
+            f"put_status takes a non-terminal status, not {status.value!r}: use put_finished"
+        )
 
 
 def require_terminal(status: JobStatus) -> None:
@@ -404,9 +410,7 @@ class MemoryStore:
         if record.job_id is not None:
             self._by_job[(record.provider, record.job_id)] = record.local_id
         if record.batch_id is not None and record.index is not None:
-            self._by_input.setdefault((record.batch_id, record.index), []).append(
-                record.local_id
-            )
+            self._by_input.setdefault((record.batch_id, record.index), []).append(record.local_id)
 
     def put_accepted(self, local_id: str, job_id: str, cost: Decimal | None = None) -> None:
         """Record the provider's id (kept even if the job already ended)."""
@@ -444,10 +448,10 @@ class MemoryStore:
         polls: int | None = None,
         error: BaseException | None = None,
     ) -> None:
-        """End the record with ``status`` unless it already ended."""
+        """End the record with ``status`` unless it already ended (`may_end`)."""
         require_terminal(status)
         record = self._records.get(local_id)
-        if record is None or record.status.is_terminal:
+        if record is None or not may_end(record.status, status):
             return
         kind, message = error_fields(error)
         self._records[local_id] = msgspec.structs.replace(
@@ -492,9 +496,7 @@ class MemoryStore:
         local_id = self._by_token.get(token_hash)
         return self._records.get(local_id) if local_id is not None else None
 
-    async def check_inputs(
-        self, batch_id: str, index: int, fingerprint: str
-    ) -> JobRecord | None:
+    async def check_inputs(self, batch_id: str, index: int, fingerprint: str) -> JobRecord | None:
         """Return the latest record of input ``index`` if it holds the same request."""
         held = [self._records[local_id] for local_id in self._by_input.get((batch_id, index), ())]
         prior = max(held, key=lambda record: record.attempt, default=None)

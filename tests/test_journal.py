@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from pathlib import Path
 
 import pytest
 from support import FAST_POLL, FAST_RETRY, client_for, wait_until
 
-from flux_async import FluxClient, JobStatus, PiAPI, ShortAPI, Timeouts
+from flux_async import FluxClient, JobStatus, PiAPI, PollPolicy, ShortAPI, Timeouts
 from flux_async._store import JournalError, JournalMismatchError, MemoryStore
 from flux_async.stores.sqlite import SQLiteJournal
 from flux_async.testing import FakeProvider, Faults
@@ -202,8 +203,62 @@ async def test_a_store_object_and_the_client_store(fake: FakeProvider) -> None:
 async def test_journal_arguments_need_a_journal(fake: FakeProvider) -> None:
     from flux_async import ConfigurationError
 
-    async with FluxClient(ShortAPI("k", base_url=fake.url), poll=FAST_POLL,
-                          retry=FAST_RETRY) as client:
+    async with FluxClient(
+        ShortAPI("k", base_url=fake.url), poll=FAST_POLL, retry=FAST_RETRY
+    ) as client:
         with pytest.raises(ConfigurationError, match="need a journal"):
             client.generate_many(PROMPTS, resubmit_unknown=True)
     assert PiAPI  # the PiAPI paths are covered above
+
+
+async def test_jobs_that_timed_out_locally_are_polled_again_on_resume(
+    tmp_path: Path,
+) -> None:
+    # Accepted (so paid for) but not finished within the client's deadline: a resume
+    # re-attaches them by their provider id instead of yielding them as timed out.
+    path = tmp_path / "run.sqlite"
+    out = tmp_path / "out"
+    prompts = PROMPTS[:4]
+    impatient = PollPolicy(wait_first=0.02, wait_initial=0.02, wait_max=0.05, timeout=0.2)
+    async with FakeProvider(latency=0.02, faults=Faults(never_finish=1.0), seed=7) as fake:
+        async with client_for("shortapi", fake, poll=impatient) as client:
+            first = await run(client, prompts, journal=path, download_to=out)
+        assert [o.status for o in first] == ["timed_out"] * len(prompts)
+        records = await records_of(path)
+        assert all(r.status is JobStatus.TIMED_OUT and r.job_id for r in records)
+
+        # Meanwhile the provider finished them after all.
+        for job in fake.jobs.values():
+            job.outcome = "succeeded"
+            job.ready_at = time.monotonic()
+            job.image_urls = (f"{fake.url}/files/{job.id}-0.png",)
+        async with client_for("shortapi", fake) as client:
+            again = await run(client, prompts, journal=path, download_to=out)
+        assert [o.status for o in again] == ["succeeded"] * len(prompts)
+        assert all(o.resumed for o in again)
+        assert {o.job.id for o in again} == {r.job_id for r in records}
+        assert all(f.exists() for o in again for f in o.files)
+        assert max(fake.creates_per_prompt.values()) == 1  # polled, not paid again
+        finished = await records_of(path)
+        assert all(r.status is JobStatus.SUCCEEDED and r.files for r in finished)
+
+        # Now they are over: a third run neither sends nor polls anything.
+        queries = sum(fake.polls_per_job.values())
+        async with client_for("shortapi", fake) as client:
+            third = await run(client, prompts, journal=path, download_to=out)
+        assert [o.status for o in third] == ["succeeded"] * len(prompts)
+        assert sum(fake.polls_per_job.values()) == queries
+        assert max(fake.creates_per_prompt.values()) == 1
+
+
+async def test_a_job_timed_out_again_stays_resumable(tmp_path: Path) -> None:
+    path = tmp_path / "run.sqlite"
+    impatient = PollPolicy(wait_first=0.02, wait_initial=0.02, wait_max=0.05, timeout=0.2)
+    async with FakeProvider(latency=0.02, faults=Faults(never_finish=1.0), seed=8) as fake:
+        for _ in range(2):
+            async with client_for("shortapi", fake, poll=impatient) as client:
+                outcomes = await run(client, PROMPTS[:2], journal=path)
+            assert [o.status for o in outcomes] == ["timed_out"] * 2
+            assert all(r.status is JobStatus.TIMED_OUT for r in await records_of(path))
+        assert outcomes[0].resumed  # the second run polled them again
+        assert max(fake.creates_per_prompt.values()) == 1

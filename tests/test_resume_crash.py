@@ -56,16 +56,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def _run_and_kill(
-    script: Path, args: list[str], rng: random.Random, *, after: float
-) -> int:
+async def _run_and_kill(script: Path, args: list[str], rng: random.Random, *, after: float) -> int:
     """Start the batch, SIGKILL it ``after`` seconds after it started; return outcomes seen."""
     # The child imports the flux_async under test, wherever this process found it.
     root = str(Path(flux_async.__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, str(script), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        sys.executable,
+        str(script),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
     )
     assert process.stdout is not None
     seen = 0
@@ -96,11 +98,16 @@ async def _resume(provider: str, url: str, journal: Path, out: Path, port: int) 
     make = {"shortapi": ShortAPI, "piapi": PiAPI}[provider]
     webhooks = Webhooks(port=port, orphan_window=1.0) if port else None
     poll = PollPolicy(wait_first=0.05, wait_initial=0.02, wait_max=0.1, timeout=20)
-    async with FluxClient(make(KEY, base_url=url), poll=poll, retry=FAST_RETRY,
-                          webhooks=webhooks, seed=1) as client:
+    async with FluxClient(
+        make(KEY, base_url=url), poll=poll, retry=FAST_RETRY, webhooks=webhooks, seed=1
+    ) as client:
         prompts = [f"crash prompt {i}" for i in range(N)]
-        return [o async for o in client.generate_many(prompts, journal=journal,
-                                                       download_to=out, concurrency=8)]
+        return [
+            o
+            async for o in client.generate_many(
+                prompts, journal=journal, download_to=out, concurrency=8
+            )
+        ]
 
 
 def _check(outcomes: list, fake: FakeProvider) -> None:  # type: ignore[type-arg]

@@ -25,6 +25,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from support import wait_until
 
 from flux_async import GenerationRequest, Image, JobStatus
 from flux_async._errors import ConfigurationError, JobFailedError
@@ -97,7 +98,10 @@ async def test_every_field_round_trips(make_store: StoreFactory) -> None:
         index=7,
         attempt=2,
         request=GenerationRequest(
-            prompt="a red fox", aspect_ratio="16:9", seed=5, guidance=3.5,
+            prompt="a red fox",
+            aspect_ratio="16:9",
+            seed=5,
+            guidance=3.5,
             extra={"b": [1, 2], "a": {"nested": True}},
         ),
         secret_hash=hashlib.sha256(b"secret").digest(),
@@ -123,7 +127,10 @@ async def test_every_field_round_trips(make_store: StoreFactory) -> None:
         assert await store.find("L1") == full
         assert await store.records("B") == [full]
         assert (await store.records("B"))[0].generation_request() == GenerationRequest(
-            prompt="a red fox", aspect_ratio="16:9", seed=5, guidance=3.5,
+            prompt="a red fox",
+            aspect_ratio="16:9",
+            seed=5,
+            guidance=3.5,
             extra={"b": [1, 2], "a": {"nested": True}},
         )
     finally:
@@ -160,11 +167,17 @@ async def test_a_job_life_round_trips(make_store: StoreFactory) -> None:
         generation = found.generation()
         assert generation is not None
         assert (generation.job_id, generation.images, generation.cost, generation.seed) == (
-            "job-1", tuple(images), Decimal("0.01"), 9
+            "job-1",
+            tuple(images),
+            Decimal("0.01"),
+            9,
         )
         snapshot = found.snapshot()
         assert (snapshot.status, snapshot.id, snapshot.polls, snapshot.created_at) == (
-            JobStatus.SUCCEEDED, "job-1", 4, NOW - 10
+            JobStatus.SUCCEEDED,
+            "job-1",
+            4,
+            NOW - 10,
         )
     finally:
         await store.aclose()
@@ -174,7 +187,10 @@ async def test_failure_keeps_the_error_kind_and_message(store: JobStore) -> None
     await store.put_allocated(record("L1"))
     store.put_accepted("L1", "job-1")
     store.put_finished(
-        "L1", JobStatus.FAILED, refunded=True, cost=Decimal(0),
+        "L1",
+        JobStatus.FAILED,
+        refunded=True,
+        cost=Decimal(0),
         error=JobFailedError("job L1 failed: nsfw", provider="shortapi"),
     )
     found = await store.find("L1")
@@ -211,8 +227,11 @@ async def test_accepted_after_the_end_keeps_the_id_and_the_end(store: JobStore) 
     store.put_accepted("L1", "job-other")  # a duplicate answer changes nothing
     found = await store.find("L1")
     assert found is not None
-    assert (found.status, found.job_id, found.cost) == (JobStatus.SUCCEEDED, "job-1",
-                                                        Decimal("0.02"))
+    assert (found.status, found.job_id, found.cost) == (
+        JobStatus.SUCCEEDED,
+        "job-1",
+        Decimal("0.02"),
+    )
     assert await store.find_job("shortapi", "job-1") == found
     assert await store.find_job("shortapi", "job-other") is None
 
@@ -263,7 +282,10 @@ async def test_lookups(store: JobStore) -> None:
     await store.put_allocated(record("other", batch_id="A"))
     store.put_accepted("L2", "job-2")
     assert [(r.index, r.attempt) for r in await store.records("B")] == [
-        (0, 1), (1, 1), (1, 2), (2, 1)
+        (0, 1),
+        (1, 1),
+        (1, 2),
+        (2, 1),
     ]
     assert [r.local_id for r in await store.records("A")] == ["other"]
     assert await store.records("missing") == []
@@ -314,9 +336,9 @@ BASE = GenerationRequest(prompt="a red fox", extra={"b": 1, "a": 2})
 def test_fingerprint_is_stable() -> None:
     same = GenerationRequest(prompt="a red fox", extra={"a": 2, "b": 1})
     assert fingerprint(BASE, "shortapi", "flux-dev") == fingerprint(same, "shortapi", "flux-dev")
-    assert fingerprint(
-        GenerationRequest(prompt="x", guidance=3), "piapi", "m"
-    ) == fingerprint(GenerationRequest(prompt="x", guidance=3.0), "piapi", "m")
+    assert fingerprint(GenerationRequest(prompt="x", guidance=3), "piapi", "m") == fingerprint(
+        GenerationRequest(prompt="x", guidance=3.0), "piapi", "m"
+    )
     # Pinned: journals written by one version must be readable by the next.
     assert fingerprint(GenerationRequest(prompt="a red fox"), "shortapi", "flux-dev") == (
         hashlib.sha256(
@@ -348,9 +370,7 @@ def test_every_request_field_is_in_the_changes() -> None:
 @pytest.mark.parametrize("field", sorted(CHANGES))
 def test_fingerprint_changes_with_every_field(field: str) -> None:
     changed = msgspec.structs.replace(BASE, **{field: CHANGES[field]})
-    assert fingerprint(changed, "shortapi", "flux-dev") != fingerprint(
-        BASE, "shortapi", "flux-dev"
-    )
+    assert fingerprint(changed, "shortapi", "flux-dev") != fingerprint(BASE, "shortapi", "flux-dev")
 
 
 def test_fingerprint_changes_with_provider_and_model() -> None:
@@ -402,7 +422,7 @@ async def test_a_damaged_journal_is_refused(tmp_path: Path) -> None:
     page = 4096
     assert len(data) > 8 * page
     for start in range(2 * page, len(data), page):  # every page's header, past the schema
-        data[start:start + 16] = b"\xa5" * 16
+        data[start : start + 16] = b"\xa5" * 16
     path.write_bytes(bytes(data))
     with pytest.raises(JournalError, match="corrupt") as caught:
         await SQLiteJournal(path).open()
@@ -460,7 +480,8 @@ async def test_writes_of_one_tick_share_one_transaction(tmp_path: Path) -> None:
         # 200 allocations awaited together, in one tick: one synced transaction.
         await asyncio.gather(*(journal.put_allocated(record(f"L{i}", i)) for i in range(200)))
         assert (journal.transactions, journal.durable_transactions) == (
-            before[0] + 1, before[1] + 1
+            before[0] + 1,
+            before[1] + 1,
         )
         # 600 events in one tick: one transaction, not synced.
         for i in range(200):
@@ -469,32 +490,73 @@ async def test_writes_of_one_tick_share_one_transaction(tmp_path: Path) -> None:
             journal.put_finished(f"L{i}", JobStatus.SUCCEEDED)
         await journal.flush()
         assert (journal.transactions, journal.durable_transactions) == (
-            before[0] + 2, before[1] + 1
+            before[0] + 2,
+            before[1] + 1,
         )
         await journal.flush()  # nothing queued: no empty transaction
         assert journal.transactions == before[0] + 2
         assert {r.status for r in await journal.records("B")} == {JobStatus.SUCCEEDED}
 
 
-async def test_events_queued_while_writing_go_in_the_next_transaction(tmp_path: Path) -> None:
+async def test_writes_queued_while_writing_go_in_the_next_transaction(tmp_path: Path) -> None:
     async with SQLiteJournal(tmp_path / "run.sqlite") as journal:
-        await journal.put_allocated(record("L1"))
+        await journal.put_allocated(record("L0"))
         before = journal.transactions
         # Hold the writer thread, so the first write is still in progress for the next ticks.
         gate = threading.Event()
         assert journal._executor is not None
         journal._executor.submit(gate.wait, 10)
-        journal.put_status("L1", JobStatus.QUEUED)
+        first = asyncio.ensure_future(journal.put_allocated(record("L1", 1)))
+        await asyncio.sleep(0)
         await asyncio.sleep(0)  # tick 1: its write is handed to the (busy) writer
-        for _ in range(5):  # ticks 2..6: queued meanwhile
-            journal.put_status("L1", JobStatus.RUNNING)
-            journal.put_accepted("L1", "job-1")
+        later = []
+        for i in range(2, 7):  # ticks 2..6: queued meanwhile
+            journal.put_accepted(f"L{i - 1}", f"job-{i - 1}")
+            later.append(asyncio.ensure_future(journal.put_allocated(record(f"L{i}", i))))
             await asyncio.sleep(0)
         gate.set()
-        await journal.flush()
+        await asyncio.gather(first, *later)
         assert journal.transactions - before == 2
-        assert (found := await journal.find("L1")) is not None
-        assert (found.status, found.job_id) == (JobStatus.RUNNING, "job-1")
+        await journal.flush()
+        assert journal.transactions - before == 2  # the events went with the allocations
+        assert (found := await journal.find("L5")) is not None
+        assert (found.status, found.job_id) == (JobStatus.SUBMITTED, "job-5")
+
+
+async def test_events_wait_briefly_for_company_and_progress_is_held(tmp_path: Path) -> None:
+    async with SQLiteJournal(tmp_path / "run.sqlite") as journal:
+        await asyncio.gather(*(journal.put_allocated(record(f"L{i}", i)) for i in range(3)))
+        before = journal.transactions
+        # Events of several ticks within EVENT_DELAY: one transaction, written unprompted.
+        for i in range(3):
+            journal.put_accepted(f"L{i}", f"job-{i}")
+            journal.put_status(f"L{i}", JobStatus.RUNNING)
+            await asyncio.sleep(0)
+        journal.put_finished("L0", JobStatus.SUCCEEDED)
+        await wait_until(lambda: journal.transactions > before)
+        assert journal.transactions == before + 1
+        # Progress (queued, running) is not written as it happens ...
+        assert journal._statuses == {"L1": JobStatus.RUNNING, "L2": JobStatus.RUNNING}
+        journal.put_status("L1", JobStatus.QUEUED)  # late: ignored
+        assert journal._statuses["L1"] is JobStatus.RUNNING
+        # ... but by a flush (every read flushes).
+        found = {r.local_id: r.status for r in await journal.records("B")}
+    assert found == {
+        "L0": JobStatus.SUCCEEDED,
+        "L1": JobStatus.RUNNING,
+        "L2": JobStatus.RUNNING,
+    }
+
+
+async def test_progress_held_is_written_at_close(tmp_path: Path) -> None:
+    path = tmp_path / "run.sqlite"
+    async with SQLiteJournal(path) as journal:
+        await journal.put_allocated(record("L1"))
+        journal.put_accepted("L1", "job-1")
+        journal.put_status("L1", JobStatus.RUNNING)
+    async with SQLiteJournal(path) as journal:
+        found = await journal.find("L1")
+    assert found is not None and found.status is JobStatus.RUNNING
 
 
 # A crash -----------------------------------------------------------------------------------

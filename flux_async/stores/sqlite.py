@@ -1,19 +1,27 @@
 """`SQLiteJournal`: a job store in one SQLite file (stdlib ``sqlite3``), for one machine.
 
 Every SQLite call runs on one dedicated writer thread, which owns the connection. The event
-loop only appends writes to a list: everything queued during one tick (and, while a
-transaction is being written, everything queued meanwhile) is written in **one** transaction.
-That grouping is what keeps a 10,000-job batch cheap; the thread keeps the loop responsive
-while a durable commit waits for the disk.
+loop only appends writes to lists, one per kind of statement. Awaited writes (allocations,
+batches, meta) go at the end of the tick they were made in; plain events (acceptances, ends,
+saved files) wait up to `EVENT_DELAY` seconds for company, or go with the next awaited write,
+whichever comes first. Everything pending then is written in **one** transaction, each kind
+with one ``executemany``; whatever is queued while a transaction is being written goes in the
+next one. That grouping is what keeps a 10,000-job batch cheap (a few hundred transactions,
+not one per event); the thread keeps the loop responsive while a durable commit waits for
+the disk.
+
+Progress that a resume does not need (``queued``, ``running``) is held in memory, not
+written as it happens: a resume polls every accepted job again anyway. It is written by
+`flush`, before every read, and at close, so the file shows it once the run is over.
 
 Durability. The journal is in WAL mode with ``synchronous=NORMAL``: a committed transaction
 is in the operating system's hands when the commit returns, so it survives the process being
 killed (``kill -9``, a crash), but the last ones may be lost if the machine loses power. That
-is enough for status changes, acceptances and outcomes (losing one costs no money: the job is
-recovered like a create in flight, or polled again by its provider id). A transaction that
-holds an allocation is committed with ``synchronous=FULL`` instead, which syncs the WAL to
-disk before the commit returns: the record of a job must survive anything before its paid
-create is sent. Allocations queued together share that one sync.
+is enough for acceptances and outcomes (losing one costs no money: the job is recovered like
+a create in flight, or polled again by its provider id). A transaction that holds an
+allocation is committed with ``synchronous=FULL`` instead, which syncs the WAL to disk before
+the commit returns: the record of a job must survive anything before its paid create is
+sent. Allocations queued together share that one sync.
 
 The file holds one process at a time (``locking_mode=EXCLUSIVE``): two runs resuming one
 journal at once could each pay for the same input.
@@ -46,7 +54,7 @@ from .._store import (
     require_terminal,
 )
 
-__all__ = ["SQLiteJournal"]
+__all__ = ["EVENT_DELAY", "SQLiteJournal"]
 
 _T = TypeVar("_T")
 
@@ -56,6 +64,10 @@ APPLICATION_ID = 0x464C5558
 """``PRAGMA application_id`` marking a file as a flux_async journal ("FLUX")."""
 _BUSY_TIMEOUT = 1.0
 """Seconds to wait for a journal held by another process before saying so."""
+EVENT_DELAY = 0.02
+"""Seconds an event (acceptance, end, saved files) may wait for others to share its
+transaction when no awaited write is pending; also the most it adds to the time an
+acceptance takes to reach the file."""
 
 _SCHEMA = f"""
 CREATE TABLE batches (
@@ -112,11 +124,14 @@ _ACCEPT = (
     "WHERE local_id = ?"
 )
 _OPEN_STATUSES = ", ".join(f"'{status.value}'" for status in JobStatus if not status.is_terminal)
-_FINISH = (
+_FINISH_SET = (
     "UPDATE jobs SET status = ?, images = ?, cost = COALESCE(?, cost), refunded = ?, "
     "seed = COALESCE(?, seed), polls = COALESCE(?, polls), error_kind = ?, error_message = ?, "
-    f"finished_at = ? WHERE local_id = ? AND status IN ({_OPEN_STATUSES})"
+    "finished_at = ? WHERE local_id = ? AND status IN "
 )
+_FINISH = _FINISH_SET + f"({_OPEN_STATUSES}, '{JobStatus.TIMED_OUT.value}')"
+"""An end other than timed_out: also replaces a timed_out record (polled again on resume)."""
+_FINISH_TIMED_OUT = _FINISH_SET + f"({_OPEN_STATUSES})"
 # One statement per target status: the record moves only from a lower-ranked status.
 _STATUS = {
     status: "UPDATE jobs SET status = ? WHERE local_id = ? AND status IN ("
@@ -127,29 +142,32 @@ _STATUS = {
 }
 _FILES = "UPDATE jobs SET files = ? WHERE local_id = ?"
 _META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+_BATCH = "INSERT OR IGNORE INTO batches (batch_id, created_at) VALUES (?, ?)"
+
+# The order kinds of statement are written in within a transaction. For any one job the
+# events come in this order (an acceptance reported after the job's end writes the same
+# thing either way: every column it sets is kept if already set), so a transaction gives
+# the same result as writing the events one by one as they came.
+_ORDER = {
+    sql: position
+    for position, sql in enumerate(
+        [
+            _BATCH,
+            _INSERT,
+            _ACCEPT,
+            *(_STATUS[status] for status in sorted(_STATUS, key=lambda s: s.rank)),
+            _FINISH_TIMED_OUT,
+            _FINISH,
+            _FILES,
+            _META,
+        ]
+    )
+}
 
 _encode = msgspec.json.encode
 _decode_images = msgspec.json.Decoder(tuple[Image, ...]).decode
 _decode_files = msgspec.json.Decoder(tuple[str, ...]).decode
 _decode_request = msgspec.json.Decoder(dict[str, Any]).decode
-
-
-class _Op:
-    """One queued statement; ``waiter`` is set when someone awaits it being written."""
-
-    __slots__ = ("durable", "params", "sql", "waiter")
-
-    def __init__(
-        self,
-        sql: str | None,
-        params: tuple[Any, ...] = (),
-        waiter: asyncio.Future[None] | None = None,
-        durable: bool = False,
-    ) -> None:
-        self.sql = sql
-        self.params = params
-        self.waiter = waiter
-        self.durable = durable
 
 
 class SQLiteJournal:
@@ -178,8 +196,14 @@ class SQLiteJournal:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # used on the writer thread only
-        self._pending: list[_Op] = []
-        self._scheduled = False
+        # Statement -> parameters queued, in the order they came.
+        self._pending: dict[str, list[tuple[Any, ...]]] = {}
+        self._waiters: list[asyncio.Future[None]] = []
+        self._insert_waiters: list[asyncio.Future[None]] = []  # one per _INSERT
+        self._durable = False
+        self._statuses: dict[str, JobStatus] = {}  # progress held back (see module doc)
+        self._soon = False  # a write starts at the end of this tick
+        self._timer: asyncio.TimerHandle | None = None  # ... or when this fires
         self._writing = False
         self._failure: JournalError | None = None
         self._transactions = 0
@@ -326,11 +350,7 @@ class SQLiteJournal:
         """Record a batch durably; return whether the journal already held it (a resume)."""
         held = await self._read(self._batch_held, batch_id)
         if not held:
-            await self._wait(
-                "INSERT OR IGNORE INTO batches (batch_id, created_at) VALUES (?, ?)",
-                (batch_id, self._clock()),
-                durable=True,
-            )
+            await self._wait(_BATCH, (batch_id, self._clock()), durable=True)
         return held
 
     async def batches(self) -> list[str]:
@@ -371,14 +391,19 @@ class SQLiteJournal:
 
     def put_accepted(self, local_id: str, job_id: str, cost: Decimal | None = None) -> None:
         """Queue: the provider accepted the job as ``job_id``."""
-        self._queue(_Op(_ACCEPT, (job_id, self._clock(), _cost(cost), local_id)))
+        self._queue(_ACCEPT, (job_id, self._clock(), _cost(cost), local_id))
 
     def put_status(self, local_id: str, status: JobStatus) -> None:
-        """Queue: the job moved on to a non-terminal ``status``."""
+        """Note that the job moved on to a non-terminal ``status``.
+
+        Held in memory and written by the next `flush` (each read and `aclose` flush): a
+        resume needs only the acceptance, which `put_accepted` writes.
+        """
         require_non_terminal(status)
-        sql = _STATUS.get(status)
-        if sql is not None:  # nothing ranks below "allocated": nothing to move
-            self._queue(_Op(sql, (status.value, local_id)))
+        self._require_open()
+        held = self._statuses.get(local_id)
+        if (held is None or status.rank > held.rank) and status in _STATUS:
+            self._statuses[local_id] = status
 
     def put_finished(
         self,
@@ -395,36 +420,36 @@ class SQLiteJournal:
         """Queue: the job ended with the terminal ``status`` (ignored if it already ended)."""
         require_terminal(status)
         kind, message = error_fields(error)
+        self._statuses.pop(local_id, None)  # superseded by the end
         self._queue(
-            _Op(
-                _FINISH,
-                (
-                    status.value,
-                    _encode(tuple(images)),
-                    _cost(cost),
-                    int(refunded),
-                    seed,
-                    polls,
-                    kind,
-                    message,
-                    self._clock(),
-                    local_id,
-                ),
-            )
+            _FINISH_TIMED_OUT if status is JobStatus.TIMED_OUT else _FINISH,
+            (
+                status.value,
+                _encode(images) if images else b"[]",
+                _cost(cost),
+                int(refunded),
+                seed,
+                polls,
+                kind,
+                message,
+                self._clock(),
+                local_id,
+            ),
         )
 
     def put_files(self, local_id: str, files: Iterable[str | PathLike[str]]) -> None:
         """Queue: the job's images were saved at ``files``."""
-        self._queue(_Op(_FILES, (_encode(files_of(files)), local_id)))
+        self._queue(_FILES, (_encode(files_of(files)), local_id))
 
     async def save_meta(self, key: str, value: bytes) -> None:
         """Store ``value`` under ``key``; written when this returns."""
         await self._wait(_META, (key, bytes(value)))
 
     async def flush(self) -> None:
-        """Return once every write queued so far is committed."""
+        """Return once every write queued so far (and the progress held) is committed."""
+        self._require_open()
+        self._release_statuses()
         if not self._pending and not self._writing:
-            self._require_open()
             if self._failure is not None:
                 raise self._failure
             return  # everything queued has been committed
@@ -456,9 +481,7 @@ class SQLiteJournal:
             await self._read(self._select, " WHERE token_hash = ? LIMIT 1", (token_hash,))
         )
 
-    async def check_inputs(
-        self, batch_id: str, index: int, fingerprint: str
-    ) -> JobRecord | None:
+    async def check_inputs(self, batch_id: str, index: int, fingerprint: str) -> JobRecord | None:
         """Return the latest record of input ``index`` if it holds the same request.
 
         Raises:
@@ -487,87 +510,122 @@ class SQLiteJournal:
         if self._state != "open":
             raise JournalError(f"the journal {self.path} is {self._state}", path=self._name)
 
-    def _queue(self, op: _Op) -> None:
+    def _release_statuses(self) -> None:
+        """Queue the progress held in memory (see `put_status`)."""
+        if self._statuses and self._failure is None:
+            for local_id, status in self._statuses.items():
+                self._pending.setdefault(_STATUS[status], []).append((status.value, local_id))
+            self._statuses.clear()
+
+    def _queue(self, sql: str, params: tuple[Any, ...]) -> None:
+        """Queue an event: written within `EVENT_DELAY` seconds, or with an earlier write."""
         self._require_open()
         if self._failure is not None:
             return  # already broken: the next awaited call raises
-        self._pending.append(op)
-        if not self._scheduled and not self._writing:
-            self._scheduled = True
+        self._pending.setdefault(sql, []).append(params)
+        if not (self._writing or self._soon or self._timer is not None):
             assert self._loop is not None
-            # Runs after every callback already ready: the whole tick's writes go together.
-            self._loop.call_soon(self._start_write)
+            self._timer = self._loop.call_later(EVENT_DELAY, self._start_write)
 
     async def _wait(self, sql: str | None, params: tuple[Any, ...], durable: bool = False) -> None:
+        """Queue a write (or nothing: ``sql`` None) and return once it is committed."""
         self._require_open()
         if self._failure is not None:
             raise self._failure
         assert self._loop is not None
         waiter: asyncio.Future[None] = self._loop.create_future()
-        self._queue(_Op(sql, params, waiter, durable))
+        if sql is not None:
+            self._pending.setdefault(sql, []).append(params)
+            if sql == _INSERT:
+                self._insert_waiters.append(waiter)
+        self._waiters.append(waiter)
+        self._durable = self._durable or durable
+        if not (self._writing or self._soon):
+            self._soon = True
+            # Runs after every callback already ready: the whole tick's writes go together.
+            self._loop.call_soon(self._start_write)
         await waiter
 
     def _start_write(self) -> None:
-        self._scheduled = False
-        if self._writing or not self._pending:
+        self._soon = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._writing or not (self._pending or self._waiters):
             return
-        ops, self._pending = self._pending, []
-        durable = any(op.durable for op in ops)
+        pending, self._pending = self._pending, {}
+        waiters, self._waiters = self._waiters, []
+        inserts, self._insert_waiters = self._insert_waiters, []
+        durable, self._durable = self._durable, False
+        # Statements of every kind (missing from _ORDER: none) in their fixed order.
+        ops = [(sql, pending[sql]) for sql in sorted(pending, key=_ORDER.__getitem__)]
         self._writing = True
         assert self._loop is not None and self._executor is not None
         future = self._loop.run_in_executor(self._executor, self._write_sync, ops, durable)
-        future.add_done_callback(lambda done: self._written(done, ops, durable))
+        future.add_done_callback(
+            lambda done: self._written(done, bool(ops), durable, waiters, inserts)
+        )
 
-    def _written(self, done: asyncio.Future[list[int]], ops: list[_Op], durable: bool) -> None:
+    def _written(
+        self,
+        done: asyncio.Future[list[int]],
+        wrote: bool,
+        durable: bool,
+        waiters: list[asyncio.Future[None]],
+        inserts: list[asyncio.Future[None]],
+    ) -> None:
         self._writing = False
         error = done.exception()
-        if error is None:
-            rejected = set(done.result())
-            if any(op.sql is not None for op in ops):
-                self._transactions += 1
-                self._durable_transactions += durable
-            for position, op in enumerate(ops):
-                if op.waiter is None or op.waiter.done():
-                    continue
-                if position in rejected:
-                    op.waiter.set_exception(
-                        JournalError(
-                            f"the journal {self.path} refused a record (duplicate local id?)",
-                            path=self._name,
-                        )
-                    )
-                else:
-                    op.waiter.set_result(None)
-        else:
+        if error is not None:
             self._failure = JournalError(
                 f"cannot write the journal {self.path}: {error}", path=self._name
             )
             self._failure.__cause__ = error
-            waiting = ops + self._pending
-            self._pending = []
-            for op in waiting:
-                if op.waiter is not None and not op.waiter.done():
-                    op.waiter.set_exception(self._failure)
+            waiting = waiters + self._waiters
+            self._pending, self._waiters, self._insert_waiters = {}, [], []
+            for waiter in waiting:
+                if not waiter.done():
+                    waiter.set_exception(self._failure)
             return
-        if self._pending:
-            # Group commit: everything queued while that transaction was written goes next,
-            # together.
+        if wrote:
+            self._transactions += 1
+            self._durable_transactions += durable
+        for position in done.result():
+            waiter = inserts[position]
+            if not waiter.done():
+                waiter.set_exception(
+                    JournalError(
+                        f"the journal {self.path} refused a record (duplicate local id?)",
+                        path=self._name,
+                    )
+                )
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._waiters:
+            # Group commit: every awaited write queued meanwhile goes next, together (with
+            # the events queued meanwhile).
             self._start_write()
+        elif self._pending and self._timer is None:
+            assert self._loop is not None
+            self._timer = self._loop.call_later(EVENT_DELAY, self._start_write)
 
-    def _write_sync(self, ops: list[_Op], durable: bool) -> list[int]:
-        """Write ``ops`` in one transaction; return the positions of the ones refused."""
+    def _write_sync(self, ops: list[tuple[str, list[tuple[Any, ...]]]], durable: bool) -> list[int]:
+        """Write ``ops`` in one transaction; return the positions of the records refused."""
         conn = self._conn
         assert conn is not None
-        if all(op.sql is None for op in ops):
+        if not ops:
             return []  # only waiters for what was written before: nothing to commit
         if durable:
             conn.execute("PRAGMA synchronous = FULL")
         try:
             conn.execute("BEGIN")
             try:
-                for op in ops:
-                    if op.sql is not None:
-                        conn.execute(op.sql, op.params)
+                for sql, rows in ops:
+                    if len(rows) == 1:
+                        conn.execute(sql, rows[0])
+                    else:
+                        conn.executemany(sql, rows)
             except sqlite3.IntegrityError:
                 # One bad record must not take the others down: write them one by one.
                 conn.execute("ROLLBACK")
@@ -582,19 +640,23 @@ class SQLiteJournal:
                 conn.execute("PRAGMA synchronous = NORMAL")
 
     @staticmethod
-    def _write_each_sync(conn: sqlite3.Connection, ops: list[_Op]) -> list[int]:
+    def _write_each_sync(
+        conn: sqlite3.Connection, ops: list[tuple[str, list[tuple[Any, ...]]]]
+    ) -> list[int]:
         rejected: list[int] = []
         conn.execute("BEGIN")
-        for position, op in enumerate(ops):
-            if op.sql is None:
+        for sql, rows in ops:
+            if sql != _INSERT:
+                conn.executemany(sql, rows)
                 continue
-            conn.execute("SAVEPOINT op")
-            try:
-                conn.execute(op.sql, op.params)
-            except sqlite3.IntegrityError:
-                conn.execute("ROLLBACK TO op")
-                rejected.append(position)
-            conn.execute("RELEASE op")
+            for position, params in enumerate(rows):
+                conn.execute("SAVEPOINT op")
+                try:
+                    conn.execute(sql, params)
+                except sqlite3.IntegrityError:
+                    conn.execute("ROLLBACK TO op")
+                    rejected.append(position)
+                conn.execute("RELEASE op")
         conn.execute("COMMIT")
         return rejected
 
@@ -604,8 +666,9 @@ class SQLiteJournal:
         try:
             return await self._loop.run_in_executor(self._executor, function, *args)
         except sqlite3.Error as exc:
-            raise JournalError(f"cannot read the journal {self.path}: {exc}",
-                               path=self._name) from exc
+            raise JournalError(
+                f"cannot read the journal {self.path}: {exc}", path=self._name
+            ) from exc
 
     def _select(self, where: str, params: tuple[Any, ...]) -> list[JobRecord]:
         assert self._conn is not None
