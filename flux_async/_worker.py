@@ -98,6 +98,19 @@ GROUP = "workers"
 REFILL_DELAY = 0.01
 
 
+#: KEYS = the queue, the batch's meta hash; ARGV = batch id, index of the first input,
+#: the total ("" until the last chunk), then the inputs (JSON). Queues a chunk of inputs and
+#: records how many are queued, all or nothing (a re-run goes on after the last chunk).
+_ENQUEUE = """
+local first = tonumber(ARGV[2])
+for i = 4, #ARGV do
+  redis.call('XADD', KEYS[1], '*', 'batch', ARGV[1], 'index', first + i - 4, 'input', ARGV[i])
+end
+redis.call('HSET', KEYS[2], 'enqueued', first + #ARGV - 3)
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[2], 'total', ARGV[3]) end
+return #ARGV - 3
+"""
+
 #: KEYS[i] = a batch's jobs hash; ARGV[2i-1], ARGV[2i] = an input index, this worker's record.
 #: For each input: takes its record if it has none (returns ""), else returns the record held.
 _TAKE = """
@@ -274,8 +287,9 @@ async def enqueue(
         queue = f"{namespace}:queue"
         with contextlib.suppress(Exception):  # BUSYGROUP: the group exists
             await client.xgroup_create(queue, GROUP, id="0", mkstream=True)
-        pipe = client.pipeline(transaction=True)
         index = 0
+        first = queued
+        args: list[Any] = []
         async for item in _items(inputs):
             if not isinstance(item, (str, Mapping)):
                 raise ValidationError(
@@ -284,16 +298,12 @@ async def enqueue(
                     field="request",
                 )
             if index >= queued:
-                pipe.xadd(
-                    queue,
-                    {"batch": batch_id, "index": index, "input": json.dumps(item, default=str)},
-                )
+                args.append(json.dumps(item, default=str))
             index += 1
-            if index > queued and index % chunk == 0:
-                pipe.hset(keys["meta"], "enqueued", index)
-                await pipe.execute()
-        pipe.hset(keys["meta"], mapping={"enqueued": index, "total": index})
-        await pipe.execute()
+            if len(args) >= chunk:
+                await client.eval(_ENQUEUE, 2, queue, keys["meta"], batch_id, first, "", *args)
+                first, args = index, []
+        await client.eval(_ENQUEUE, 2, queue, keys["meta"], batch_id, first, index, *args)
         return batch_id
     finally:
         if owned:

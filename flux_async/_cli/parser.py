@@ -241,7 +241,9 @@ never created again; a create it had on the wire ends 'unknown'.
 Ctrl-C (or SIGTERM) stops taking inputs and finishes the ones in hand; a second Ctrl-C
 stops at once and leaves them to the other workers. With --exit-when-idle the worker
 also stops once nothing was queued or in hand anywhere for that long.
-The Redis URL may hold a password; it is never printed.
+The Redis URL may hold a password; it is never printed. With --provider fake each
+worker runs a fake of its own (a demo): an input taken over from another worker's fake
+then ends 'unknown', as that fake's jobs cannot be followed.
 
 examples:
   {PROG} worker --redis redis://localhost:6379/0 --provider piapi --out images/

@@ -113,6 +113,16 @@ def batch_args(redis: RedisServer, namespace: str, source: Path, out: Path) -> l
     ]
 
 
+async def wait_queued(
+    redis: RedisServer, namespace: str, count: int, batch: subprocess.Popen[str]
+) -> None:
+    deadline = time.monotonic() + 30
+    while await queue_length(redis, namespace) < count:
+        assert batch.poll() is None, batch.communicate()
+        assert time.monotonic() < deadline, "the batch was not queued"
+        await asyncio.sleep(0.05)
+
+
 async def run_batch(
     redis: RedisServer, namespace: str, source: Path, out: Path
 ) -> tuple[int, str, str]:
@@ -155,9 +165,12 @@ async def test_a_batch_over_two_workers_one_manifest_line_per_input(
     images = tmp_path / "images"
     out = tmp_path / "run"
     async with FakeProvider(latency=(0.05, 0.3), seed=3, api_key=API_KEY) as fake:
+        collecting = start(*batch_args(redis_server, namespace, source, out))
+        # Workers started once the batch is queued, so none finds the queue idle first.
+        await wait_queued(redis_server, namespace, 121, collecting)
         first = worker(redis_server, namespace, fake, images, "w1", "--exit-when-idle", "2")
         second = worker(redis_server, namespace, fake, images, "w2", "--concurrency", "16")
-        status, stdout, stderr = await run_batch(redis_server, namespace, source, out)
+        status, stdout, stderr = await finish(collecting)
         assert status == 1, stderr  # two rejected lines
         assert "Traceback" not in stderr
         rows = read_manifest(out / "manifest.jsonl")
@@ -215,9 +228,10 @@ async def test_a_worker_killed_mid_run_every_input_still_one_outcome(
     client = redis_asyncio.Redis.from_url(redis_server.url)
     async with FakeProvider(latency=(0.4, 1.0), seed=8, api_key=API_KEY) as fake:
         options = ("--min-idle", "1.5", "--exit-when-idle", "3", "--concurrency", "24")
+        collecting = start(*batch_args(redis_server, namespace, source, out))
+        await wait_queued(redis_server, namespace, 240, collecting)
         victim = worker(redis_server, namespace, fake, images, "victim", *options)
         survivor = worker(redis_server, namespace, fake, images, "survivor", *options)
-        collecting = start(*batch_args(redis_server, namespace, source, out))
 
         async def victim_has_jobs_in_flight() -> bool:
             held = 0

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -243,3 +243,38 @@ async def test_the_readme_python_form(redis_url: str, tmp_path: Path) -> None:
                 outcomes = [o async for o in client.generate_many(prompts, journal=store)]
             assert [o.status for o in outcomes] == ["succeeded", "succeeded"]
         assert fake.creates_per_prompt["a lighthouse"] == fake.creates_per_prompt["a harbour"] == 1
+
+
+async def test_enqueue_again_goes_on_and_never_queues_an_input_twice(redis_url: str) -> None:
+    """An enqueue interrupted after its first chunk, run again, queues the rest only; a batch
+    id holding other inputs (another fingerprint) is refused."""
+    from flux_async import ValidationError
+    from flux_async.workers import batch_info, enqueue
+
+    namespace = "resume-enqueue"
+    prompts = [f"a kite, take {i}" for i in range(25)]
+
+    async def broken() -> AsyncIterator[str]:
+        for prompt in prompts[:15]:
+            yield prompt
+        raise OSError("the input file went away")
+
+    with pytest.raises(OSError):
+        await enqueue(
+            redis_url, broken(), batch_id="b1", namespace=namespace, chunk=10, fingerprint="f1"
+        )
+    info = await batch_info(redis_url, "b1", namespace=namespace)
+    assert info is not None and info["enqueued"] == "10" and "total" not in info
+    await enqueue(
+        redis_url, prompts, batch_id="b1", namespace=namespace, chunk=10, fingerprint="f1"
+    )
+    await enqueue(redis_url, prompts, batch_id="b1", namespace=namespace, fingerprint="f1")
+    info = await batch_info(redis_url, "b1", namespace=namespace)
+    assert info is not None and info["enqueued"] == info["total"] == "25"
+    redis = redis_asyncio.Redis.from_url(redis_url)
+    entries = await redis.xrange(f"{namespace}:queue")
+    await redis.aclose()
+    assert [int(fields[b"index"]) for _, fields in entries] == list(range(25))
+    assert [json.loads(fields[b"input"]) for _, fields in entries] == prompts
+    with pytest.raises(ValidationError, match="already holds other inputs"):
+        await enqueue(redis_url, prompts, batch_id="b1", namespace=namespace, fingerprint="f2")
