@@ -12,8 +12,10 @@ Writes come in two kinds:
 - ``put_allocated`` (and ``begin_batch``, ``save_meta``, ``flush``) are awaited and return
   once the write is durable;
 - ``put_accepted``, ``put_status``, ``put_finished`` and ``put_files`` are plain calls that
-  return at once (the registry calls them from synchronous code). A durable store writes
-  everything queued during one event-loop tick in one transaction. Losing the last tick's
+  return at once (the registry calls them from synchronous code). A durable store groups
+  them into few transactions (`SQLiteJournal`: acceptances at the end of their tick, ends
+  and files within 20 ms, each with whatever else is pending; ``queued``/``running``
+  progress, which a resume does not need, only by `JobStore.flush`). Losing the last
   events to a crash costs no money: a job whose acceptance was lost is recovered like a
   create in flight, one whose end was lost is polled again by its provider id.
 

@@ -527,24 +527,38 @@ async def test_events_wait_briefly_for_company_and_progress_is_held(tmp_path: Pa
     async with SQLiteJournal(tmp_path / "run.sqlite") as journal:
         await asyncio.gather(*(journal.put_allocated(record(f"L{i}", i)) for i in range(3)))
         before = journal.transactions
-        # Events of several ticks within EVENT_DELAY: one transaction, written unprompted.
+        # An acceptance goes at the end of its tick (a provider id a crash would lose) ...
+        journal.put_accepted("L0", "job-0")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert journal._writing or journal.transactions == before + 1
+        await wait_until(lambda: journal.transactions == before + 1)
+        # ... ends wait for company: those of several ticks within EVENT_DELAY go together,
+        # written unprompted.
         for i in range(3):
-            journal.put_accepted(f"L{i}", f"job-{i}")
             journal.put_status(f"L{i}", JobStatus.RUNNING)
+            journal.put_finished(f"L{i}", JobStatus.FAILED)
             await asyncio.sleep(0)
-        journal.put_finished("L0", JobStatus.SUCCEEDED)
-        await wait_until(lambda: journal.transactions > before)
-        assert journal.transactions == before + 1
+        assert not journal._writing and journal.transactions == before + 1
+        await wait_until(lambda: journal.transactions > before + 1)
+        assert journal.transactions == before + 2
         # Progress (queued, running) is not written as it happens ...
-        assert journal._statuses == {"L1": JobStatus.RUNNING, "L2": JobStatus.RUNNING}
-        journal.put_status("L1", JobStatus.QUEUED)  # late: ignored
-        assert journal._statuses["L1"] is JobStatus.RUNNING
+        journal.put_accepted("L1", "job-1")
+        journal.put_status("L3", JobStatus.RUNNING)
+        journal.put_status("L3", JobStatus.QUEUED)  # late: ignored
+        assert journal._statuses == {"L3": JobStatus.RUNNING}
+        await wait_until(lambda: journal.transactions > before + 2)
+        assert journal._statuses == {"L3": JobStatus.RUNNING}
         # ... but by a flush (every read flushes).
+        await journal.put_allocated(record("L3", 3))
+        journal.put_accepted("L3", "job-3")
+        journal.put_status("L3", JobStatus.RUNNING)
         found = {r.local_id: r.status for r in await journal.records("B")}
     assert found == {
-        "L0": JobStatus.SUCCEEDED,
-        "L1": JobStatus.RUNNING,
-        "L2": JobStatus.RUNNING,
+        "L0": JobStatus.FAILED,
+        "L1": JobStatus.FAILED,
+        "L2": JobStatus.FAILED,
+        "L3": JobStatus.RUNNING,
     }
 
 

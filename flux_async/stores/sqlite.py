@@ -2,13 +2,14 @@
 
 Every SQLite call runs on one dedicated writer thread, which owns the connection. The event
 loop only appends writes to lists, one per kind of statement. Awaited writes (allocations,
-batches, meta) go at the end of the tick they were made in; plain events (acceptances, ends,
-saved files) wait up to `EVENT_DELAY` seconds for company, or go with the next awaited write,
-whichever comes first. Everything pending then is written in **one** transaction, each kind
-with one ``executemany``; whatever is queued while a transaction is being written goes in the
-next one. That grouping is what keeps a 10,000-job batch cheap (a few hundred transactions,
-not one per event); the thread keeps the loop responsive while a durable commit waits for
-the disk.
+batches, meta) and acceptances (a provider id not yet on disk is a job a crash could lose)
+go at the end of the tick they were made in; other events (ends, saved files) wait up to
+`EVENT_DELAY` seconds for company, or go with the next write, whichever comes first.
+Everything pending then is written in **one** transaction, each kind with one
+``executemany``; whatever is queued while a transaction is being written goes in the next
+one. That grouping is what keeps a 10,000-job batch cheap (about two thousand
+transactions, not one per event); the thread keeps the loop responsive while a durable
+commit waits for the disk.
 
 Progress that a resume does not need (``queued``, ``running``) is held in memory, not
 written as it happens: a resume polls every accepted job again anyway. It is written by
@@ -65,9 +66,8 @@ APPLICATION_ID = 0x464C5558
 _BUSY_TIMEOUT = 1.0
 """Seconds to wait for a journal held by another process before saying so."""
 EVENT_DELAY = 0.02
-"""Seconds an event (acceptance, end, saved files) may wait for others to share its
-transaction when no awaited write is pending; also the most it adds to the time an
-acceptance takes to reach the file."""
+"""Seconds an event (a job's end, its saved files) may wait for others to share its
+transaction when no other write is pending."""
 
 _SCHEMA = f"""
 CREATE TABLE batches (
@@ -203,6 +203,7 @@ class SQLiteJournal:
         self._durable = False
         self._statuses: dict[str, JobStatus] = {}  # progress held back (see module doc)
         self._soon = False  # a write starts at the end of this tick
+        self._prompt = False  # an acceptance is pending: it goes as soon as it can
         self._timer: asyncio.TimerHandle | None = None  # ... or when this fires
         self._writing = False
         self._failure: JournalError | None = None
@@ -391,7 +392,9 @@ class SQLiteJournal:
 
     def put_accepted(self, local_id: str, job_id: str, cost: Decimal | None = None) -> None:
         """Queue: the provider accepted the job as ``job_id``."""
-        self._queue(_ACCEPT, (job_id, self._clock(), _cost(cost), local_id))
+        # Prompt: until it is written, a crash leaves the job to be recovered as a create in
+        # flight (with ShortAPI and no callbacks: unknown).
+        self._queue(_ACCEPT, (job_id, self._clock(), _cost(cost), local_id), prompt=True)
 
     def put_status(self, local_id: str, status: JobStatus) -> None:
         """Note that the job moved on to a non-terminal ``status``.
@@ -517,14 +520,20 @@ class SQLiteJournal:
                 self._pending.setdefault(_STATUS[status], []).append((status.value, local_id))
             self._statuses.clear()
 
-    def _queue(self, sql: str, params: tuple[Any, ...]) -> None:
-        """Queue an event: written within `EVENT_DELAY` seconds, or with an earlier write."""
+    def _queue(self, sql: str, params: tuple[Any, ...], *, prompt: bool = False) -> None:
+        """Queue an event: written within `EVENT_DELAY` seconds, or with an earlier write;
+        a ``prompt`` one at the end of this tick, like an awaited write."""
         self._require_open()
         if self._failure is not None:
             return  # already broken: the next awaited call raises
         self._pending.setdefault(sql, []).append(params)
-        if not (self._writing or self._soon or self._timer is not None):
-            assert self._loop is not None
+        assert self._loop is not None
+        if prompt:
+            self._prompt = True
+            if not (self._writing or self._soon):
+                self._soon = True
+                self._loop.call_soon(self._start_write)
+        elif not (self._writing or self._soon or self._timer is not None):
             self._timer = self._loop.call_later(EVENT_DELAY, self._start_write)
 
     async def _wait(self, sql: str | None, params: tuple[Any, ...], durable: bool = False) -> None:
@@ -557,6 +566,7 @@ class SQLiteJournal:
         waiters, self._waiters = self._waiters, []
         inserts, self._insert_waiters = self._insert_waiters, []
         durable, self._durable = self._durable, False
+        self._prompt = False
         # Statements of every kind (missing from _ORDER: none) in their fixed order.
         ops = [(sql, pending[sql]) for sql in sorted(pending, key=_ORDER.__getitem__)]
         self._writing = True
@@ -602,9 +612,9 @@ class SQLiteJournal:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
-        if self._waiters:
-            # Group commit: every awaited write queued meanwhile goes next, together (with
-            # the events queued meanwhile).
+        if self._waiters or self._prompt:
+            # Group commit: every awaited write (and acceptance) queued meanwhile goes next,
+            # together with the events queued meanwhile.
             self._start_write()
         elif self._pending and self._timer is None:
             assert self._loop is not None
