@@ -553,11 +553,16 @@ async def _load_latency(client: JobLauncher, store: JobStore) -> None:
     """Start the client's latency models from the journal's, where it has learned nothing
     about a model yet (an estimate learned in this process is fresher)."""
     lane = _poll_lane(client)
-    if lane is None:
+    if lane is None or not callable(getattr(store, "load_meta", None)):
         return
     provider = client.provider.name
     prefix = latency_key(provider, "")
-    for key, data in (await load_latency(store, provider)).items():
+    try:
+        saved = await load_latency(store, provider)
+    except (FluxError, OSError) as exc:  # best effort: the batch runs cold
+        logger.debug("could not read the learned latencies from the journal: %s", exc)
+        return
+    for key, data in saved.items():
         known = lane.estimate(key[len(prefix) :])
         if known is None or known.samples <= 0:
             lane.load_latency(key, data)
@@ -567,7 +572,7 @@ async def _save_latency(client: JobLauncher, store: JobStore) -> None:
     """Keep what the client learned about its latencies in the journal (best effort: a
     journal that cannot be written says so at its next awaited write)."""
     lane = _poll_lane(client)
-    if lane is None:
+    if lane is None or not callable(getattr(store, "save_meta", None)):
         return
     state: Mapping[str, bytes] = lane.latency_state()
     if not state:
