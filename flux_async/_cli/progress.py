@@ -50,6 +50,8 @@ class Tally:
     ETA_AFTER = 5
     #: What an interruption leaves behind, counted apart once interrupted (`set_apart`).
     stopped_statuses: tuple[str, ...] = ("cancelled", "not_started")
+    #: Whether the status line shows jobs in flight (known only when this process runs them).
+    shows_in_flight = True
 
     def __init__(self, total: int | None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.total = total
@@ -136,11 +138,9 @@ class Tally:
 
     def stats(self) -> str:
         """Return the status line without the done/total count."""
-        parts = [
-            f"{self.statuses['succeeded']} ok",
-            f"{self.failed} failed",
-            f"{self.in_flight} in flight",
-        ]
+        parts = [f"{self.statuses['succeeded']} ok", f"{self.failed} failed"]
+        if self.shows_in_flight:
+            parts.append(f"{self.in_flight} in flight")
         for status in ("skipped", "rejected", *self.set_apart()):
             if self.statuses[status]:
                 parts.append(f"{self.statuses[status]} {status.replace('_', ' ')}")

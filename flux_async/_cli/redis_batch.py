@@ -218,6 +218,7 @@ async def run_redis_batch(
     digest = fingerprint([line for line in lines if line.problem is None])
     tally = Tally(len(lines))
     tally.stopped_statuses = (PENDING,)
+    tally.shows_in_flight = False  # the workers run the jobs
     display = make_display(tally)
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
