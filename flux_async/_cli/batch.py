@@ -68,6 +68,7 @@ __all__ = [
     "print_summary",
     "resume_command",
     "run_batch",
+    "set_aside",
 ]
 
 #: Seconds the first Ctrl-C waits for the client to close before cancelling outright.
@@ -544,7 +545,7 @@ def batch_command(args: argparse.Namespace, console: Console | None) -> int:
         try:
             out.mkdir(parents=True, exist_ok=True)
             if args.new_batch and _holds_something(manifest_path):
-                aside = _set_aside(manifest_path)
+                aside = set_aside(manifest_path)
                 print(f"{PROG}: the earlier manifest is now {aside}", file=sys.stderr)
             manifest = Manifest(manifest_path, append=args.resume)
         except OSError as exc:
@@ -664,7 +665,7 @@ def _holds_something(path: Path) -> bool:
         return False
 
 
-def _set_aside(path: Path) -> Path:
+def set_aside(path: Path) -> Path:
     """Rename an earlier manifest to a free ``NAME.N.jsonl``; return its new path."""
     number = 1
     while (aside := path.with_name(f"{path.stem}.{number}{path.suffix}")).exists():

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from flux_async import PromptLine
 from flux_async._worker import batch_info, collect, enqueue
 
-from .batch import SHOW_REJECTED, BatchResult, print_summary
+from .batch import SHOW_REJECTED, BatchResult, print_summary, set_aside
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PROG, UsageError, one_line
 from .inputs import STDIN, open_prompts
 from .manifest import Manifest, Record, record
@@ -379,6 +379,12 @@ def redis_batch_command(args: argparse.Namespace, console: Console | None) -> in
         source.close()
     if args.new_batch:
         batch_id = uuid.uuid4().hex[:16]
+        if _holds_something(manifest_path):
+            try:
+                aside = set_aside(manifest_path)
+            except OSError as exc:
+                raise UsageError(f"cannot rename {manifest_path}: {exc.strerror or exc}") from exc
+            print(f"{PROG}: the earlier manifest is now {aside}", file=sys.stderr)
     else:
         batch_id = args.batch_id or fingerprint([line for line in lines if not line.problem])[:16]
     argv = getattr(args, "argv", None) or ["batch", args.file, "--redis", args.redis]

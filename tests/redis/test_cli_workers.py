@@ -310,3 +310,19 @@ async def test_ctrl_c_stops_collecting_not_the_batch_and_the_same_command_collec
         assert await queue_length(redis_server, namespace) == 30
         assert fake.creates_per_prompt == collections.Counter(prompts)
         assert (await finish(done))[0] == 0
+        first_id = stdout.split("batch:")[1].split()[0]
+
+        # --new-batch queues the same inputs again (and pays again), the manifest set aside.
+        again = start(*batch_args(redis_server, namespace, source, out), "--new-batch")
+        await wait_queued(redis_server, namespace, 60, again)
+        done = worker(redis_server, namespace, fake, images, "later", "--exit-when-idle", "1")
+        status, stdout, stderr = await finish(again)
+        assert status == 0, stderr
+        assert f"the earlier manifest is now {out / 'manifest.1.jsonl'}" in stderr
+        assert stdout.split("batch:")[1].split()[0] != first_id
+        assert len(read_manifest(out / "manifest.1.jsonl")) == 30
+        assert [row["status"] for row in read_manifest(out / "manifest.jsonl")] == [
+            "succeeded"
+        ] * 30
+        assert fake.creates_per_prompt == collections.Counter(prompts * 2)
+        assert (await finish(done))[0] == 0
