@@ -74,7 +74,16 @@ class LatencyEstimate:
         half_life: samples after which an observation counts half.
     """
 
-    __slots__ = ("_counts", "_decay", "_gain", "_half_life", "_samples", "_total", "version")
+    __slots__ = (
+        "_counts",
+        "_decay",
+        "_gain",
+        "_half_life",
+        "_prior",
+        "_samples",
+        "_total",
+        "version",
+    )
 
     def __init__(
         self,
@@ -92,6 +101,7 @@ class LatencyEstimate:
         self._gain: float = 1.0  # a stored count c means c / gain samples today
         self._total: float = 0.0
         self._samples: float = 0.0
+        self._prior: list[float] | None = None  # the prior's share of `_counts`, while kept
         self.version = 0
         """Changes whenever the estimate does (planners cache on it)."""
         if typical is not None and prior_weight > 0:
@@ -108,9 +118,41 @@ class LatencyEstimate:
         norm = sum(densities)
         if norm <= 0.0:  # the typical latency is far outside the histogram
             densities[round(_position(typical))] = norm = 1.0
-        for i, density in enumerate(densities):
-            self._counts[i] += weight * density / norm
+        prior = [weight * density / norm for density in densities]
+        for i, count in enumerate(prior):
+            self._counts[i] += count
         self._total += weight
+        self._prior = prior
+
+    def _drop_prior_if_contradicted(self, low: float, high: float) -> None:
+        """Forget the prior when a real job's latency, known to lie in ``[low, high]``, is
+        where the prior puts almost no job (under 0.5 % below ``high`` or above ``low``).
+
+        The prior is a guess (the provider's typical latency, whatever the model). A job
+        far outside it proves the guess wrong, and four pseudo-samples of it would
+        otherwise set the poll plan's median for the next several jobs: jobs of 50 ms would
+        be checked as if they took seconds. Checked only while few real samples exist.
+        """
+        prior = self._prior
+        assert prior is not None
+        weight = math.fsum(prior)
+        below_high = 0.0
+        top = min(int(_position(high)) + 1, BUCKETS)
+        for i in range(top):
+            below_high += prior[i]
+        above_low = 0.0
+        for i in range(int(_position(low)) if low > LOW else 0, BUCKETS):
+            above_low += prior[i]
+        if below_high >= 0.005 * weight and above_low >= 0.005 * weight:
+            if self._samples / self._gain >= 8.0:
+                self._prior = None  # agreed with enough samples: stop checking
+            return
+        counts = self._counts
+        for i in range(BUCKETS):
+            counts[i] = max(0.0, counts[i] - prior[i])
+        self._total = max(0.0, self._total - weight)
+        self._prior = None
+        self.version += 1
 
     # -- reading ------------------------------------------------------------------------
 
@@ -178,6 +220,7 @@ class LatencyEstimate:
             counts = self._counts
             for i in range(BUCKETS):
                 counts[i] /= gain
+            self._prior = None  # long since outweighed
             self._total /= gain
             self._samples /= gain
             gain = 1.0
@@ -191,6 +234,8 @@ class LatencyEstimate:
         """Learn one exact create-to-ready time (a webhook, a synchronous answer)."""
         if not math.isfinite(seconds):
             return
+        if self._prior is not None:
+            self._drop_prior_if_contradicted(seconds, seconds)
         weight = self._next_weight()
         self._counts[int(_position(seconds))] += weight
 
@@ -206,6 +251,8 @@ class LatencyEstimate:
         if ready_at <= not_ready_at:
             self.observe(ready_at)
             return
+        if self._prior is not None:
+            self._drop_prior_if_contradicted(not_ready_at, ready_at)
         start = _position(not_ready_at) if not_ready_at > LOW else 0.0
         end = _position(ready_at)
         first, last = int(start), int(end)
@@ -543,7 +590,12 @@ class AIMDLimit:
         decrease: the factor applied on a throttle. 0.9 keeps a rate limit's sawtooth
             between 90 % and 100 % of the provider's limit; 0.5 would average 75 %.
         cooldown: seconds during which further throttles change nothing, so one burst of
-            429s (all sent before the provider's first "no" arrived) decreases once.
+            429s (all sent before the provider's first "no" arrived) decreases once: at
+            most one decrease per congestion epoch, as TCP decreases once per window.
+        recovery: below ``peak`` (the value before the last decrease), the increase per
+            window is at least this share of the way back to it, so a decrease the
+            provider did not need (a stray throttle) is made up within a few windows,
+            while growth beyond the peak stays additive (a cautious probe).
 
     Sans-IO: every call takes ``now`` from the caller's clock.
     """
@@ -556,6 +608,8 @@ class AIMDLimit:
         "decrease",
         "floor",
         "increase",
+        "peak",
+        "recovery",
         "throttles",
         "value",
     )
@@ -569,6 +623,7 @@ class AIMDLimit:
         increase: float = 1.0,
         decrease: float = 0.9,
         cooldown: float = 1.0,
+        recovery: float = 0.5,
     ) -> None:
         if not floor > 0 or (ceiling is not None and ceiling < floor):
             raise ValueError(f"need 0 < floor <= ceiling, got {floor!r}, {ceiling!r}")
@@ -579,7 +634,10 @@ class AIMDLimit:
         self.increase = increase
         self.decrease = decrease
         self.cooldown = cooldown
+        self.recovery = recovery
         self.value = self._clamp(initial)
+        self.peak = self.value
+        """The value before the last decrease (recovery aims back at it)."""
         self.throttles = 0
         """Throttles that decreased the value."""
         self._cooldown_until = -math.inf
@@ -594,8 +652,16 @@ class AIMDLimit:
         """Count one request the provider accepted; grow the value a little."""
         if now < self._cooldown_until:
             return  # answers to requests sent before the decrease say nothing new
-        step = self.increase if self._slow_start else self.increase / self.value
-        self.value = self._clamp(self.value + step)
+        value = self.value
+        if self._slow_start:
+            step = self.increase
+        else:
+            step = self.increase
+            gap = self.peak - value
+            if gap > 0.0 and self.recovery * gap > step:
+                step = self.recovery * gap
+            step /= value
+        self.value = self._clamp(value + step)
 
     def on_throttle(self, now: float, sent_at: float | None = None) -> bool:
         """Count one 429/503; decrease unless cooling down. Return whether it decreased.
@@ -608,10 +674,16 @@ class AIMDLimit:
         ):
             return False
         self._slow_start = False
+        self.peak = self.value
         self.value = self._clamp(self.value * self.decrease)
         self._cooldown_until = now + self.cooldown
         self.throttles += 1
         return True
+
+    def undo(self, before: float) -> None:
+        """Take back a decrease that did not help (the throttles went on just the same)."""
+        self.value = self._clamp(max(self.value, before))
+        self.peak = max(self.peak, self.value)
 
 
 class AdaptiveRate:
@@ -669,5 +741,9 @@ class AdaptiveRate:
     ) -> None:
         """Count one 429/503: slow down, and pause everything for ``retry_after`` seconds."""
         self.limit.on_throttle(now, sent_at)
+        self.pause(now, retry_after)
+
+    def pause(self, now: float, retry_after: float | None) -> None:
+        """Hold every request for ``retry_after`` seconds (the rate itself unchanged)."""
         if retry_after is not None and retry_after > 0.0:
             self._paused_until = max(self._paused_until, now + retry_after)

@@ -56,8 +56,12 @@ class ScriptedTransport:
 
 def lane_for(clock: FakeClock, transport: Any = None, **limits: Any) -> Lane:
     return Lane(
-        provider="shortapi", limits=Limits(**limits), retry=RetryPolicy(),
-        transport=transport, clock=clock, sleep=clock.sleep,
+        provider="shortapi",
+        limits=Limits(**limits),
+        retry=RetryPolicy(),
+        transport=transport,
+        clock=clock,
+        sleep=clock.sleep,
     )
 
 
@@ -71,8 +75,13 @@ def poll_lane_for(policy: PollPolicy | None = None) -> tuple[PollLane, Registry]
     registry = Registry(clock=time.time)
     lane = Lane(provider="shortapi", limits=Limits(), retry=RetryPolicy())
     poll_lane = PollLane(
-        provider=ShortAPI("sk-test"), lane=lane, registry=registry,
-        policy=policy or PollPolicy(), webhooks=None, tasks=Tasks(), rng=random.Random(3),
+        provider=ShortAPI("sk-test"),
+        lane=lane,
+        registry=registry,
+        policy=policy or PollPolicy(),
+        webhooks=None,
+        tasks=Tasks(),
+        rng=random.Random(3),
     )
     return poll_lane, registry
 
@@ -222,7 +231,7 @@ async def test_a_burst_of_429s_lowers_the_create_rate_once_and_successes_raise_i
     assert rate is not None
     assert rate.limit.throttles == 1  # one burst, one decrease
     lowered = rate.rate
-    assert lowered <= 0.5 * 120 + 1e-9
+    assert lowered <= 0.9 * 100 + 1e-9  # just under the 100 creates/s it accepted
     clock.now += 1.5  # past the cooldown and the Retry-After pause
     for _ in range(300):  # answered creates while the rate is what holds them back
         await lane.wait_for_create_turn()
@@ -293,10 +302,99 @@ async def test_limits_events_report_changes() -> None:
     reports: list[str] = []
     transport = ScriptedTransport([429] * 3, clock, retry_after="1")
     lane = Lane(
-        provider="shortapi", limits=Limits(), retry=RetryPolicy(), transport=transport,
-        clock=clock, sleep=clock.sleep, report=reports.append,
+        provider="shortapi",
+        limits=Limits(),
+        retry=RetryPolicy(),
+        transport=transport,
+        clock=clock,
+        sleep=clock.sleep,
+        report=reports.append,
     )
     for _ in range(3):
         await lane.send(REQUEST)
     assert len(reports) == 1 and "creates_per_second=" in reports[0]
     assert "creates_per_second=none" not in reports[0]
+
+
+class DecidingTransport:
+    """Answers each request with ``decide(now)``'s status (429s carry ``Retry-After``)."""
+
+    def __init__(self, decide: Any, clock: FakeClock, retry_after: str | None = None):
+        self.decide = decide
+        self.clock = clock
+        self.retry_after = retry_after
+        self.statuses: list[int] = []
+
+    async def send(self, request: HTTPRequest, *, provider: str, long_read: bool) -> HTTPResponse:
+        status = self.decide(self.clock.now)
+        self.statuses.append(status)
+        headers = {"Retry-After": self.retry_after} if status == 429 and self.retry_after else {}
+        return HTTPResponse(status, headers, b"{}")
+
+
+async def drive_creates(lane: Lane, clock: FakeClock, seconds: float, offered: float) -> None:
+    """Offer ``offered`` creates per second for ``seconds`` (paced by the lane when it paces)."""
+    end = clock.now + seconds
+    while clock.now < end:
+        before = clock.now
+        await lane.wait_for_create_turn()
+        await lane.send(REQUEST)
+        spent = clock.now - before
+        if spent < 1.0 / offered:
+            clock.now += 1.0 / offered - spent
+
+
+async def test_random_429s_that_do_not_go_away_when_slowing_down_are_not_a_limit() -> None:
+    clock = FakeClock()
+    rng = random.Random(5)
+    # 8 % of creates refused at random, whatever the rate: above the 5 % noise threshold.
+    transport = DecidingTransport(lambda now: 429 if rng.random() < 0.08 else 200, clock, "0")
+    lane = lane_for(clock, transport)
+    pace = lane.create_pace
+    raised = []
+    for _ in range(60):
+        await drive_creates(lane, clock, 1.0, offered=300.0)
+        raised.append(pace.share.threshold(clock.now) > 0.08)
+    # A decrease was tested, found useless and undone; the threshold rose above that share.
+    assert any(raised)
+    sent_late = len(transport.statuses)
+    began = clock.now
+    await drive_creates(lane, clock, 20.0, offered=300.0)
+    rate = (len(transport.statuses) - sent_late) / (clock.now - began)
+    assert rate == pytest.approx(300.0, rel=0.05)  # the batch goes at the rate it offers
+
+
+async def test_a_real_rate_limit_is_kept_and_approached_with_few_429s() -> None:
+    clock = FakeClock()
+    bucket = {"tokens": 100.0, "at": clock.now}
+
+    def hidden_limit(now: float) -> int:  # 100 creates/s, a burst of 100
+        bucket["tokens"] = min(100.0, bucket["tokens"] + (now - bucket["at"]) * 100.0)
+        bucket["at"] = now
+        if bucket["tokens"] >= 1.0:
+            bucket["tokens"] -= 1.0
+            return 200
+        return 429
+
+    transport = DecidingTransport(hidden_limit, clock, "1")
+    lane = lane_for(clock, transport)
+    await drive_creates(lane, clock, 5.0, offered=400.0)
+    assert lane.create_pace.value is not None
+    start = len(transport.statuses)
+    began = clock.now
+    await drive_creates(lane, clock, 60.0, offered=400.0)
+    answers = transport.statuses[start:]
+    accepted = answers.count(200) / (clock.now - began)
+    assert accepted == pytest.approx(100.0, rel=0.15)
+    assert answers.count(429) / len(answers) < 0.02
+
+
+async def test_scattered_503s_leave_jobs_in_flight_and_connections_alone() -> None:
+    clock = FakeClock()
+    rng = random.Random(2)
+    transport = DecidingTransport(lambda now: 503 if rng.random() < 0.1 else 200, clock)
+    lane = lane_for(clock, transport)
+    jobs, connections = lane.job_slots.capacity, lane.http_slots.capacity
+    await drive_creates(lane, clock, 10.0, offered=200.0)
+    assert lane.throttled > 100
+    assert lane.job_slots.capacity >= jobs and lane.http_slots.capacity >= connections

@@ -70,6 +70,24 @@ def test_prior_is_the_typical_latency_until_samples_outweigh_it() -> None:
     assert estimate.quantile(0.5) < 0.3
 
 
+def test_a_job_far_outside_the_prior_drops_it_at_once() -> None:
+    estimate = LatencyEstimate(8.0)
+    estimate.observe_interval(0.0, 0.15)  # the first poll, at 150 ms, found it done
+    assert estimate.weight == pytest.approx(1.0)  # only the real sample is left
+    assert estimate.quantile(0.5) < 0.15
+    planner = PollPlanner(estimate)
+    assert planner.first_check < 0.3  # the next job is checked as soon as the fast one
+    assert planner.lag_target == pytest.approx(0.1)
+
+
+def test_a_job_the_prior_expected_keeps_it() -> None:
+    estimate = LatencyEstimate(8.0)
+    estimate.observe(5.0)
+    assert estimate.weight == pytest.approx(5.0, rel=0.01)  # four pseudo-samples, one real
+    estimate.observe(900.0)  # later, far outside: dropped then
+    assert estimate.weight == pytest.approx(2.0, rel=0.01)
+
+
 def test_empty_estimate_refuses_quantiles() -> None:
     estimate = LatencyEstimate(None)
     with pytest.raises(ValueError, match="empty"):
@@ -340,6 +358,27 @@ def test_aimd_increases_additively_after_the_first_throttle() -> None:
     for _ in range(18):
         limit.on_success(3.0)
     assert limit.value == pytest.approx(19.0, abs=0.03)  # +1 per window of `value`
+
+
+def test_aimd_recovers_quickly_to_where_it_was_and_probes_slowly_beyond() -> None:
+    limit = AIMDLimit(100.0, decrease=0.9, cooldown=1.0)
+    limit.on_throttle(0.0)  # leaves slow start
+    limit.on_throttle(2.0)
+    assert limit.value == pytest.approx(81.0) and limit.peak == pytest.approx(90.0)
+    for window in range(4):  # a window is `value` successes
+        for _ in range(round(limit.value)):
+            limit.on_success(3.0 + window)
+    assert 88.0 < limit.value <= 90.0  # most of the way back in four windows
+    for _ in range(10 * 90):
+        limit.on_success(10.0)
+    assert limit.value < 100.0  # beyond the peak: +1 per window (ten windows)
+
+
+def test_aimd_undo_takes_a_decrease_back() -> None:
+    limit = AIMDLimit(100.0, decrease=0.9)
+    assert limit.on_throttle(0.0)
+    limit.undo(100.0)
+    assert limit.value == 100.0
 
 
 def test_aimd_stays_within_floor_and_ceiling() -> None:
