@@ -187,9 +187,12 @@ class PollLane:
                 # e.g. an unknown status value: end the job rather than poll forever.
                 self._registry.finish(entry, JobStatus.FAILED, error)
                 return
-            # Beyond the shared retry budget a failed query waits the longest backoff step.
-            at_least = float(getattr(error, "retry_after", None) or 0.0)
-            if not lane.retry_budget.try_spend():
+            # Beyond the shared retry budget a failed query waits the longest backoff step;
+            # one the provider paced itself (Retry-After) does not draw on the budget, as
+            # for creates: a rate limit must not turn into polls 15 s late.
+            retry_after = getattr(error, "retry_after", None)
+            at_least = float(retry_after or 0.0)
+            if retry_after is None and not lane.retry_budget.try_spend():
                 at_least = max(at_least, self._policy.wait_max)
             self._schedule_next(entry, at_least)
             return
@@ -292,7 +295,7 @@ class PollLane:
             estimate = LatencyEstimate.from_bytes(data)
         except ValueError:
             return False
-        self._models[key[len(prefix):]] = _Model(estimate, self._policy.wait_max)
+        self._models[key[len(prefix) :]] = _Model(estimate, self._policy.wait_max)
         return True
 
     def estimate(self, model: str) -> LatencyEstimate | None:
@@ -315,7 +318,7 @@ class PollLane:
 async def save_latency(store: JobStore, state: Mapping[str, bytes], provider: str) -> None:
     """Save ``state`` (`PollLane.latency_state`) in ``store``: one key per model, plus
     ``latency:{provider}`` listing them (a store cannot list its keys)."""
-    models = [key[len(latency_key(provider, "")):] for key in state]
+    models = [key[len(latency_key(provider, "")) :] for key in state]
     for key, data in state.items():
         await store.save_meta(key, data)
     if models:
