@@ -406,6 +406,7 @@ class FluxClient:
         resubmit_unknown: bool = False,
         new_batch: bool = False,
         batch_id: str | None = None,
+        repoll_timed_out: bool = True,
     ) -> AsyncGenerator[Outcome, None]:
         """Generate many images; yield an `Outcome` per input as each finishes.
 
@@ -435,6 +436,9 @@ class FluxClient:
                 have reached the provider (``unknown``). This can pay for a job twice.
             new_batch: start a new batch in the journal instead of resuming its latest.
             batch_id: the batch to run or resume (default: the journal's latest batch).
+            repoll_timed_out: with a journal, jobs an earlier run gave up on
+                (``timed_out``: accepted, so paid) are polled again by their provider id;
+                False yields them as they ended.
 
         Raises (from the first step of the loop, before anything is sent):
             JournalError: the journal cannot be opened (corrupt, newer schema, in use).
@@ -455,7 +459,13 @@ class FluxClient:
         if journal is not None:
             if batch_id is not None and (not isinstance(batch_id, str) or not batch_id):
                 raise ConfigurationError(f"batch_id must be a non-empty string, got {batch_id!r}")
-            options = JournalOptions(journal, batch_id, bool(new_batch), bool(resubmit_unknown))
+            options = JournalOptions(
+                journal,
+                batch_id,
+                bool(new_batch),
+                bool(resubmit_unknown),
+                bool(repoll_timed_out),
+            )
         elif resubmit_unknown or new_batch or batch_id is not None:
             raise ConfigurationError(
                 "resubmit_unknown, new_batch and batch_id need a journal: pass journal=..."

@@ -262,3 +262,24 @@ async def test_a_job_timed_out_again_stays_resumable(tmp_path: Path) -> None:
             assert all(r.status is JobStatus.TIMED_OUT for r in await records_of(path))
         assert outcomes[0].resumed  # the second run polled them again
         assert max(fake.creates_per_prompt.values()) == 1
+
+
+async def test_repoll_timed_out_false_yields_them_as_they_ended(tmp_path: Path) -> None:
+    path = tmp_path / "run.sqlite"
+    impatient = PollPolicy(wait_first=0.02, wait_initial=0.02, wait_max=0.05, timeout=0.2)
+    async with FakeProvider(latency=0.02, faults=Faults(never_finish=1.0), seed=9) as fake:
+        async with client_for("shortapi", fake, poll=impatient) as client:
+            first = await run(client, PROMPTS[:3], journal=path)
+        assert [o.status for o in first] == ["timed_out"] * 3
+        queries = sum(fake.polls_per_job.values())
+        async with client_for("shortapi", fake) as client:
+            again = [
+                o
+                async for o in client.generate_many(
+                    PROMPTS[:3], journal=path, repoll_timed_out=False
+                )
+            ]
+        assert [o.status for o in again] == ["timed_out"] * 3
+        assert all(o.resumed for o in again)
+        assert sum(fake.polls_per_job.values()) == queries  # not polled again
+        assert max(fake.creates_per_prompt.values()) == 1
