@@ -11,20 +11,17 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Collection, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from ._batch import JournalOptions, check_batch_arguments, generate_many
-from ._callbacks import NOT_FOUND, CallbackRouter, WebhookResponse, check_webhooks
+from ._callbacks import NOT_FOUND, WebhookResponse, check_webhooks
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts, Webhooks
-from ._create import CreateLane
-from ._download import Downloader
 from ._errors import ClientStateError, ConfigurationError
 from ._events import EventBus
 from ._images import Uploader, resolve_image_input
 from ._job import Job
-from ._lane import Lane, Tasks
 from ._latency import LatencyEstimate
 from ._models import (
     Event,
@@ -36,10 +33,9 @@ from ._models import (
     SubmitParams,
     build_request,
 )
-from ._poll import PollLane, load_latency, save_latency
 from ._registry import Entry, Registry
 from ._store import JobStore
-from ._transport import Transport
+from ._wiring import Parts, Settings, open_parts
 from .providers._base import Provider
 
 if sys.version_info >= (3, 11):
@@ -108,34 +104,30 @@ class FluxClient:
             raise TypeError(f"provider must be a flux_async Provider, got {provider!r}")
         if webhooks is not None:
             check_webhooks(provider, webhooks)
-        self._provider = provider
-        self._webhooks = webhooks
-        self._limits = limits or provider.default_limits
-        self._poll_policy = poll or PollPolicy()
-        self._retry_policy = retry or RetryPolicy()
-        self._timeouts = timeouts or Timeouts()
-        self._session = session
-        self._rng = random.Random(seed)
         if uploader is not None and not callable(uploader):
             raise ConfigurationError(f"uploader must be an async callable, got {uploader!r}")
+        self._provider = provider
+        self._settings = Settings(
+            provider=provider,
+            limits=limits or provider.default_limits,
+            poll=poll or PollPolicy(),
+            retry=retry or RetryPolicy(),
+            timeouts=timeouts or Timeouts(),
+            webhooks=webhooks,
+            session=session,
+            rng=random.Random(seed),
+            store=store,
+        )
         self._uploader = uploader
-        self._store = store
         self._latency = dict(latency or {})
-        self._poll_lane: PollLane | None = None
         self._state = _State.UNOPENED
         self._events = EventBus(provider.name)
         self._registry = Registry(
             clock=time.time, on_finished=self._on_finished, on_change=self._events.on_change
         )
         self._total_cost = Decimal(0)
-        # Built in __aenter__: they need a running event loop.
         self._stack = contextlib.AsyncExitStack()
-        self._lane: Lane | None = None
-        self._creates: CreateLane | None = None
-        self._downloader: Downloader | None = None
-        self._router: CallbackRouter | None = None
-        # A store shared by replicas (RedisStore) routes other replicas' callbacks.
-        self._replica: Any = None
+        self._parts: Parts | None = None  # built in __aenter__: they need a running loop
 
     def __repr__(self) -> str:
         return f"<FluxClient {self._provider!r} {self._state.value}>"
@@ -169,104 +161,22 @@ class FluxClient:
             )
         self._state = _State.OPEN
         try:
-            await self._open(self._stack)
+            self._parts = await open_parts(
+                self._stack,
+                self._settings,
+                registry=self._registry,
+                events=self._events,
+                latency=self._latency,
+                report_limits=self._report_limits,
+                download=self._download_for_batch,
+                is_open=lambda: self._state is _State.OPEN,
+                handle_webhook=self.handle_webhook,
+            )
         except BaseException:
             self._state = _State.CLOSED
             await self._stack.aclose()
             raise
         return self
-
-    async def _open(self, stack: contextlib.AsyncExitStack) -> None:
-        # Entered in this order, closed in reverse: receiver, jobs and their tasks, polling,
-        # downloads, the session.
-        provider = self._provider
-        transport = Transport(limits=self._limits, timeouts=self._timeouts, session=self._session)
-        await transport.open()
-        stack.push_async_callback(transport.close)
-        self._downloader = Downloader(
-            limits=self._limits, timeouts=self._timeouts, retry=self._retry_policy, rng=self._rng
-        )
-        stack.push_async_callback(self._downloader.close)
-        self._lane = lane = Lane(
-            provider=provider.name,
-            limits=self._limits,
-            retry=self._retry_policy,
-            transport=transport,
-            report=self._report_limits,
-        )
-        tasks = Tasks()
-        poll_lane = PollLane(
-            provider=provider,
-            lane=lane,
-            registry=self._registry,
-            policy=self._poll_policy,
-            webhooks=self._webhooks,
-            tasks=tasks,
-            rng=self._rng if self._poll_policy.wait_jitter else None,
-        )
-        self._poll_lane = poll_lane
-        if self._store is not None:
-            self._latency.update(await load_latency(self._store, provider.name))
-            stack.push_async_callback(self._save_latency)
-        for key, data in self._latency.items():
-            poll_lane.load_latency(key, data)
-        poll_lane.start()
-        stack.push_async_callback(poll_lane.aclose)
-        self._creates = creates = CreateLane(
-            provider=provider,
-            lane=lane,
-            registry=self._registry,
-            poll_lane=poll_lane,
-            events=self._events,
-            tasks=tasks,
-            retry=self._retry_policy,
-            rng=self._rng,
-            webhooks=self._webhooks,
-            download=self._download_for_batch,
-            is_open=lambda: self._state is _State.OPEN,
-        )
-        creates.store = self._store
-        stack.push_async_callback(tasks.aclose)
-        stack.push_async_callback(creates.aclose, self._timeouts.close_grace)
-        if self._webhooks is not None:
-            await self._open_webhooks(stack, self._webhooks, poll_lane, creates)
-        join = getattr(self._store, "join", None)
-        if join is not None:
-            # Replicas sharing the store: re-attach the jobs this replica owned, read its
-            # inbox of callbacks other replicas accepted for them.
-            self._replica = await join(provider, creates, self._router, self._webhooks)
-            stack.push_async_callback(self._replica.aclose)
-
-    async def _open_webhooks(
-        self,
-        stack: contextlib.AsyncExitStack,
-        config: Webhooks,
-        poll_lane: PollLane,
-        creates: CreateLane,
-    ) -> None:
-        # aiohttp.web is imported only by clients that serve callbacks.
-        from ._webhooks import WebhookReceiver
-
-        self._router = CallbackRouter(
-            provider=self._provider,
-            registry=self._registry,
-            config=config,
-            apply=self._registry.apply,
-            verify=poll_lane.verify_soon,
-        )
-        base = config.public_url
-        if config.serve:
-            receiver = WebhookReceiver(self.handle_webhook, config)
-            try:
-                own_url = await receiver.start()
-            except OSError as exc:
-                raise ConfigurationError(
-                    f"the webhook receiver cannot listen on {config.host}:{config.port}: {exc}",
-                    provider=self._provider.name,
-                ) from exc
-            stack.push_async_callback(receiver.aclose)
-            base = base or own_url
-        creates.callback_base = (base or "").rstrip("/")
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
@@ -284,14 +194,15 @@ class FluxClient:
         self._state = _State.CLOSED
         await self._stack.aclose()
 
-    def _require_open(self) -> None:
-        if self._state is not _State.OPEN:
+    def _require_open(self) -> Parts:
+        if self._state is not _State.OPEN or self._parts is None:
             raise ClientStateError(
                 "the client is not open: use `async with FluxClient(...) as client:`"
                 if self._state is _State.UNOPENED
                 else "the client is closed",
                 provider=self._provider.name,
             )
+        return self._parts
 
     # -- public operations ----------------------------------------------------------------------
 
@@ -320,12 +231,13 @@ class FluxClient:
             JobUnknownError: the create may or may not have reached the provider; it was
                 not resent.
         """
-        self._require_open()
-        assert self._creates is not None
-        request = build_request(self._provider.name, prompt, dict(params))
-        request = await resolve_image_input(request, self._provider, self._uploader, self._limits)
-        prepared = self._provider.prepare(request)
-        return Job(await self._creates.start(request, prepared))
+        parts = self._require_open()
+        provider = self._provider
+        request = build_request(provider.name, prompt, dict(params))
+        request = await resolve_image_input(
+            request, provider, self._uploader, self._settings.limits
+        )
+        return Job(await parts.creates.start(request, provider.prepare(request)))
 
     def subscribe(
         self, callback: Callable[[Event], None], *, kinds: Collection[EventKind] | None = None
@@ -341,13 +253,6 @@ class FluxClient:
         Callbacks run synchronously in the event loop: keep them quick. An exception in
         one is logged and does not reach the client.
         """
-        if kinds is not None:
-            unknown = sorted(set(kinds) - set(get_args(EventKind)))
-            if unknown:
-                raise ConfigurationError(
-                    f"subscribe(kinds=...): unknown event kind(s) {', '.join(map(repr, unknown))}"
-                    f"; allowed: {', '.join(get_args(EventKind))}"
-                )
         return self._events.subscribe(callback, kinds=kinds)
 
     async def download(
@@ -367,9 +272,7 @@ class FluxClient:
         Raises:
             DownloadError: an image could not be fetched or saved.
         """
-        self._require_open()
-        assert self._downloader is not None
-        paths = await self._downloader.save(generation, directory, prefix=prefix)
+        paths = await self._require_open().downloader.save(generation, directory, prefix=prefix)
         if self._events:
             for path in paths:
                 self._events.emit("downloaded", None, str(path))
@@ -385,9 +288,7 @@ class FluxClient:
         Raises:
             DownloadError: the image could not be fetched, is not an image, or is too big.
         """
-        self._require_open()
-        assert self._downloader is not None
-        return await self._downloader.read(image.url, self._provider.name)
+        return await self._require_open().downloader.read(image.url, self._provider.name)
 
     async def _download_for_batch(
         self, generation: Generation, directory: str | os.PathLike[str], prefix: str
@@ -450,10 +351,10 @@ class FluxClient:
         jobs still outstanding; wrap it in `contextlib.aclosing` to have that happen
         before the ``async for`` statement ends rather than shortly after.
         """
-        self._require_open()
-        assert self._creates is not None
+        parts = self._require_open()
+        limits = self._settings.limits
         concurrency, limit, price = check_batch_arguments(
-            concurrency, budget, price_per_job, self._limits.max_jobs_in_flight or 1000
+            concurrency, budget, price_per_job, limits.max_jobs_in_flight or 1000
         )
         options = None
         if journal is not None:
@@ -471,14 +372,14 @@ class FluxClient:
                 "resubmit_unknown, new_batch and batch_id need a journal: pass journal=..."
             )
         return generate_many(
-            self._creates,
+            parts.creates,
             requests,
             concurrency=concurrency,
             budget=limit,
             download_to=download_to,
             price_per_job=price,
             uploader=self._uploader,
-            limits=self._limits,
+            limits=limits,
             journal=options,
         )
 
@@ -499,9 +400,7 @@ class FluxClient:
                 no job to attach to.
             ValidationError: ``job_id`` is not a non-empty string.
         """
-        self._require_open()
-        assert self._creates is not None
-        return Job(await self._creates.attach(job_id, model=model))
+        return Job(await self._require_open().creates.attach(job_id, model=model))
 
     # -- webhooks ---------------------------------------------------------------------------------
 
@@ -520,12 +419,13 @@ class FluxClient:
         answers 5xx, except 503 when a store shared by replicas (`RedisStore`) is
         unreachable and the callback may be another replica's.
         """
-        if self._router is None or self._state is not _State.OPEN:
+        parts = self._parts
+        if parts is None or parts.router is None or self._state is not _State.OPEN:
             return NOT_FOUND
-        answer = self._router.handle(method, path, headers, body)
-        if answer is NOT_FOUND and self._replica is not None:
+        answer = parts.router.handle(method, path, headers, body)
+        if answer is NOT_FOUND and parts.replica is not None:
             # Perhaps another replica's job (a shared RedisStore): route it to its owner.
-            answer = await self._replica.handle_webhook(method, path, headers, body)
+            answer = await parts.replica.handle_webhook(method, path, headers, body)
         return answer
 
     def webhook_app(self) -> web.Application:
@@ -546,12 +446,12 @@ class FluxClient:
         return make_routes(self.handle_webhook, config, prefix or config.prefix)
 
     def _require_webhooks(self) -> Webhooks:
-        if self._webhooks is None:
+        if self._settings.webhooks is None:
             raise ConfigurationError(
                 "this client has no webhooks: pass webhooks=Webhooks(...)",
                 provider=self._provider.name,
             )
-        return self._webhooks
+        return self._settings.webhooks
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -562,18 +462,18 @@ class FluxClient:
         store: a client with ``store=`` does so itself) so its polls are well placed from
         the first job. Keys are ``latency:{provider}:{model}``.
         """
-        return self._poll_lane.latency_state() if self._poll_lane is not None else {}
+        return self._parts.poll_lane.latency_state() if self._parts is not None else {}
 
     def latency_estimate(self, model: str) -> LatencyEstimate | None:
         """The client's latency estimate for ``model`` (its quantiles, `repr`), if any."""
-        return self._poll_lane.estimate(model) if self._poll_lane is not None else None
+        return self._parts.poll_lane.estimate(model) if self._parts is not None else None
 
     @property
     def limits(self) -> dict[str, float | None]:
         """The limits the client discovered and applies now (``None``: not limited):
         ``jobs_in_flight``, ``connections``, ``creates_per_second``, ``polls_per_second``.
         A ``limits`` event reports each notable change to subscribers asking for that kind."""
-        return self._lane.current_limits() if self._lane is not None else {}
+        return self._parts.lane.current_limits() if self._parts is not None else {}
 
     def _report_limits(self, detail: str) -> None:
         # Only to subscribers that asked for the kind: an event with no job (no status)
@@ -581,19 +481,13 @@ class FluxClient:
         if self._events.wants("limits"):
             self._events.emit("limits", None, detail)
 
-    async def _save_latency(self) -> None:
-        if self._store is not None and self._poll_lane is not None:
-            state = self._poll_lane.latency_state()
-            if state:
-                await save_latency(self._store, state, self._provider.name)
-
     def _on_finished(self, entry: Entry) -> None:
-        if self._poll_lane is not None:
-            self._poll_lane.learn(entry)
         if entry.cost is not None:
             self._total_cost += entry.cost
-        if self._lane is not None:
-            self._lane.job_slots.release()
+        parts = self._parts
+        if parts is not None:
+            parts.poll_lane.learn(entry)
+            parts.lane.job_slots.release()
         self._registry.release(entry)
-        if self._router is not None:
-            self._router.remember_finished(entry)
+        if parts is not None and parts.router is not None:
+            parts.router.remember_finished(entry)

@@ -19,7 +19,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection
+from typing import get_args
 
+from ._errors import ConfigurationError
 from ._models import Event, EventKind, JobStatus
 from ._registry import Entry
 
@@ -32,6 +34,7 @@ Subscriber = Callable[[Event], None]
 
 # The kinds worth a log line; the others (one per status change) would flood it.
 LOGGED_KINDS: frozenset[EventKind] = frozenset({"retried", "rate_limited"})
+_KINDS = frozenset(get_args(EventKind))
 _CHANGE_KINDS = frozenset({"submitted", "status", "finished"})
 _DEBUG = logging.DEBUG
 
@@ -148,7 +151,18 @@ class EventBus:
     def subscribe(
         self, callback: Subscriber, *, kinds: Collection[str] | None = None
     ) -> Callable[[], None]:
-        """Call ``callback`` with every event (or those of ``kinds``); return an unsubscriber."""
+        """Call ``callback`` with every event (or those of ``kinds``); return an unsubscriber.
+
+        Raises:
+            ConfigurationError: ``kinds`` names a kind that does not exist.
+        """
+        if kinds is not None:
+            unknown = sorted(set(kinds) - _KINDS)
+            if unknown:
+                raise ConfigurationError(
+                    f"subscribe(kinds=...): unknown event kind(s) {', '.join(map(repr, unknown))}"
+                    f"; allowed: {', '.join(get_args(EventKind))}"
+                )
         if kinds is None:
             self._all.append(callback)
         else:
