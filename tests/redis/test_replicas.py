@@ -97,9 +97,9 @@ async def test_a_callback_on_another_replica_resolves_the_job_where_it_is_awaite
                 asyncio.gather(*(job.result() for job in jobs)), 20
             )
             assert [g.job_id for g in generations] == [job.id for job in jobs]
-            assert replica_b._replica.forwarded >= 12
-            assert replica_a._replica.delivered >= 12
-            assert replica_b._replica.delivered == 0
+            assert replica_b._parts.replica.forwarded >= 12
+            assert replica_a._parts.replica.delivered >= 12
+            assert replica_b._parts.replica.delivered == 0
             # Each job was verified with one query (callbacks are hints by default): no
             # safety-net polling happened.
             assert all(fake.polls_per_job[job.id] <= 2 for job in jobs)
@@ -153,7 +153,7 @@ async def test_a_forged_callback_on_another_replica_is_refused(
             for headers in ({}, {"x-webhook-secret": "wrong"}):
                 answer = await replica_b.handle_webhook("POST", path, headers, body)
                 assert answer.status == 401
-            assert replica_b._replica.forwarded == 0
+            assert replica_b._parts.replica.forwarded == 0
             raw = aioredis.Redis.from_url(redis_server.url)
             assert await raw.xlen(f"{namespace}:inbox:a") == 0
             await raw.aclose()
@@ -165,7 +165,7 @@ async def test_a_forged_callback_on_another_replica_is_refused(
             assert generation.job_id == job.id
             # A hint, verified by the owner with the provider: not the payload's image.
             assert "evil.example" not in generation.images[0].url
-            assert replica_b._replica.forwarded == 1
+            assert replica_b._parts.replica.forwarded == 1
 
 
 async def test_a_restarted_replica_reattaches_the_jobs_it_owned(
@@ -182,7 +182,7 @@ async def test_a_restarted_replica_reattaches_the_jobs_it_owned(
         async with RedisStore(redis_server.url, namespace=namespace, replica="web-1") as store:
             async with FluxClient(ShortAPI(API_KEY, base_url=fake.url), poll=POLL,
                                   store=store) as client:
-                assert len(client._replica.reattached) == 6
+                assert len(client._parts.replica.reattached) == 6
                 assert client.outstanding == 6
                 again = [await client.attach(job_id) for job_id in ids]
                 generations = await asyncio.wait_for(

@@ -48,7 +48,7 @@ async def main():
                 "submitted": [job.id for job in jobs],
                 "resolved": [g.job_id for g in generations],
                 "images": [len(g.images) for g in generations],
-                "delivered": client._replica.delivered,
+                "delivered": client._parts.replica.delivered,
             }), flush=True)
 
 asyncio.run(main())
@@ -82,7 +82,7 @@ async def test_two_replicas_in_two_processes(redis_server: RedisServer, namespac
             out, err = await asyncio.wait_for(child.communicate(), 45)
             assert child.returncode == 0, err.decode()[-3000:]
             report = json.loads(out.decode().strip().splitlines()[-1])
-            assert replica_b._replica.forwarded >= JOBS
+            assert replica_b._parts.replica.forwarded >= JOBS
             assert replica_b.outstanding == 0  # B tracked none of them
     assert len(report["submitted"]) == JOBS
     assert report["resolved"] == report["submitted"]
