@@ -31,6 +31,7 @@ __all__ = [
     "check_objects",
     "check_prompt",
     "check_request",
+    "check_text",
     "check_url",
     "invalid",
 ]
@@ -145,8 +146,9 @@ def check_objects(
     count: tuple[int, int],
     keys: tuple[str, ...],
     shape: str,
-) -> list[Mapping[Any, Any]]:
-    """Return ``value`` if it is a list of ``count`` objects whose keys are all in ``keys``.
+) -> list[tuple[str, Mapping[Any, Any]]]:
+    """Return each object of ``value`` with its field path (``field[index]``), if ``value`` is
+    a list of ``count`` objects whose keys are all in ``keys``.
 
     The fields inside each object are the caller's to check.
     """
@@ -159,6 +161,7 @@ def check_objects(
         many = f"{low} to {high}"
     if not isinstance(value, (list, tuple)) or not low <= len(value) <= high:
         raise invalid(provider, field, value, f"a list of {many} objects {shape}")
+    objects = []
     for index, item in enumerate(value):
         where = f"{field}[{index}]"
         if not isinstance(item, Mapping):
@@ -166,7 +169,15 @@ def check_objects(
         for key in item:
             if key not in keys:
                 raise invalid(provider, f"{where}[{key!r}]", item[key], ", ".join(keys))
-    return list(value)
+        objects.append((where, item))
+    return objects
+
+
+def check_text(provider: str, field: str, value: Any, allowed: str) -> str:
+    """Return ``value`` if it is a string with more than white space; ``allowed`` says what."""
+    if not isinstance(value, str) or not value.strip():
+        raise invalid(provider, field, value, allowed)
+    return value
 
 
 class Ints(NamedTuple):
