@@ -7,8 +7,9 @@ grow while they are what holds requests back and the provider answers, and shrin
 when many answers at once are 503 (overloaded; scattered 5xx change nothing); creates and
 polls are not paced at all until the provider refuses enough of them with 429 (too many
 requests), then paced from just under the rate it accepted, by additive increase and
-multiplicative decrease (`AIMDLimit`, at most one decrease per congestion epoch). A
-decrease after which the 429s go on just the same was not a limit and is undone (`Pace`).
+multiplicative decrease (`_aimd.AIMDLimit`, at most one decrease per congestion epoch). A
+decrease after which the 429s go on just the same was not a limit and is undone
+(`_pace.Pace`).
 `Limits` fields are ceilings on all of that. `Tasks` is the set of background tasks a
 client owns (creates, verifications).
 """
@@ -16,17 +17,17 @@ client owns (creates, verifications).
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from ._aimd import AdjustableSlots, AIMDLimit
 from ._config import Limits, RetryPolicy
 from ._http import HTTPRequest, HTTPResponse, parse_retry_after
-from ._latency import AdaptiveRate, AIMDLimit
+from ._pace import Pace
 from ._retry import RetryBudget, wait_table
 from ._transport import Transport
 
-__all__ = ["AdjustableSlots", "Lane", "Pace", "Tasks"]
+__all__ = ["Lane", "Tasks"]
 
 #: Starting points of the discovered limits (each then grows while it binds).
 INITIAL_JOBS_IN_FLIGHT = 256
@@ -34,302 +35,6 @@ INITIAL_CONNECTIONS = 64
 #: A limit that grew by this factor since the last ``limits`` event is reported again.
 _REPORT_GROWTH = 1.25
 _THROTTLED = frozenset({429, 503})
-
-
-class AdjustableSlots:
-    """An `asyncio.Semaphore` whose capacity follows an `AIMDLimit`.
-
-    Growing releases extra permits; shrinking withholds permits as they are given back
-    (``_debt``), so nothing in flight is interrupted. The capacity grows only while every
-    slot is taken (the limit is what holds requests back), so an idle client does not build
-    up a capacity it never tested. ``acquire`` is the semaphore's own method: the hot path
-    pays nothing for the adjustability but one check in `release`.
-    """
-
-    __slots__ = ("_debt", "_semaphore", "acquire", "capacity", "limit", "locked")
-
-    def __init__(self, limit: AIMDLimit) -> None:
-        self.limit = limit
-        self.capacity = int(limit.value)
-        self._semaphore = asyncio.Semaphore(self.capacity)
-        self._debt = 0
-        self.acquire = self._semaphore.acquire
-        self.locked = self._semaphore.locked
-
-    def release(self) -> None:
-        """Give one slot back (kept back instead while the capacity is being lowered)."""
-        if self._debt:
-            self._debt -= 1
-        else:
-            self._semaphore.release()
-
-    async def __aenter__(self) -> None:
-        await self._semaphore.acquire()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.release()
-
-    def on_success(self, now: float) -> bool:
-        """Count an answered request; grow if every slot was taken. Return whether it grew."""
-        if not self._semaphore.locked():
-            return False
-        self.limit.on_success(now)
-        return self._follow()
-
-    def on_throttle(self, now: float, sent_at: float | None = None) -> bool:
-        """Count a 429/503; shrink unless cooling down. Return whether it shrank."""
-        return self.limit.on_throttle(now, sent_at) and self._follow()
-
-    def _follow(self) -> bool:
-        target = int(self.limit.value)
-        change = target - self.capacity
-        if change == 0:
-            return False
-        self.capacity = target
-        if change > 0:
-            paid = min(change, self._debt)
-            self._debt -= paid
-            for _ in range(change - paid):
-                self._semaphore.release()
-        else:
-            self._debt -= change
-        return True
-
-
-class ThrottleShare:
-    """Answers and throttles (429/503) of one kind of request, over about the last second.
-
-    A few stray throttles among many answers (a flaky gateway, a fault injector) are not a
-    limit being hit: a throttle is a capacity signal only when at least 3 of the recent
-    answers, and at least `threshold` of them, were throttles. The threshold is ``NOISE``
-    until a decrease turns out not to have helped (see `Pace`); it is then raised above the
-    share of throttles that caused it, and decays back over ``NOISE_MEMORY`` seconds.
-    """
-
-    NOISE = 0.05
-    #: A share of throttles this high is a limit, whatever else happens.
-    HEAVY = 0.25
-    NOISE_MEMORY = 60.0
-
-    __slots__ = (
-        "_answers",
-        "_before",
-        "_noise",
-        "_noise_at",
-        "_start",
-        "_throttles",
-        "answers",
-        "throttles",
-    )
-
-    def __init__(self) -> None:
-        self._start = -math.inf
-        self._answers = 0
-        self._throttles = 0
-        self._before = (0, 0)  # the previous second's (answers, throttles)
-        self._noise = self.NOISE
-        self._noise_at = -math.inf
-        self.answers = 0
-        """Every answer counted (throttles included)."""
-        self.throttles = 0
-        """Every throttle counted."""
-
-    def _roll(self, now: float) -> None:
-        elapsed = now - self._start
-        if elapsed >= 1.0:
-            self._before = (self._answers, self._throttles) if elapsed < 2.0 else (0, 0)
-            self._start = now
-            self._answers = self._throttles = 0
-
-    def answered(self, now: float) -> None:
-        if now - self._start >= 1.0:
-            self._roll(now)
-        self._answers += 1
-        self.answers += 1
-
-    def throttled(self, now: float) -> None:
-        self._roll(now)
-        self._answers += 1
-        self._throttles += 1
-        self.answers += 1
-        self.throttles += 1
-
-    def share(self) -> float:
-        """Throttles among the answers of the current and the previous second."""
-        answers = self._answers + self._before[0]
-        return (self._throttles + self._before[1]) / answers if answers else 0.0
-
-    def threshold(self, now: float) -> float:
-        """The share of throttles above which they are a capacity signal."""
-        raised = self._noise - self.NOISE
-        if raised <= 0.0:
-            return self.NOISE
-        fading: float = 0.5 ** ((now - self._noise_at) / (self.NOISE_MEMORY / 4))
-        return self.NOISE + raised * fading
-
-    def signals(self, now: float) -> bool:
-        """Whether the recent throttles are a capacity signal (call after `throttled`)."""
-        throttles = self._throttles + self._before[1]
-        return throttles >= 3 and self.share() >= self.threshold(now)
-
-    def heavy(self) -> bool:
-        """Whether the recent throttles are too many to be noise."""
-        return self._throttles + self._before[1] >= 3 and self.share() >= self.HEAVY
-
-    def is_noise(self, now: float, share: float) -> None:
-        """A share of throttles turned out not to be a limit: ignore it from now on."""
-        self._noise = min(self.HEAVY, max(self.threshold(now), 1.5 * share))
-        self._noise_at = now
-
-
-class Pace:
-    """A rate (creates or polls per second) that is not limited until the provider refuses.
-
-    With a ``ceiling`` it starts paced at the ceiling (one second's burst). Without one it
-    only counts what is sent; the first capacity signal (429s above the noise, see
-    `ThrottleShare`) starts an `AdaptiveRate` just under the rate the provider accepted
-    over the last second, which then grows while it holds requests back (back towards
-    where it was quickly, beyond it by about 2 % a second) and shrinks by 10 % at most once
-    per congestion epoch (about a second). A ``Retry-After`` pauses every request of this
-    kind while it is paced.
-
-    Every decrease is tested: if among the answers to requests sent after it the share of
-    throttles did not at least halve, slowing down did not help, so they were not a rate
-    limit (random 429s do not go away when a client slows down, a limit's do): the decrease
-    is undone (a pace it started is dropped) and such a share counts as noise from then on.
-    A share of `ThrottleShare.HEAVY` or more is never taken for noise.
-    """
-
-    #: After a decrease: answers before the test window (requests still sent at the old
-    #: rate), and the window's length, in seconds.
-    SETTLE = 0.25
-    WINDOW = 1.0
-    #: Fewer answers in the window than this: the test says nothing, the decrease stays.
-    TEST_ANSWERS = 20
-
-    __slots__ = (
-        "_count",
-        "_previous",
-        "_test_at",
-        "_test_before",
-        "_test_end",
-        "_test_share",
-        "_test_snapshot",
-        "_test_started",
-        "_window_start",
-        "ceiling",
-        "rate",
-        "share",
-    )
-
-    def __init__(self, ceiling: float | None) -> None:
-        self.ceiling = ceiling
-        self.rate: AdaptiveRate | None = None
-        if ceiling is not None:
-            self.rate = AdaptiveRate(AIMDLimit(ceiling, ceiling=ceiling), burst=ceiling)
-        self._window_start = -math.inf
-        self._count = 0
-        self._previous = 0
-        self.share = ThrottleShare()
-        self._test_at = math.inf  # the next step of a running decrease test
-        self._test_end = -math.inf
-        self._test_snapshot = (0, 0)
-        self._test_share = 0.0
-        self._test_before = 0.0
-        self._test_started = False
-
-    @property
-    def value(self) -> float | None:
-        """Requests per second allowed now (``None``: not limited)."""
-        return None if self.rate is None else self.rate.rate
-
-    def reserve(self, now: float) -> float:
-        """Take one slot; return the seconds to wait before sending (0 when free)."""
-        rate = self.rate
-        if rate is not None:
-            return rate.reserve(now)
-        elapsed = now - self._window_start
-        if elapsed >= 1.0:
-            self._previous = self._count if elapsed < 2.0 else 0
-            self._window_start = now
-            self._count = 0
-        self._count += 1
-        return 0.0
-
-    def sent_rate(self, now: float) -> float:
-        """Requests sent over about the last second (a sliding-window estimate)."""
-        elapsed = now - self._window_start
-        if not 0.0 <= elapsed < 2.0:
-            return 0.0
-        if elapsed >= 1.0:
-            return self._count / elapsed
-        return self._previous * (1.0 - elapsed) + self._count
-
-    def on_success(self, now: float) -> None:
-        """Count one answer that was not a throttle."""
-        self.share.answered(now)
-        if self.rate is not None:
-            self.rate.on_success(now)
-        if now >= self._test_at:
-            self._test(now)
-
-    def on_throttle(self, now: float, retry_after: float | None, sent_at: float | None) -> bool:
-        """Count a 429/503; return whether the rate decreased."""
-        share = self.share
-        share.throttled(now)
-        if now >= self._test_at:
-            self._test(now)
-        rate = self.rate
-        if not share.signals(now) or now < self._test_end:
-            if rate is not None:
-                rate.pause(now, retry_after)
-            return False
-        started = rate is None
-        if rate is None:
-            # Just under what the provider accepted over the last second.
-            start = max(self.sent_rate(now) * (1.0 - share.share()) * 0.9, 2.0)
-            # Never below 5 % of it: a limit that keeps shrinking slows a batch down but
-            # cannot stall it.
-            limit = AIMDLimit(start, floor=max(1.0, 0.05 * start), decrease=0.9)
-            limit.throttles = 1
-            self.rate = rate = AdaptiveRate(limit, burst=1.0)
-            rate.pause(now, retry_after)
-            before = math.inf
-        else:
-            limit = rate.limit
-            before = limit.value
-            throttles = limit.throttles
-            rate.on_throttle(now, retry_after, sent_at)
-            if limit.throttles == throttles:
-                return False
-        limit.increase = max(1.0, 0.02 * limit.value)  # per second while it binds
-        if share.share() < ThrottleShare.HEAVY:
-            self._test_at = now + self.SETTLE
-            self._test_end = now + self.SETTLE + self.WINDOW
-            self._test_snapshot = (-1, -1)
-            self._test_share = share.share()
-            self._test_before = before
-            self._test_started = started
-        return True
-
-    def _test(self, now: float) -> None:
-        """The next step of a decrease's test (see the class docstring)."""
-        share = self.share
-        answers, throttles = self._test_snapshot
-        if answers < 0:  # the window opens
-            self._test_snapshot = (share.answers, share.throttles)
-            self._test_at = self._test_end
-            return
-        self._test_at = math.inf
-        answers = share.answers - answers
-        throttles = share.throttles - throttles
-        if answers < self.TEST_ANSWERS or throttles < 0.5 * self._test_share * answers:
-            return  # slowing down helped (or too few answers to tell): a limit
-        share.is_noise(now, self._test_share)
-        if self._test_started:
-            self.rate = None
-        elif self.rate is not None:
-            self.rate.limit.undo(self._test_before)
 
 
 def _show(value: float | None) -> str:

@@ -21,8 +21,9 @@ from ._config import PollPolicy, Webhooks
 from ._errors import JobTimeoutError, Phase, RequestError
 from ._events import log_poll
 from ._lane import Lane, Tasks
-from ._latency import LatencyEstimate, PollPlanner
+from ._latency import LatencyEstimate
 from ._models import JobStatus
+from ._planner import PollPlanner
 from ._registry import Entry, Registry
 from ._scheduler import PollScheduler
 from .providers._base import Provider

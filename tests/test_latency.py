@@ -11,13 +11,9 @@ from collections.abc import Callable
 
 import pytest
 
-from flux_async._latency import (
-    AdaptiveRate,
-    AIMDLimit,
-    LatencyEstimate,
-    PollPlanner,
-    simulate_polling,
-)
+from flux_async._aimd import AdaptiveRate, AIMDLimit
+from flux_async._latency import LatencyEstimate
+from flux_async._planner import PollPlanner, simulate_polling
 
 Sampler = Callable[[random.Random], float]
 

@@ -1,0 +1,248 @@
+"""Limits discovered by probing: additive increase while the provider answers,
+multiplicative decrease when it refuses (DESIGN.md "Polling that learns").
+
+- `AIMDLimit`: the value (jobs in flight, connections, requests per second) and its rules;
+- `AdaptiveRate`: a pacing rate limit whose rate an `AIMDLimit` discovers;
+- `AdjustableSlots`: an `asyncio.Semaphore` whose capacity follows an `AIMDLimit`.
+
+`AIMDLimit` and `AdaptiveRate` are sans-IO: every call takes ``now`` from the caller's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+__all__ = ["AIMDLimit", "AdaptiveRate", "AdjustableSlots"]
+
+
+class AIMDLimit:
+    """A limit found by probing: additive increase while the provider answers, halving-ish on 429.
+
+    Args:
+        initial: the starting value (e.g. jobs in flight, or requests per second).
+        floor: never below this (at least 1 makes sense for slots).
+        ceiling: never above this (the user's cap); ``None``: unbounded.
+        increase: added per ``value`` successes (so per round trip of a full window, as in
+            TCP congestion avoidance); before the first throttle, per success (slow start:
+            the value doubles per window until the provider first says no).
+        decrease: the factor applied on a throttle. 0.9 keeps a rate limit's sawtooth
+            between 90 % and 100 % of the provider's limit; 0.5 would average 75 %.
+        cooldown: seconds during which further throttles change nothing, so one burst of
+            429s (all sent before the provider's first "no" arrived) decreases once: at
+            most one decrease per congestion epoch, as TCP decreases once per window.
+        recovery: below ``peak`` (the value before the last decrease), the increase per
+            window is at least this share of the way back to it, so a decrease the
+            provider did not need (a stray throttle) is made up within a few windows,
+            while growth beyond the peak stays additive (a cautious probe).
+
+    Sans-IO: every call takes ``now`` from the caller's clock.
+    """
+
+    __slots__ = (
+        "_cooldown_until",
+        "_slow_start",
+        "ceiling",
+        "cooldown",
+        "decrease",
+        "floor",
+        "increase",
+        "peak",
+        "recovery",
+        "throttles",
+        "value",
+    )
+
+    def __init__(
+        self,
+        initial: float,
+        *,
+        floor: float = 1.0,
+        ceiling: float | None = None,
+        increase: float = 1.0,
+        decrease: float = 0.9,
+        cooldown: float = 1.0,
+        recovery: float = 0.5,
+    ) -> None:
+        if not floor > 0 or (ceiling is not None and ceiling < floor):
+            raise ValueError(f"need 0 < floor <= ceiling, got {floor!r}, {ceiling!r}")
+        if not 0.0 < decrease < 1.0:
+            raise ValueError(f"decrease must be in (0, 1), got {decrease!r}")
+        self.floor = floor
+        self.ceiling = ceiling
+        self.increase = increase
+        self.decrease = decrease
+        self.cooldown = cooldown
+        self.recovery = recovery
+        self.value = self._clamp(initial)
+        self.peak = self.value
+        """The value before the last decrease (recovery aims back at it)."""
+        self.throttles = 0
+        """Throttles that decreased the value."""
+        self._cooldown_until = -math.inf
+        self._slow_start = True
+
+    def _clamp(self, value: float) -> float:
+        if self.ceiling is not None and value > self.ceiling:
+            value = self.ceiling
+        return value if value > self.floor else self.floor
+
+    def on_success(self, now: float) -> None:
+        """Count one request the provider accepted; grow the value a little."""
+        if now < self._cooldown_until:
+            return  # answers to requests sent before the decrease say nothing new
+        value = self.value
+        if self._slow_start:
+            step = self.increase
+        else:
+            step = self.increase
+            gap = self.peak - value
+            if gap > 0.0 and self.recovery * gap > step:
+                step = self.recovery * gap
+            step /= value
+        self.value = self._clamp(value + step)
+
+    def on_throttle(self, now: float, sent_at: float | None = None) -> bool:
+        """Count one 429/503; decrease unless cooling down. Return whether it decreased.
+
+        ``sent_at``: when the throttled request was sent; a request sent before the last
+        decrease took effect is part of the burst already answered for.
+        """
+        if now < self._cooldown_until or (
+            sent_at is not None and sent_at < self._cooldown_until - self.cooldown
+        ):
+            return False
+        self._slow_start = False
+        self.peak = self.value
+        self.value = self._clamp(self.value * self.decrease)
+        self._cooldown_until = now + self.cooldown
+        self.throttles += 1
+        return True
+
+    def undo(self, before: float) -> None:
+        """Take back a decrease that did not help (the throttles went on just the same)."""
+        self.value = self._clamp(max(self.value, before))
+        self.peak = max(self.peak, self.value)
+
+
+class AdaptiveRate:
+    """A pacing rate limit (creates or polls per second) whose rate an `AIMDLimit` discovers.
+
+    Drop-in for `TokenBucket`'s ``reserve(now) -> delay``; call `on_success` /
+    `on_throttle` with each answer. A throttle with ``retry_after`` also pauses every
+    request until then (the shared 429 pause). The rate grows only while it is what holds
+    requests back, so an idle lane does not build up a rate it never tested.
+
+    Args:
+        limit: the rate, e.g. ``AIMDLimit(20.0, ceiling=user_cap)``.
+        burst: requests allowed at once above the steady pace (1: strictly paced).
+    """
+
+    __slots__ = ("_busy_until", "_paused_until", "_tat", "burst", "limit")
+
+    def __init__(self, limit: AIMDLimit, *, burst: float = 1.0) -> None:
+        self.limit = limit
+        self.burst = max(1.0, burst)
+        self._tat = -math.inf
+        self._paused_until = -math.inf
+        self._busy_until = -math.inf
+
+    @property
+    def rate(self) -> float:
+        """Requests per second allowed now."""
+        return self.limit.value
+
+    @property
+    def paused_until(self) -> float:
+        """The end of the current Retry-After pause (``-inf``: none)."""
+        return self._paused_until
+
+    def reserve(self, now: float) -> float:
+        """Take one slot and return the seconds to wait before sending (0 when free)."""
+        interval = 1.0 / self.limit.value
+        tat = self._tat if self._tat > now else now
+        if tat < self._paused_until:
+            tat = self._paused_until
+        delay = tat - (self.burst - 1.0) * interval - now
+        self._tat = tat + interval
+        if delay > 0.0:
+            self._busy_until = self._tat + interval  # the rate held this request back
+            return delay
+        return 0.0
+
+    def on_success(self, now: float) -> None:
+        """Count one accepted request; the rate grows if it was the bottleneck."""
+        if now <= self._busy_until:
+            self.limit.on_success(now)
+
+    def on_throttle(
+        self, now: float, retry_after: float | None = None, sent_at: float | None = None
+    ) -> None:
+        """Count one 429/503: slow down, and pause everything for ``retry_after`` seconds."""
+        self.limit.on_throttle(now, sent_at)
+        self.pause(now, retry_after)
+
+    def pause(self, now: float, retry_after: float | None) -> None:
+        """Hold every request for ``retry_after`` seconds (the rate itself unchanged)."""
+        if retry_after is not None and retry_after > 0.0:
+            self._paused_until = max(self._paused_until, now + retry_after)
+
+
+class AdjustableSlots:
+    """An `asyncio.Semaphore` whose capacity follows an `AIMDLimit`.
+
+    Growing releases extra permits; shrinking withholds permits as they are given back
+    (``_debt``), so nothing in flight is interrupted. The capacity grows only while every
+    slot is taken (the limit is what holds requests back), so an idle client does not build
+    up a capacity it never tested. ``acquire`` is the semaphore's own method: the hot path
+    pays nothing for the adjustability but one check in `release`.
+    """
+
+    __slots__ = ("_debt", "_semaphore", "acquire", "capacity", "limit", "locked")
+
+    def __init__(self, limit: AIMDLimit) -> None:
+        self.limit = limit
+        self.capacity = int(limit.value)
+        self._semaphore = asyncio.Semaphore(self.capacity)
+        self._debt = 0
+        self.acquire = self._semaphore.acquire
+        self.locked = self._semaphore.locked
+
+    def release(self) -> None:
+        """Give one slot back (kept back instead while the capacity is being lowered)."""
+        if self._debt:
+            self._debt -= 1
+        else:
+            self._semaphore.release()
+
+    async def __aenter__(self) -> None:
+        await self._semaphore.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def on_success(self, now: float) -> bool:
+        """Count an answered request; grow if every slot was taken. Return whether it grew."""
+        if not self._semaphore.locked():
+            return False
+        self.limit.on_success(now)
+        return self._follow()
+
+    def on_throttle(self, now: float, sent_at: float | None = None) -> bool:
+        """Count a 429/503; shrink unless cooling down. Return whether it shrank."""
+        return self.limit.on_throttle(now, sent_at) and self._follow()
+
+    def _follow(self) -> bool:
+        target = int(self.limit.value)
+        change = target - self.capacity
+        if change == 0:
+            return False
+        self.capacity = target
+        if change > 0:
+            paid = min(change, self._debt)
+            self._debt -= paid
+            for _ in range(change - paid):
+                self._semaphore.release()
+        else:
+            self._debt -= change
+        return True

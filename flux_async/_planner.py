@@ -1,0 +1,268 @@
+"""When to poll a job: `PollPlanner` turns a `LatencyEstimate` into each job's next wait.
+
+Sans-IO: callers pass a job's age and a `random.Random`. `simulate_polling` replays a plan
+offline, deterministically, over a list of latencies (tests and tuning).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from ._latency import BUCKETS, LOW, LatencyEstimate, bucket_position, bucket_seconds
+
+__all__ = ["PollPlanner", "SimulationResult", "simulate_polling"]
+
+
+class PollPlanner:
+    """Decide when to poll a job next, from what a `LatencyEstimate` says about its age.
+
+    The plan, for a lag target ``D = max(lag_floor, lag_ratio * median)`` (by default the
+    larger of 100 ms and an eighth of the median latency):
+
+    1. first check at ``quantile(early) + D``: only the ``early`` share of jobs that finish
+       before ``quantile(early)`` wait longer than ``D`` to be noticed; no earlier check is
+       worth a request, because almost no job is done yet;
+    2. then every ``D`` while the job's age is below ``quantile(late)``, where the jobs are
+       (``D`` grows if that would take more than ``max_body_polls`` checks), as long as at
+       least a share ``worth`` of the jobs still running at that age end within ``D``;
+       in a stretch where fewer end (between the two modes of a provider that changed
+       speed), the next check goes where that share will have ended;
+    3. past ``quantile(late)`` the job is slower than the estimate knows: the wait grows
+       with its age (``tail_ratio * age``, i.e. exponentially), up to ``cap``.
+
+    So for a correct estimate the p99 detection lag is about ``D`` when ``early + (1 - late)
+    <= 1 %``. Each wait is at least ``min_gap`` and at most ``cap``, then shortened by up to
+    ``jitter`` (a fraction): jobs created together drift apart, and no check comes later
+    than planned, so the lag bound holds and the mean wait stays ``1 - jitter / 2`` of the
+    plan (full jitter, ``U(0, wait)``, would halve it and double the requests). A share
+    ``probe`` of jobs get their first check at 30-70 % of the planned time, which keeps a
+    provider that sped up from hiding behind a first check that finds everything done.
+
+    Ages are seconds since the create was sent. The estimate's quantiles are cached until it
+    changes, so a call is O(1) between observations and O(buckets) after one; no call
+    allocates.
+    """
+
+    __slots__ = (
+        "_body_end",
+        "_body_gaps",
+        "_cumulative",
+        "_first",
+        "_gap",
+        "_version",
+        "cap",
+        "early",
+        "estimate",
+        "jitter",
+        "lag_floor",
+        "lag_ratio",
+        "late",
+        "max_body_polls",
+        "min_gap",
+        "probe",
+        "running_ratio",
+        "tail_ratio",
+        "worth",
+    )
+
+    def __init__(
+        self,
+        estimate: LatencyEstimate,
+        *,
+        cap: float = 15.0,
+        min_gap: float = 0.05,
+        lag_floor: float = 0.1,
+        lag_ratio: float = 0.125,
+        early: float = 0.008,
+        late: float = 0.998,
+        max_body_polls: int = 128,
+        tail_ratio: float = 0.25,
+        jitter: float = 0.1,
+        probe: float = 0.05,
+        worth: float = 0.02,
+        running_ratio: float = 0.04,
+    ) -> None:
+        if not 0 < min_gap <= cap:
+            raise ValueError(f"need 0 < min_gap <= cap, got {min_gap!r}, {cap!r}")
+        if not 0.0 <= early < late <= 1.0:
+            raise ValueError(f"need 0 <= early < late <= 1, got {early!r}, {late!r}")
+        if not (0.0 <= jitter < 1.0 and 0.0 <= probe <= 1.0):
+            raise ValueError("jitter must be in [0, 1) and probe in [0, 1]")
+        self.estimate = estimate
+        self.cap = cap
+        self.min_gap = min_gap
+        self.lag_floor = lag_floor
+        self.lag_ratio = lag_ratio
+        self.early = early
+        self.late = late
+        self.max_body_polls = max_body_polls
+        self.tail_ratio = tail_ratio
+        self.jitter = jitter
+        self.probe = probe
+        self.worth = worth
+        self.running_ratio = running_ratio
+        self._cumulative = [0.0] * (BUCKETS + 1)
+        self._body_gaps = [0.0] * BUCKETS
+        self._version = -1
+        self._first = self._gap = self._body_end = 0.0
+
+    def _refresh(self) -> None:
+        estimate = self.estimate
+        self._version = estimate.version
+        if estimate.weight <= 0.0:  # nothing known: exponential growth from the start
+            self._first = self._body_end = 0.0
+            self._gap = max(self.min_gap, self.lag_floor)
+            return
+        cumulative = self._cumulative
+        total = 0.0
+        for i, count in enumerate(estimate.counts):
+            cumulative[i] = total
+            total += count
+        cumulative[BUCKETS] = total
+        start = estimate.quantile(self.early)
+        end = estimate.quantile(self.late)
+        gap = max(self.lag_floor, self.lag_ratio * estimate.quantile(0.5), self.min_gap)
+        first = start + gap
+        if end - first > gap * self.max_body_polls:
+            gap = (end - first) / self.max_body_polls
+        self._gap = gap = min(gap, self.cap)
+        self._first = min(first, self.cap)
+        self._body_end = end
+        # The lag target of a job still running at an age: at least ``running_ratio`` of
+        # the median latency of the jobs still running then. A provider that slowed down
+        # is polled in proportion to its new latency while the old fast median still
+        # dominates the estimate; for one mode it changes nothing below the median's D.
+        # One pass: the running median's bucket only moves forward as the age grows.
+        ratio = self.running_ratio
+        gaps = self._body_gaps
+        counts = estimate.counts
+        j = 0
+        for i in range(BUCKETS):
+            if ratio <= 0.0:
+                gaps[i] = gap
+                continue
+            target = 0.5 * (total + cumulative[i])
+            while j < BUCKETS - 1 and cumulative[j + 1] < target:
+                j += 1
+            count = counts[j]
+            fraction = (target - cumulative[j]) / count if count > 0.0 else 0.0
+            running_median = bucket_seconds(j + min(fraction, 1.0))
+            gaps[i] = min(self.cap, max(gap, ratio * running_median))
+
+    @property
+    def lag_target(self) -> float:
+        """The detection lag the plan aims at (``D``), in seconds."""
+        if self._version != self.estimate.version:
+            self._refresh()
+        return self._gap
+
+    @property
+    def first_check(self) -> float:
+        """The planned age of the first check (before jitter and probes), in seconds."""
+        if self._version != self.estimate.version:
+            self._refresh()
+        return self._first
+
+    def _cdf(self, seconds: float) -> float:
+        """The estimate's cdf in O(1), from the cumulative sums cached by `_refresh`."""
+        pos = bucket_position(seconds) if seconds > LOW else 0.0
+        whole = int(pos)
+        partial: float = self.estimate.counts[whole] * (pos - whole)
+        return self._cumulative[whole] + partial
+
+    def _worth_a_check(self, age: float, gap: float) -> bool:
+        """Whether at least ``worth`` of the jobs still running at ``age`` end within ``gap``."""
+        done = self._cdf(age)
+        running = self._cumulative[BUCKETS] - done
+        return self._cdf(age + gap) - done >= self.worth * running
+
+    def _next_worth_it(self, age: float, gap: float) -> float:
+        """Skip a stretch where almost no job ends: wait until ``worth`` of them could."""
+        done = self._cdf(age)
+        total = self._cumulative[BUCKETS]
+        target = (done + self.worth * (total - done)) / total
+        return max(gap, self.estimate.quantile(target) - age)
+
+    def delay(self, age: float, polls_so_far: int, rng: random.Random | None) -> float:
+        """Return the seconds to wait before polling a job that is ``age`` seconds old.
+
+        ``polls_so_far`` counts the polls that found it running (0 before the first).
+        ``rng=None``: no jitter and no probes (a deterministic plan).
+        """
+        if self._version != self.estimate.version:
+            self._refresh()
+        gap = self._gap
+        first = self._first
+        if polls_so_far == 0 and age < first:
+            wait = first - age
+            if rng is not None and rng.random() < self.probe:
+                wait *= rng.uniform(0.3, 0.7)
+        elif age < first * (1.0 - self.jitter):
+            wait = first - age  # after a probe, the planned first check
+        elif age < self._body_end:
+            gap = self._body_gaps[int(bucket_position(age))] if age > LOW else gap
+            wait = gap if self._worth_a_check(age, gap) else self._next_worth_it(age, gap)
+        else:
+            wait = max(gap, self.tail_ratio * age)
+        if wait > self.cap:
+            wait = self.cap
+        if rng is not None and self.jitter:
+            wait *= 1.0 - self.jitter * rng.random()
+        return wait if wait > self.min_gap else self.min_gap
+
+
+class SimulationResult(NamedTuple):
+    """What `simulate_polling` measured over the jobs it was given."""
+
+    polls_per_job: float
+    lag_p50: float
+    lag_p99: float
+    max_gap: float  # the longest wait between two polls of one job
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def simulate_polling(
+    planner: PollPlanner | float,
+    latencies: Iterable[float],
+    rng: random.Random | None = None,
+    *,
+    learn: bool = True,
+) -> SimulationResult:
+    """Replay polling for jobs of the given create-to-ready ``latencies``, one after another.
+
+    ``planner`` is a `PollPlanner` (which learns from each finished job when ``learn``) or
+    a fixed interval in seconds (a hand-written loop: a check every interval from the
+    create). Time is simulated and requests take no time; deterministic for a seeded ``rng``.
+    """
+    polls = 0
+    lags: list[float] = []
+    max_gap = 0.0
+    for latency in latencies:
+        age = 0.0
+        previous = 0.0
+        count = 0
+        while True:
+            if isinstance(planner, PollPlanner):
+                wait = planner.delay(age, count, rng)
+            else:
+                wait = planner
+            max_gap = max(max_gap, wait)
+            previous, age = age, age + wait
+            count += 1
+            if age >= latency:
+                break
+        polls += count
+        lags.append(age - latency)
+        if learn and isinstance(planner, PollPlanner):
+            planner.estimate.observe_interval(previous if count > 1 else 0.0, age)
+    jobs = max(1, len(lags))
+    return SimulationResult(polls / jobs, _percentile(lags, 0.5), _percentile(lags, 0.99), max_gap)
