@@ -19,6 +19,7 @@ from .._errors import (
     Phase,
     ProviderError,
     UnexpectedResponseError,
+    UnknownStatusError,
 )
 from .._http import HTTPRequest, HTTPResponse, parse_retry_after, phase_for_status
 from .._models import GenerationRequest, Image, JobStatus
@@ -292,6 +293,45 @@ class Provider(abc.ABC):
             provider_message=message,
             payload=payload,
             retry_after=retry_after,
+        )
+
+    def _code_error(
+        self,
+        response: HTTPResponse,
+        operation: str,
+        *,
+        code: Any,
+        message: str | None,
+        status: int | None = None,
+    ) -> ProviderError:
+        """Build the error for a 2xx answer whose envelope ``code`` says no.
+
+        Args:
+            status: the HTTP status ``code`` stands for, when the provider's codes are shaped
+                like statuses; ``None`` makes it a definitive refusal typed by the words said
+                (`error_kind`: credit, quota and balance are `InsufficientCreditsError`).
+        """
+        return self._error(
+            response,
+            operation,
+            message=message,
+            code=code,
+            payload=self._payload(response.body),
+            phase=phase_for_status(status) if status is not None else Phase.DEFINITIVE,
+            kind=error_kind(status, message or ""),
+        )
+
+    def _unknown_status(
+        self, response: HTTPResponse, operation: str, detail: str
+    ) -> UnknownStatusError:
+        """Build the error for a job status the adapter does not know (never an endless poll)."""
+        return UnknownStatusError(
+            f"{self.name} {operation}: {detail}",
+            provider=self.name,
+            phase=Phase.DEFINITIVE,
+            operation=operation,
+            status=response.status,
+            payload=self._payload(response.body),
         )
 
     def _undecodable(

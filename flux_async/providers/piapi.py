@@ -22,8 +22,7 @@ from typing import Any
 import msgspec
 
 from .._config import Limits
-from .._errors import Phase, ProviderError, UnexpectedResponseError, UnknownStatusError
-from .._http import phase_for_status
+from .._errors import Phase, ProviderError, UnexpectedResponseError
 from .._models import GenerationRequest, Image, JobStatus
 from ._base import (
     Accepted,
@@ -60,7 +59,7 @@ from ._piapi_wire import (
     plain_code,
     status_of,
 )
-from ._wire import convert, decode_json, error_kind, payload_of, provider_message, shown
+from ._wire import convert, decode_json, payload_of, provider_message, shown
 
 __all__ = ["PiAPI"]
 
@@ -160,7 +159,7 @@ class PiAPI(Provider):
                 return Accepted(job_id=job_id)
             raise
         if not is_ok(envelope.code):
-            raise self._code_error(response, "create", envelope)
+            raise self._envelope_error(response, "create", envelope)
         data = envelope.data
         if data is None or not isinstance(data.task_id, str) or not data.task_id.strip():
             raise self._undecodable(response, "create", "no data.task_id", phase=Phase.AMBIGUOUS)
@@ -185,7 +184,7 @@ class PiAPI(Provider):
         """Decode ``{"code": 200, "data": {"status", "output": {"image_url"|"image_urls"}}}``."""
         envelope = self._decode_answer(envelope_decoder, response, "query", phase=Phase.DEFINITIVE)
         if not is_ok(envelope.code):
-            raise self._code_error(response, "query", envelope)
+            raise self._envelope_error(response, "query", envelope)
         if envelope.data is None:
             raise self._undecodable(response, "query", "no data", phase=Phase.DEFINITIVE)
         return self._update(envelope.data, response, "query")
@@ -209,7 +208,7 @@ class PiAPI(Provider):
         """
         envelope = self._decode_answer(envelope_decoder, response, "cancel", phase=Phase.DEFINITIVE)
         if not is_ok(envelope.code):
-            raise self._code_error(response, "cancel", envelope)
+            raise self._envelope_error(response, "cancel", envelope)
         cost = cost_of(envelope.data) if envelope.data is not None else None
         return Update(status=JobStatus.CANCELLED, cost=cost)
 
@@ -272,14 +271,8 @@ class PiAPI(Provider):
     def _update(self, data: TaskData, response: HTTPResponse, operation: str) -> Update:
         status = status_of(data.status)
         if status is None:
-            raise UnknownStatusError(
-                f"{self.name} {operation}: unknown task status {shown(data.status)}",
-                provider=self.name,
-                phase=Phase.DEFINITIVE,
-                operation=operation,
-                status=response.status,
-                payload=self._payload(response.body),
-            )
+            detail = f"unknown task status {shown(data.status)}"
+            raise self._unknown_status(response, operation, detail)
         error = None
         images: tuple[Image, ...] = ()
         if status is JobStatus.FAILED:
@@ -311,7 +304,7 @@ class PiAPI(Provider):
             response, operation, message=message, code=plain_code(code), payload=payload
         )
 
-    def _code_error(
+    def _envelope_error(
         self, response: HTTPResponse, operation: str, envelope: Envelope
     ) -> ProviderError:
         # A 2xx whose envelope code is not 200.
@@ -324,12 +317,4 @@ class PiAPI(Provider):
         # Codes shaped like HTTP statuses are read as such; others (their list is [U], 3.7)
         # are a definitive refusal, typed by the words said.
         status = code if isinstance(code, int) and 400 <= code < 600 else None
-        return self._error(
-            response,
-            operation,
-            message=message,
-            code=code,
-            payload=self._payload(response.body),
-            phase=phase_for_status(status) if status is not None else Phase.DEFINITIVE,
-            kind=error_kind(status, message or ""),
-        )
+        return self._code_error(response, operation, code=code, message=message, status=status)

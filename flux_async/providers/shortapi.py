@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from .._config import Limits
-from .._errors import Phase, ProviderError, ProviderUnavailableError, UnknownStatusError
+from .._errors import Phase, ProviderError
 from .._models import GenerationRequest, Image, JobStatus
 from ._base import (
     Accepted,
@@ -42,7 +42,6 @@ from ._wire import (
     WireImage,
     convert,
     decode_json,
-    error_kind,
     failure_reason,
     images_from,
     is_int,
@@ -87,7 +86,8 @@ _STRING_STATUS = {
     "processing": JobStatus.RUNNING,
     "running": JobStatus.RUNNING,
 }
-# "upstream model provider unstable" (providers.md 1.5, inferred): the job was not created.
+# "upstream model provider unstable" (providers.md 1.5, inferred): the job was not created,
+# as after an HTTP 503.
 _CODE_UPSTREAM_UNAVAILABLE = 3000
 
 
@@ -266,7 +266,7 @@ class ShortAPI(Provider):
         # A 2xx answer we cannot read may still mean a created (and paid) job.
         envelope = self._decode_answer(_create_decoder, response, "create", phase=Phase.AMBIGUOUS)
         if envelope.code not in (0, "0"):
-            raise self._code_error(response, "create", envelope.code, envelope)
+            raise self._envelope_error(response, "create", envelope)
         data = envelope.data
         job_id = data and (data.job_id or data.id)
         if not job_id:
@@ -288,7 +288,7 @@ class ShortAPI(Provider):
         """Decode ``{"code": 0, "data": {"status", "result": {"images": [{"url"}]}}}``."""
         envelope = self._decode_answer(_query_decoder, response, "query", phase=Phase.DEFINITIVE)
         if envelope.code not in (0, "0"):
-            raise self._code_error(response, "query", envelope.code, envelope)
+            raise self._envelope_error(response, "query", envelope)
         if envelope.data is None:
             raise self._undecodable(response, "query", "no data", phase=Phase.DEFINITIVE)
         return self._update(envelope.data, response)
@@ -316,21 +316,15 @@ class ShortAPI(Provider):
     def _update(self, data: _QueryData, response: HTTPResponse) -> Update:
         status = _status(data.status)
         if status is None:
-            raise UnknownStatusError(
-                f"shortapi query: unknown job status {data.status!r}",
-                provider=self.name,
-                phase=Phase.DEFINITIVE,
-                operation="query",
-                status=response.status,
-                payload=self._payload(response.body),
-            )
+            # The operation is "query" for callbacks too: the same answer, pushed.
+            detail = f"unknown job status {data.status!r}"
+            raise self._unknown_status(response, "query", detail)
         # A failed job "is also flagged with refunded: true" (providers.md 1.4, [I]), and the
         # status string "refunded" says the same: ShortAPI gave the charge back, so the job
         # costs 0 whatever `amount` it still carries. A succeeded job is paid whatever flag
         # it has.
-        refunded = status is not JobStatus.SUCCEEDED and (
-            data.refunded is True or _is_refunded_status(data.status)
-        )
+        said_refunded = isinstance(data.status, str) and data.status.strip().lower() == "refunded"
+        refunded = status is not JobStatus.SUCCEEDED and (data.refunded is True or said_refunded)
         if refunded:
             status = JobStatus.FAILED
         error = None
@@ -340,12 +334,8 @@ class ShortAPI(Provider):
         elif status is JobStatus.SUCCEEDED:
             images = images_from(data.result.images if data.result else None)
             if not images:
-                raise self._undecodable(
-                    response,
-                    "query",
-                    "status succeeded but result.images holds no URL",
-                    phase=Phase.DEFINITIVE,
-                )
+                detail = "status succeeded but result.images holds no URL"
+                raise self._undecodable(response, "query", detail, phase=Phase.DEFINITIVE)
         return Update(
             status=status,
             images=images,
@@ -369,33 +359,17 @@ class ShortAPI(Provider):
             payload=body,
         )
 
-    def _code_error(
-        self, response: HTTPResponse, operation: str, code: Any, envelope: Any
+    def _envelope_error(
+        self, response: HTTPResponse, operation: str, envelope: _CreateEnvelope | _QueryEnvelope
     ) -> ProviderError:
+        code = envelope.code
         message = provider_message(
             {"info": envelope.info, "message": envelope.message}, "info", "message"
         )
-        payload = self._payload(response.body)
-        if code == _CODE_UPSTREAM_UNAVAILABLE:
-            return self._error(
-                response,
-                operation,
-                message=message,
-                code=code,
-                payload=payload,
-                phase=Phase.REFUSED,
-                kind=ProviderUnavailableError,
-            )
-        # ShortAPI's codes are not HTTP statuses (0 is success): only the words decide.
-        return self._error(
-            response,
-            operation,
-            message=message,
-            code=code,
-            payload=payload,
-            phase=Phase.DEFINITIVE,
-            kind=error_kind(None, message or ""),
-        )
+        # ShortAPI's codes are not HTTP statuses (0 is success): the words decide, but for
+        # 3000, which says what a 503 says (the job was not created).
+        status = 503 if code == _CODE_UPSTREAM_UNAVAILABLE else None
+        return self._code_error(response, operation, code=code, message=message, status=status)
 
 
 def _refused(field: str) -> str:
@@ -416,8 +390,3 @@ def _status(value: Any) -> JobStatus | None:
             return JobStatus.FAILED
         return _NUMERIC_STATUS.get(value)
     return None
-
-
-def _is_refunded_status(value: Any) -> bool:
-    return isinstance(value, str) and value.strip().lower() == "refunded"
-
