@@ -334,7 +334,7 @@ async def generate_many(
                     book is not None
                     and book.resubmit_unknown
                     and plan is not None
-                    and plan.kind == "recover"
+                    and plan.kind in ("recover", "attach")
                     and plan.record is not None
                     and entry.status is JobStatus.UNKNOWN
                 ):

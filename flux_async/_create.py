@@ -39,6 +39,7 @@ __all__ = ["CreateLane", "JournalContext"]
 
 logger = logging.getLogger("flux_async")
 
+
 class JournalContext(NamedTuple):
     """Where a batch job's record goes: the store, the batch, the input index, the attempt."""
 
@@ -350,8 +351,13 @@ class CreateLane:
 
     async def reattach(self, record: JobRecord, store: JobStore | None) -> Entry:
         """Track again a recorded job the provider accepted (a resume): same local id and
-        callback token, polled (or awaited by callback) to its end."""
-        self._check_attachable()
+        callback token, polled (or awaited by callback) to its end.
+
+        A synchronous provider's job (AI/ML API) has nothing to poll: its images came with
+        the create's answer, and the last run stopped before recording them. It ends
+        ``unknown`` (`JobUnknownError`); nothing is sent, and only ``resubmit_unknown``
+        creates it again.
+        """
         assert record.job_id is not None
         held = self._registry.get(record.local_id)
         if held is not None:
@@ -359,12 +365,28 @@ class CreateLane:
         await self._take_slot()
         entry = self._restore(record, store)
         self._registry.accept(entry, record.job_id, record.cost)
+        if self.provider.synchronous:
+            name = self.provider.name
+            evidence = (
+                f"the last run stopped after {name} answered the create as {record.job_id}, "
+                f"before its images were recorded; {name} answers synchronously, so they "
+                "cannot be fetched again"
+            )
+            unknown = JobUnknownError(
+                f"job {entry.local_id}: {evidence}; it was not resent, to avoid paying twice "
+                "(resubmit_unknown sends it again)",
+                provider=name,
+                evidence=evidence,
+            )
+            self._registry.finish(entry, JobStatus.UNKNOWN, unknown)
+            return entry
         if record.status.rank > entry.status.rank and not record.status.is_terminal:
             self._registry.advance(entry, record.status)
         # Poll once soon: a callback sent while no process listened is lost.
         self._poll.track(
-            entry, first_wait=0.0, callbacks=self.callback_base is not None and
-            record.token_hash is not None,
+            entry,
+            first_wait=0.0,
+            callbacks=self.callback_base is not None and record.token_hash is not None,
         )
         return entry
 

@@ -11,7 +11,8 @@ latest record:
 - ``attach``: the provider accepted the job (its id is recorded) and it had not ended, or
   the run stopped before it did, or it ended ``timed_out`` (a local deadline: the job is
   paid for and may have finished since): it is polled (or awaited by callback) to its end,
-  with a fresh deadline.
+  with a fresh deadline. A synchronous provider's job (AI/ML API) has nothing to poll: it
+  ends ``unknown`` (its images were never recorded).
 - ``recover``: the create was sent (or may have been) and its answer never recorded: the
   job is looked up in the provider's task history where it has one (PiAPI), awaited on its
   persisted callback address when webhooks are on, and otherwise ends ``unknown`` with the
@@ -202,6 +203,10 @@ class BatchJournal:
             if status is JobStatus.TIMED_OUT and self.repoll_timed_out:
                 # Timed out here, not at the provider: the job was accepted (and is paid
                 # for) and may have finished since. Polled again by its id.
+                return Plan(kind="attach", record=record)
+            if status is JobStatus.UNKNOWN:
+                # A synchronous provider's job whose images were never recorded: attached
+                # again it ends unknown again, or is sent again with resubmit_unknown.
                 return Plan(kind="attach", record=record)
             if status.is_terminal:
                 return Plan(kind="finished", record=record)
