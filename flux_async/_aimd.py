@@ -35,11 +35,17 @@ class AIMDLimit:
             window is at least this share of the way back to it, so a decrease the
             provider did not need (a stray throttle) is made up within a few windows,
             while growth beyond the peak stays additive (a cautious probe).
+        blind: the initial value is a guess made while the provider accepted nothing (a
+            storm of refusals). Throttles before the first success then leave slow start
+            on, so once requests are accepted again the value doubles per window until
+            the next throttle instead of creeping up from the guess by ``increase``; the
+            first throttle after a success ends slow start as usual.
 
     Sans-IO: every call takes ``now`` from the caller's clock.
     """
 
     __slots__ = (
+        "_blind",
         "_cooldown_until",
         "_slow_start",
         "ceiling",
@@ -63,6 +69,7 @@ class AIMDLimit:
         decrease: float = 0.9,
         cooldown: float = 1.0,
         recovery: float = 0.5,
+        blind: bool = False,
     ) -> None:
         if not floor > 0 or (ceiling is not None and ceiling < floor):
             raise ValueError(f"need 0 < floor <= ceiling, got {floor!r}, {ceiling!r}")
@@ -81,6 +88,7 @@ class AIMDLimit:
         """Throttles that decreased the value."""
         self._cooldown_until = -math.inf
         self._slow_start = True
+        self._blind = blind  # no success counted yet, and throttles keep slow start
 
     def _clamp(self, value: float) -> float:
         if self.ceiling is not None and value > self.ceiling:
@@ -89,6 +97,7 @@ class AIMDLimit:
 
     def on_success(self, now: float) -> None:
         """Count one request the provider accepted; grow the value a little."""
+        self._blind = False
         if now < self._cooldown_until:
             return  # answers to requests sent before the decrease say nothing new
         value = self.value
@@ -112,12 +121,17 @@ class AIMDLimit:
             sent_at is not None and sent_at < self._cooldown_until - self.cooldown
         ):
             return False
-        self._slow_start = False
+        if not self._blind:
+            self._slow_start = False
         self.peak = self.value
         self.value = self._clamp(self.value * self.decrease)
         self._cooldown_until = now + self.cooldown
         self.throttles += 1
         return True
+
+    def cool_down(self, now: float) -> None:
+        """Start a cool-down as a decrease does (the value was just set from a throttle)."""
+        self._cooldown_until = now + self.cooldown
 
     def undo(self, before: float) -> None:
         """Take back a decrease that did not help (the throttles went on just the same)."""
@@ -133,17 +147,33 @@ class AdaptiveRate:
     request until then (the shared 429 pause). The rate grows only while it is what holds
     requests back, so an idle lane does not build up a rate it never tested.
 
+    Requests wait in line by ticket (`take`, then `wait`): a counter of requests let go runs
+    at the rate of the moment (not during a pause), and a ticket's wait is read from it
+    when asked, so a rate that changes moves every request already waiting, not only the
+    ones that come after (a queue of creates reserved at a low rate does not keep its slow
+    schedule once the rate has recovered).
+
     Args:
         limit: the rate, e.g. ``AIMDLimit(20.0, ceiling=user_cap)``.
         burst: requests allowed at once above the steady pace (1: strictly paced).
     """
 
-    __slots__ = ("_busy_until", "_paused_until", "_tat", "burst", "limit")
+    __slots__ = (
+        "_at",
+        "_busy_until",
+        "_issued",
+        "_paused_until",
+        "_released",
+        "burst",
+        "limit",
+    )
 
     def __init__(self, limit: AIMDLimit, *, burst: float = 1.0) -> None:
         self.limit = limit
         self.burst = max(1.0, burst)
-        self._tat = -math.inf
+        self._issued = 0.0  # tickets handed out
+        self._released = 0.0  # requests the rate let go by `_at` (never beyond `_issued`)
+        self._at = -math.inf
         self._paused_until = -math.inf
         self._busy_until = -math.inf
 
@@ -157,34 +187,61 @@ class AdaptiveRate:
         """The end of the current Retry-After pause (``-inf``: none)."""
         return self._paused_until
 
+    def _advance(self, now: float) -> None:
+        """Let go the requests the rate allowed since the last call (none while paused)."""
+        at = self._at
+        if now <= at:
+            return
+        start = at if at > self._paused_until else self._paused_until
+        if now > start:
+            released = self._released + (now - start) * self.limit.value
+            # No credit beyond the last ticket: an idle rate allows `burst`, not more.
+            self._released = released if released < self._issued else self._issued
+        self._at = now
+
+    def take(self, now: float) -> float:
+        """Take a place in line; return its ticket (for `wait`)."""
+        self._advance(now)
+        self._issued += 1.0
+        return self._issued
+
+    def wait(self, ticket: float, now: float) -> float:
+        """Return the seconds ``ticket`` still has to wait at the current rate (0: go)."""
+        self._advance(now)
+        ahead = ticket - self.burst - self._released
+        start = self._paused_until if self._paused_until > now else now
+        delay = start - now
+        if ahead > 0.0:
+            rate = self.limit.value
+            delay += ahead / rate
+            # The rate holds requests back until the line is through (and one more).
+            busy = start + (self._issued - self._released + 1.0) / rate
+            if busy > self._busy_until:
+                self._busy_until = busy
+        return delay if delay > 1e-9 else 0.0  # not a rounding error's worth
+
     def reserve(self, now: float) -> float:
         """Take one slot and return the seconds to wait before sending (0 when free)."""
-        interval = 1.0 / self.limit.value
-        tat = self._tat if self._tat > now else now
-        if tat < self._paused_until:
-            tat = self._paused_until
-        delay = tat - (self.burst - 1.0) * interval - now
-        self._tat = tat + interval
-        if delay > 0.0:
-            self._busy_until = self._tat + interval  # the rate held this request back
-            return delay
-        return 0.0
+        return self.wait(self.take(now), now)
 
     def on_success(self, now: float) -> None:
         """Count one accepted request; the rate grows if it was the bottleneck."""
         if now <= self._busy_until:
+            self._advance(now)
             self.limit.on_success(now)
 
     def on_throttle(
         self, now: float, retry_after: float | None = None, sent_at: float | None = None
     ) -> None:
         """Count one 429/503: slow down, and pause everything for ``retry_after`` seconds."""
+        self._advance(now)
         self.limit.on_throttle(now, sent_at)
         self.pause(now, retry_after)
 
     def pause(self, now: float, retry_after: float | None) -> None:
         """Hold every request for ``retry_after`` seconds (the rate itself unchanged)."""
         if retry_after is not None and retry_after > 0.0:
+            self._advance(now)
             self._paused_until = max(self._paused_until, now + retry_after)
 
 

@@ -35,6 +35,8 @@ INITIAL_CONNECTIONS = 64
 #: A limit that grew by this factor since the last ``limits`` event is reported again.
 _REPORT_GROWTH = 1.25
 _THROTTLED = frozenset({429, 503})
+#: A create waiting longer than this for its turn in the create rate looks again halfway.
+_RECHECK = 1.0
 
 
 def _show(value: float | None) -> str:
@@ -188,9 +190,19 @@ class Lane:
             if pause <= 0:
                 break
             await self._sleep(pause)
-        delay = self.create_pace.reserve(self._clock())
-        if delay > 0:
-            await self._sleep(delay)
+        pace = self.create_pace
+        rate = pace.rate
+        if rate is None:
+            pace.reserve(self._clock())  # only counted
+            return
+        ticket = rate.take(self._clock())
+        while pace.rate is rate:  # a pace dropped (or started anew) lets its line go
+            delay = rate.wait(ticket, self._clock())
+            if delay <= 0.0:
+                return
+            # The rate may recover meanwhile (and move this create up): a long wait is
+            # looked at again halfway.
+            await self._sleep(delay if delay <= _RECHECK else max(_RECHECK, 0.5 * delay))
 
     def pause_creates(self, seconds: float | None) -> float:
         """Hold every create of this provider for ``seconds`` (the first backoff step when

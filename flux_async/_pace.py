@@ -203,11 +203,20 @@ class Pace:
         started = rate is None
         if rate is None:
             # Just under what the provider accepted over the last second.
-            start = max(self.sent_rate(now) * (1.0 - share.share()) * 0.9, 2.0)
+            sent = self.sent_rate(now)
+            start = sent * (1.0 - share.share()) * 0.9
+            blind = start <= 0.0
+            if blind:
+                # It accepted nothing, which says nothing about its rate: half of what
+                # was sent, and back up by doubling once requests are accepted again.
+                start = 0.5 * sent
+            start = max(start, 2.0)
             # Never below 5 % of it: a limit that keeps shrinking slows a batch down but
             # cannot stall it.
-            limit = AIMDLimit(start, floor=max(1.0, 0.05 * start), decrease=0.9)
+            limit = AIMDLimit(start, floor=max(1.0, 0.05 * start), decrease=0.9, blind=blind)
             limit.throttles = 1
+            if blind:
+                limit.cool_down(now)  # this was the epoch's decrease
             self.rate = rate = AdaptiveRate(limit, burst=1.0)
             rate.pause(now, retry_after)
             before = math.inf

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+
 import pytest
 
 from flux_async import Limits, RetryPolicy
+from flux_async._http import HTTPRequest, HTTPResponse
 from flux_async._lane import Lane
 
 pytestmark = pytest.mark.anyio
@@ -108,3 +112,78 @@ async def test_the_retry_budget_is_spent_and_earned_back() -> None:
     assert not lane.retry_budget.try_spend()  # half a retry is not one
     lane.retry_budget.record_success()
     assert lane.retry_budget.try_spend()
+
+
+class VirtualTime:
+    """A clock for several tasks at once: `sleep` waits until the driver reaches its time."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._count = 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._count += 1
+        heapq.heappush(self._sleepers, (self.now + max(seconds, 0.0), self._count, future))
+        await future
+
+    async def run(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Run ``tasks`` to their end, moving the clock to each next wake-up in turn."""
+        while not all(task.done() for task in tasks):
+            for _ in range(10):  # let every runnable task reach its next sleep
+                await asyncio.sleep(0)
+            if self._sleepers:
+                wake, _, future = heapq.heappop(self._sleepers)
+                self.now = max(self.now, wake)
+                future.set_result(None)
+        await asyncio.gather(*tasks)
+
+
+class RefusingFirst:
+    """A transport that answers the first ``refused`` requests 429 (Retry-After: 0)."""
+
+    def __init__(self, refused: int) -> None:
+        self.refused = refused
+        self.sent = 0
+
+    async def send(self, request: HTTPRequest, *, provider: str, long_read: bool) -> HTTPResponse:
+        self.sent += 1
+        await asyncio.sleep(0)  # the answer comes later: the other creates go meanwhile
+        if self.sent <= self.refused:
+            return HTTPResponse(429, {"Retry-After": "0"}, b"{}")
+        return HTTPResponse(200, {}, b"{}")
+
+
+async def test_after_a_storm_of_429s_the_create_pace_recovers_within_seconds() -> None:
+    """15 creates in a row refused (Retry-After: 0), then all accepted: 8 creates are done
+    within a few seconds, not the ~8 s of a pace that crept up from its floor by +1/s while
+    the creates already waiting kept the slow turns they had taken."""
+    clock = VirtualTime()
+    transport = RefusingFirst(15)
+    lane = Lane(
+        provider="shortapi",
+        limits=Limits(),
+        retry=RetryPolicy(),
+        transport=transport,  # type: ignore[arg-type]
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    request = HTTPRequest("POST", "http://x/create", operation="create", headers={})
+
+    async def create() -> None:
+        while True:
+            await lane.wait_for_create_turn()
+            response = await lane.send(request)
+            if response.status != 429:
+                return
+            lane.pause_creates(0.0)
+
+    tasks = [asyncio.ensure_future(create()) for _ in range(8)]
+    await clock.run(tasks)
+    assert transport.sent == 15 + 8
+    assert lane.create_pace.value is not None  # the storm did start a pace
+    assert clock.now - 100.0 < 4.0
