@@ -1,5 +1,9 @@
 """`CreateLane`: allocate a job, send its create, retry what provably did no work, wait for
-an orphan to call home, cancel. It is the `JobLauncher` that `generate_many` runs on."""
+an orphan to call home. It is the `JobLauncher` that `generate_many` runs on.
+
+Its other halves live beside it: cancels in `_cancel.py` (`Cancelling`), jobs of an earlier
+run (attach, re-attach, recovery, task history) in `_reattach.py` (`Reattaching`).
+"""
 
 from __future__ import annotations
 
@@ -11,29 +15,22 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import NamedTuple
 
-import anyio
 import msgspec
 
 from ._callbacks import new_secret
+from ._cancel import Cancelling
 from ._config import RetryPolicy, Webhooks
-from ._errors import (
-    ClientStateError,
-    ConfigurationError,
-    JobCancelledError,
-    JobUnknownError,
-    Phase,
-    RequestError,
-    ValidationError,
-)
+from ._errors import ClientStateError, Phase, RequestError
 from ._events import EventBus
-from ._job import CancelResult, Job
+from ._job import Job
 from ._lane import Lane, Tasks
 from ._models import Generation, GenerationRequest, JobStatus
 from ._poll import PollLane
+from ._reattach import Reattaching, unknown_create
 from ._registry import Entry, Registry
 from ._retry import CreateAction, decide_create_failure
 from ._store import JobRecord, JobStore, JournalError
-from .providers._base import HistoryTask, Prepared, Provider
+from .providers._base import Prepared, Provider
 
 __all__ = ["CreateLane", "JournalContext"]
 
@@ -51,13 +48,10 @@ class JournalContext(NamedTuple):
     """The input's fingerprint when it differs from the request's own (an uploaded image)."""
 
 
-_HISTORY_PAGES = 50
-"""At most this many pages (of 100 tasks) of a provider's task history are read per resume."""
-
 Download = Callable[[Generation, "str | os.PathLike[str]", str], Awaitable[tuple[Path, ...]]]
 
 
-class CreateLane:
+class CreateLane(Cancelling, Reattaching):
     """Creates jobs for one provider and owns each create until it settled.
 
     Args:
@@ -211,278 +205,6 @@ class CreateLane:
         """Save a generation's images (see `FluxClient.download`)."""
         return await self._download(generation, directory, prefix)
 
-    def cancel(self, entry: Entry, why: str) -> bool:
-        """End a job ``cancelled`` locally (providers offer no cancel for these jobs).
-
-        A create still in flight is abandoned too. The error names the provider's job id when
-        it is known. Returns whether the job was still open.
-        """
-        local_id = entry.local_id
-        if entry.job_id is not None:
-            where = f" (provider job id {entry.job_id})"
-        elif local_id in self._sent:
-            where = " while its create request was in flight (the provider may have created it)"
-        elif entry.status is JobStatus.ALLOCATED:
-            where = " before the provider accepted its create (nothing was charged)"
-        else:
-            where = ""
-        error = JobCancelledError(
-            f"job {local_id} cancelled: {why}{where}", provider=self.provider.name
-        )
-        if entry.status.is_terminal:
-            return False
-        if entry.job_id is not None or local_id in self._sent:
-            # Abandoned, not ended: the provider may still run (and charge) the job, so its
-            # record keeps its last live state and a resume re-attaches or recovers it.
-            # Only a create provably never sent is recorded as cancelled.
-            entry.store = None
-        self._registry.finish(entry, JobStatus.CANCELLED, error)
-        self._abandon(entry)
-        return True
-
-    async def cancel_job(self, entry: Entry) -> CancelResult:
-        """Cancel a job at the provider where it documents a cancel, else end it locally.
-
-        See `Job.cancel`.
-        """
-        provider = self.provider
-        name = f"job {entry.local_id}" + (
-            f" (provider id {entry.job_id})" if entry.job_id is not None else ""
-        )
-        if entry.status.is_terminal:
-            return CancelResult(
-                ended=False,
-                remote=False,
-                status=entry.status,
-                detail=f"{name} had already ended {entry.status.value}; nothing was done",
-            )
-        refusal = ""
-        request = provider.build_cancel(entry.job_id) if entry.job_id is not None else None
-        if request is not None:
-            try:
-                update = provider.parse_cancel(await self._lane.send(request))
-            except RequestError as refused:
-                refusal = f"; {provider.name} refused to cancel it ({refused})"
-            else:
-                cancelled = JobCancelledError(
-                    f"{name} cancelled at {provider.name}", provider=provider.name
-                )
-                if self._registry.advance(
-                    entry, JobStatus.CANCELLED, cost=update.cost, error=cancelled
-                ):
-                    self._abandon(entry)
-                    return CancelResult(
-                        ended=True,
-                        remote=True,
-                        status=entry.status,
-                        detail=f"{name} was cancelled at {provider.name}",
-                    )
-                return CancelResult(
-                    ended=False,
-                    remote=False,
-                    status=entry.status,
-                    detail=f"{name} ended {entry.status.value} before the cancel took effect",
-                )
-            if entry.status.is_terminal:
-                return CancelResult(
-                    ended=False,
-                    remote=False,
-                    status=entry.status,
-                    detail=f"{name} ended {entry.status.value} meanwhile{refusal}",
-                )
-        if entry.job_id is not None:
-            consequence = (
-                f"{provider.name} may still finish and charge it" + refusal
-                if refusal or request is None
-                else f"{provider.name} may still finish and charge it"
-            )
-            if request is None:
-                consequence += f" ({provider.name} documents no cancel)"
-        elif entry.local_id in self._sent:
-            consequence = (
-                f"its create was in flight: {provider.name} may still create and charge it"
-            )
-        else:
-            consequence = "its create was never sent: nothing was charged"
-        detail = f"{name} ended locally; {consequence}"
-        ended = self._registry.finish(
-            entry, JobStatus.CANCELLED, JobCancelledError(detail, provider=provider.name)
-        )
-        self._abandon(entry)
-        return CancelResult(ended=ended, remote=False, status=entry.status, detail=detail)
-
-    # -- attaching ----------------------------------------------------------------------------
-
-    def _check_attachable(self) -> None:
-        if self.provider.synchronous:
-            raise ConfigurationError(
-                f"{self.provider.name} answers each create with its images (synchronously): "
-                "it has no job to attach to by id",
-                provider=self.provider.name,
-            )
-
-    async def attach(self, job_id: str, *, model: str | None = None) -> Entry:
-        """Track a job the provider knows as ``job_id`` (see `FluxClient.attach`)."""
-        self._check_attachable()
-        if not isinstance(job_id, str) or not job_id.strip():
-            raise ValidationError(
-                f"{self.provider.name}: attach takes a provider job id (a non-empty string), "
-                f"got {job_id!r}",
-                provider=self.provider.name,
-                field="job_id",
-                value=job_id,
-            )
-        held = self._registry.by_job_id(self.provider.name, job_id)
-        if held is not None:
-            return held
-        record = None
-        if self.store is not None:
-            record = await self.store.find_job(self.provider.name, job_id)
-        if record is not None and not record.status.is_terminal:
-            return await self.reattach(record, self.store)
-        await self._take_slot()
-        entry = self._registry.allocate(
-            self.provider.name, model or (record.model if record is not None else "")
-        )
-        entry.owner = self
-        self._registry.accept(entry, job_id)
-        self._poll.track(entry, first_wait=0.0, callbacks=False)
-        return entry
-
-    async def reattach(self, record: JobRecord, store: JobStore | None) -> Entry:
-        """Track again a recorded job the provider accepted (a resume): same local id and
-        callback token, polled (or awaited by callback) to its end.
-
-        A synchronous provider's job (AI/ML API) has nothing to poll: its images came with
-        the create's answer, and the last run stopped before recording them. It ends
-        ``unknown`` (`JobUnknownError`); nothing is sent, and only ``resubmit_unknown``
-        creates it again.
-        """
-        assert record.job_id is not None
-        held = self._registry.get(record.local_id)
-        if held is not None:
-            return held
-        await self._take_slot()
-        entry = self._restore(record, store)
-        self._registry.accept(entry, record.job_id, record.cost)
-        if self.provider.synchronous:
-            name = self.provider.name
-            evidence = (
-                f"the last run stopped after {name} answered the create as {record.job_id}, "
-                f"before its images were recorded; {name} answers synchronously, so they "
-                "cannot be fetched again"
-            )
-            unknown = JobUnknownError(
-                f"job {entry.local_id}: {evidence}; it was not resent, to avoid paying twice "
-                "(resubmit_unknown sends it again)",
-                provider=name,
-                evidence=evidence,
-            )
-            self._registry.finish(entry, JobStatus.UNKNOWN, unknown)
-            return entry
-        if record.status.rank > entry.status.rank and not record.status.is_terminal:
-            self._registry.advance(entry, record.status)
-        # Poll once soon: a callback sent while no process listened is lost.
-        self._poll.track(
-            entry,
-            first_wait=0.0,
-            callbacks=self.callback_base is not None and record.token_hash is not None,
-        )
-        return entry
-
-    async def recover(
-        self,
-        record: JobRecord,
-        store: JobStore | None,
-        *,
-        wait_callback: bool,
-        evidence: str,
-    ) -> Entry:
-        """Settle a recorded create whose answer never arrived (a resume).
-
-        With callbacks on (and ``wait_callback``), the job gets `Webhooks.orphan_window`
-        seconds to call its persisted address, which adopts it; otherwise, or without a
-        callback, it ends ``unknown`` with ``evidence``. Nothing is sent.
-        """
-        await self._take_slot()
-        entry = self._restore(record, store)
-        window = self._webhooks.orphan_window if self._webhooks is not None else 0.0
-        if (
-            wait_callback
-            and self.callback_base is not None
-            and record.token_hash is not None
-            and window > 0
-        ):
-            self._tasks.spawn(self._await_recovered(entry, window, evidence))
-        else:
-            self._unknown(entry, evidence)
-        return entry
-
-    def _restore(self, record: JobRecord, store: JobStore | None) -> Entry:
-        entry = self._registry.allocate(
-            record.provider,
-            record.model,
-            request=record.generation_request(),
-            token_hash=record.token_hash,
-            secret_hash=record.secret_hash,
-            local_id=record.local_id,
-        )
-        entry.owner = self
-        entry.store = store
-        entry.polls = record.polls
-        return entry
-
-    async def _await_recovered(self, entry: Entry, window: float, evidence: str) -> None:
-        entry.accepted = asyncio.get_running_loop().create_future()
-        with anyio.move_on_after(window):
-            await entry.accepted
-        if entry.status.is_terminal:
-            return
-        if entry.job_id is not None:
-            logger.info(
-                "job %s: its create was in flight when the last run stopped; it called home "
-                "as %s: adopted",
-                entry.local_id,
-                entry.job_id,
-            )
-            self._poll.track(entry)
-            return
-        if self._closing:
-            entry.store = None  # still recoverable by the next resume
-            self.cancel(entry, "the client closed")
-            return
-        self._unknown(entry, f"{evidence}; no callback came within {window:g}s")
-
-    def _unknown(self, entry: Entry, evidence: str) -> None:
-        unknown = JobUnknownError(
-            f"job {entry.local_id}: the create may or may not have reached "
-            f"{self.provider.name} ({evidence}); it was not resent, to avoid paying twice",
-            provider=self.provider.name,
-            evidence=evidence,
-        )
-        self._registry.finish(entry, JobStatus.UNKNOWN, unknown)
-
-    async def history(self, start: float, end: float) -> list[HistoryTask]:
-        """Return the provider's tasks created between ``start`` and ``end`` (unix seconds),
-        newest first; empty when the provider documents no task history.
-
-        Raises:
-            RequestError: a page could not be read.
-        """
-        provider = self.provider
-        tasks: list[HistoryTask] = []
-        for page in range(1, _HISTORY_PAGES + 1):
-            request = provider.build_history(
-                start_time=int(start), end_time=int(end) + 1, page=page, page_size=100
-            )
-            if request is None:
-                return []
-            found, total = provider.parse_history(await self._lane.send(request))
-            tasks.extend(found)
-            if not found or page * 100 >= total:
-                break
-        return tasks
-
     # -- closing ------------------------------------------------------------------------------
 
     async def aclose(self, grace: float) -> None:
@@ -585,19 +307,7 @@ class CreateLane:
         """Give an ambiguous create's job the chance to call home before it ends unknown."""
         assert self._webhooks is not None
         window = self._webhooks.orphan_window
-        if entry.job_id is None and not entry.status.is_terminal:
-            entry.accepted = asyncio.get_running_loop().create_future()
-            with anyio.move_on_after(window):
-                await entry.accepted
-        if entry.status.is_terminal:
-            return
-        if entry.job_id is not None:
-            logger.info(
-                "job %s: its create's answer was lost, but it called home as %s: adopted",
-                entry.local_id,
-                entry.job_id,
-            )
-            self._poll.track(entry)
+        if await self._wait_call_home(entry, window, "its create's answer was lost"):
             return
         self._fail(entry, error, waited=None if self._closing else window)
 
@@ -610,12 +320,7 @@ class CreateLane:
         evidence = str(error)
         if waited is not None:
             evidence += f"; no callback came within {waited:g}s"
-        unknown = JobUnknownError(
-            f"job {entry.local_id}: the create may or may not have reached "
-            f"{self.provider.name} ({evidence}); it was not resent, to avoid paying twice",
-            provider=self.provider.name,
-            evidence=evidence,
-        )
+        unknown = unknown_create(entry.local_id, self.provider.name, evidence)
         unknown.__cause__ = error
         if self._registry.finish(entry, JobStatus.UNKNOWN, unknown):
             logger.warning("%s", unknown)
