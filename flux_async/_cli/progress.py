@@ -196,14 +196,22 @@ class PlainDisplay:
     """Writes a status line to a stream about once a second, when something changed.
 
     Meant for logs and pipes: no cursor movement, one line at a time.
+
+    Args:
+        tally: the counts shown.
+        stream: where the lines go (stderr when None).
+        interval: seconds between status lines (`INTERVAL` when None).
     """
 
+    #: Seconds between status lines by default.
+    INTERVAL = 1.0
+
     def __init__(
-        self, tally: Tally, stream: IO[str] | None = None, *, interval: float = 1.0
+        self, tally: Tally, stream: IO[str] | None = None, *, interval: float | None = None
     ) -> None:
         self._tally = tally
         self._stream = stream
-        self._interval = interval
+        self._interval = self.INTERVAL if interval is None else interval
         self._task: asyncio.Task[None] | None = None
         self._last = ""
 

@@ -24,6 +24,7 @@ from cli_helpers import (
 )
 from conftest import Run
 
+from flux_async._cli.progress import PlainDisplay
 from flux_async.testing import FakeProvider
 
 
@@ -59,9 +60,7 @@ def test_the_example_prompts_pay_only_for_real_prompts(
     source = tmp_path / "prompts.txt"
     text = (EXAMPLES / "prompts.txt").read_text(encoding="utf-8")
     # Indented and trailing whitespace, CRLF line ends: none of it reaches the provider.
-    source.write_bytes(
-        "".join(f"  {line}\t \r\n" for line in text.splitlines()).encode("utf-8")
-    )
+    source.write_bytes("".join(f"  {line}\t \r\n" for line in text.splitlines()).encode("utf-8"))
     status, _, stderr = run(
         "batch", str(source), *against(fake), "--out", str(tmp_path / "out"), "-q"
     )
@@ -93,9 +92,7 @@ def test_batch_of_the_example_requests(tmp_path: Path, run: Run) -> None:
     assert any("image_url" in request for request in requests)
 
 
-def test_bad_jsonl_lines_are_rejected_shown_and_the_batch_goes_on(
-    tmp_path: Path, run: Run
-) -> None:
+def test_bad_jsonl_lines_are_rejected_shown_and_the_batch_goes_on(tmp_path: Path, run: Run) -> None:
     source = tmp_path / "requests.jsonl"
     source.write_text(
         "\n".join(
@@ -165,7 +162,9 @@ def test_a_text_file_whose_first_line_starts_with_a_brace_is_text(
     status, _, stderr = run("batch", str(source), *against(fake), "--out", str(tmp_path / "o"))
     assert status == 0, stderr
     assert dict(fake.creates_per_prompt) == {
-        "{curly} braces on a sign": 1, '{"prompt": "x"} as a prompt': 1, "a fox": 1,
+        "{curly} braces on a sign": 1,
+        '{"prompt": "x"} as a prompt': 1,
+        "a fox": 1,
     }
 
 
@@ -177,7 +176,8 @@ def test_prompts_from_stdin(tmp_path: Path, run: Run, monkeypatch: pytest.Monkey
     assert status == 0, stderr
     rows = by_line(read_manifest(out / "manifest.jsonl"))
     assert {n: row["prompt"] for n, row in rows.items()} == {
-        2: "a red fox", 4: "a lighthouse at dusk",
+        2: "a red fox",
+        4: "a lighthouse at dusk",
     }
     assert "2 succeeded" in stdout
 
@@ -227,9 +227,7 @@ def test_the_fake_speaks_each_provider(fake_as: str, job_id: str, tmp_path: Path
     source = tmp_path / "prompts.txt"
     source.write_text("a red fox\na lighthouse\n", encoding="utf-8")
     out = tmp_path / "out"
-    status, _, stderr = run(
-        "batch", str(source), *FAST, "--fake-as", fake_as, "--out", str(out)
-    )
+    status, _, stderr = run("batch", str(source), *FAST, "--fake-as", fake_as, "--out", str(out))
     assert status == 0, stderr
     rows = read_manifest(out / "manifest.jsonl")
     assert [row["status"] for row in rows] == ["succeeded"] * 2
@@ -247,8 +245,15 @@ def test_failed_and_timed_out_jobs(tmp_path: Path, run: Run) -> None:
     out = tmp_path / "out"
     manifest = tmp_path / "elsewhere" / "runs.jsonl"
     status, stdout, _ = run(
-        "batch", str(source), *FAST, "--out", str(out), "--manifest", str(manifest),
-        "--timeout", "1",
+        "batch",
+        str(source),
+        *FAST,
+        "--out",
+        str(out),
+        "--manifest",
+        str(manifest),
+        "--timeout",
+        "1",
     )
     assert status == 1
     rows = by_line(read_manifest(manifest))
@@ -300,8 +305,15 @@ def test_orphan_window_bounds_the_wait_for_a_lost_create(tmp_path: Path, run: Ru
     source.write_text("[fault:drop] [fault:no-callback] a lost fox\na fine fox\n")
     started = time.monotonic()
     status, stdout, stderr = run(
-        "batch", str(source), *FAST, "--webhook-port", "0", "--orphan-window", "0.5",
-        "--out", str(tmp_path / "out"),
+        "batch",
+        str(source),
+        *FAST,
+        "--webhook-port",
+        "0",
+        "--orphan-window",
+        "0.5",
+        "--out",
+        str(tmp_path / "out"),
     )
     elapsed = time.monotonic() - started
     assert status == 1, stderr
@@ -311,15 +323,28 @@ def test_orphan_window_bounds_the_wait_for_a_lost_create(tmp_path: Path, run: Ru
     assert "1 failed (1 unknown)" in stdout
 
 
-def test_plain_progress_on_stderr(tmp_path: Path, run: Run) -> None:
+def test_plain_progress_on_stderr(
+    tmp_path: Path, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # How often a line is written is PlainDisplay's own test (test_cli_progress.py); here a
+    # short interval gives several lines from a batch of well under a second.
+    monkeypatch.setattr(PlainDisplay, "INTERVAL", 0.02)
     source = tmp_path / "prompts.txt"
     source.write_text("".join(f"fox {i}\n" for i in range(30)), encoding="utf-8")
     status, stdout, stderr = run(
-        "batch", str(source), "--provider", "fake", "--fake-latency", "0.8,1.6",
-        "--concurrency", "8", "--out", str(tmp_path / "out"),
+        "batch",
+        str(source),
+        "--provider",
+        "fake",
+        "--fake-latency",
+        "0.1,0.2",
+        "--concurrency",
+        "8",
+        "--out",
+        str(tmp_path / "out"),
     )
     assert status == 0
-    # Not a terminal: plain status lines, about one a second, and a last one at the end.
+    # Not a terminal: plain status lines, one an interval, and a last one at the end.
     progress = [line for line in stderr.splitlines() if "/30 done" in line]
     assert len(progress) >= 2, stderr
     assert all(line.startswith("flux-async: ") for line in progress)

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import read_manifest
+from support import wait_until
 
 from flux_async import Event, FluxClient, PollPolicy, ShortAPI, read_prompts
 from flux_async._cli.batch import BatchResult, print_summary, run_batch
 from flux_async._cli.manifest import Manifest
-from flux_async._cli.progress import NullDisplay, Tally
+from flux_async._cli.progress import NullDisplay, PlainDisplay, Tally
 from flux_async.testing import FakeProvider
 
 
@@ -65,9 +66,9 @@ def test_no_eta_until_a_few_jobs_are_done() -> None:
 
 def test_progress_and_summary_agree_after_an_interruption() -> None:
     tally = Tally(10)
-    for status in ["succeeded"] * 3 + ["failed", "rejected"] + ["cancelled"] * 2 + [
-        "not_started"
-    ] * 3:
+    for status in (
+        ["succeeded"] * 3 + ["failed", "rejected"] + ["cancelled"] * 2 + ["not_started"] * 3
+    ):
         tally.count(status, "0.02" if status == "succeeded" else None)
     # Not interrupted: a cancelled or unstarted line is a failure, in both places.
     assert "3 ok, 6 failed, " in tally.stats()
@@ -85,6 +86,53 @@ def test_progress_and_summary_agree_after_an_interruption() -> None:
     assert (
         "3 succeeded, 1 failed, 0 skipped, 1 rejected, 2 cancelled, 3 not started; cost 0.06"
         in stream.getvalue()
+    )
+
+
+def test_plain_display_writes_a_line_an_interval_only_when_the_counts_changed() -> None:
+    async def show() -> list[str]:
+        stream = io.StringIO()
+        tally = Tally(4, clock=Clock())
+        display = PlainDisplay(tally, stream, interval=0.01)
+
+        def lines() -> list[str]:
+            return stream.getvalue().splitlines()
+
+        display.start()
+        await wait_until(lambda: len(lines()) == 1)  # the first tick shows where it starts
+        await asyncio.sleep(0.1)  # ten ticks, nothing changed: no line
+        assert len(lines()) == 1
+        tally.on_event(_event("submitted", "j"))
+        await wait_until(lambda: len(lines()) == 2)
+        display.note("a message")  # at once, on its own line
+        assert len(lines()) == 3
+        await asyncio.sleep(0.1)
+        await display.stop()  # nothing changed since the last line: no other one
+        return lines()
+
+    assert asyncio.run(show()) == [
+        "flux-async: 0/4 done: 0 ok, 0 failed, 0 in flight | 0.0 jobs/s | cost 0 | 0.0s",
+        "flux-async: 0/4 done: 0 ok, 0 failed, 1 in flight | 0.0 jobs/s | cost 0 | 0.0s",
+        "flux-async: a message",
+    ]
+
+
+def test_plain_display_waits_an_interval_and_writes_a_last_line_on_stop() -> None:
+    async def show() -> str:
+        stream = io.StringIO()
+        tally = Tally(2, clock=Clock())
+        display = PlainDisplay(tally, stream)  # one a second: no tick in this test
+        display.start()
+        tally.count("succeeded", "0.02")
+        tally.count("failed", None)
+        await asyncio.sleep(0.05)
+        assert stream.getvalue() == ""
+        await display.stop()
+        return stream.getvalue()
+
+    assert PlainDisplay.INTERVAL == 1.0
+    assert asyncio.run(show()) == (
+        "flux-async: 2/2 done: 1 ok, 1 failed, 0 in flight | 0.0 jobs/s | cost 0.02 | 0.0s\n"
     )
 
 
