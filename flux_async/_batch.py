@@ -43,10 +43,11 @@ from ._models import (
     outcome_status,
 )
 from ._poll import latency_key, load_latency, save_latency
+from ._record import JobRecord
+from ._record import fingerprint as job_fingerprint
 from ._registry import Entry
 from ._resume import BatchJournal, Plan, open_journal, resumed_outcome
-from ._store import JobRecord, JobStore, JournalMismatchError
-from ._store import fingerprint as job_fingerprint
+from ._store import JobStore, JournalMismatchError
 from .providers._base import HistoryTask, Prepared, Provider
 
 __all__ = [

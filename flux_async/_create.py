@@ -27,9 +27,10 @@ from ._lane import Lane, Tasks
 from ._models import Generation, GenerationRequest, JobStatus
 from ._poll import PollLane
 from ._reattach import Reattaching, unknown_create
+from ._record import JobRecord
 from ._registry import Entry, Registry
 from ._retry import CreateAction, decide_create_failure
-from ._store import JobRecord, JobStore, JournalError
+from ._store import JobStore, JournalError
 from .providers._base import Prepared, Provider
 
 __all__ = ["CreateLane", "JournalContext"]

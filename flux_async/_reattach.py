@@ -15,8 +15,9 @@ from ._errors import ConfigurationError, JobUnknownError, ValidationError
 from ._lane import Lane, Tasks
 from ._models import JobStatus
 from ._poll import PollLane
+from ._record import JobRecord
 from ._registry import Entry, Registry
-from ._store import JobRecord, JobStore
+from ._store import JobStore
 from .providers._base import HistoryTask, Provider
 
 __all__ = ["Reattaching", "unknown_create"]

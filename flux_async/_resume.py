@@ -36,8 +36,10 @@ from . import _errors
 from ._create import JournalContext
 from ._errors import FluxError, JobError, JobFailedError, RequestError
 from ._models import JobStatus, Outcome
-from ._store import JobRecord, JobStore, JournalError, JournalMismatchError, fingerprint
+from ._record import JobRecord, fingerprint
+from ._store import JobStore, JournalError, JournalMismatchError
 from .providers._base import HistoryTask, Prepared, Provider
+from .stores.sqlite import SQLiteJournal
 
 __all__ = ["BatchJournal", "Plan", "open_journal", "resumed_outcome"]
 
@@ -72,8 +74,6 @@ class Plan(msgspec.Struct, kw_only=True):
 async def open_journal(journal: str | PathLike[str] | JobStore) -> tuple[JobStore, bool]:
     """Return (the store, whether the caller owns it and must close it)."""
     if isinstance(journal, (str, PathLike)):
-        from .stores.sqlite import SQLiteJournal
-
         path = Path(fspath(journal))
         if path.parent and not path.parent.exists():
             raise JournalError(

@@ -531,7 +531,9 @@ async def test_events_wait_briefly_for_company_and_progress_is_held(tmp_path: Pa
         journal.put_accepted("L0", "job-0")
         await asyncio.sleep(0)
         await asyncio.sleep(0)
-        assert journal._writing or journal.transactions == before + 1
+        writer = journal._writer
+        assert writer is not None
+        assert writer.writing or journal.transactions == before + 1
         await wait_until(lambda: journal.transactions == before + 1)
         # ... ends wait for company: those of several ticks within EVENT_DELAY go together,
         # written unprompted.
@@ -539,7 +541,7 @@ async def test_events_wait_briefly_for_company_and_progress_is_held(tmp_path: Pa
             journal.put_status(f"L{i}", JobStatus.RUNNING)
             journal.put_finished(f"L{i}", JobStatus.FAILED)
             await asyncio.sleep(0)
-        assert not journal._writing and journal.transactions == before + 1
+        assert not writer.writing and journal.transactions == before + 1
         await wait_until(lambda: journal.transactions > before + 1)
         assert journal.transactions == before + 2
         # Progress (queued, running) is not written as it happens ...
