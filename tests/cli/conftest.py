@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from flux_async._cli import main
-from flux_async.testing import FakeProvider
+from flux_async.testing import FakeProvider, Faults
 
 Run = Callable[..., tuple[int, str, str]]
 
@@ -74,6 +74,9 @@ def serve_fake(**options: Any) -> Iterator[FakeProvider]:
 
 @pytest.fixture
 def fake() -> Iterator[FakeProvider]:
-    """A FakeProvider served from a thread of its own; read its counters once a run ended."""
-    with serve_fake(latency=(0.01, 0.05)) as provider:
+    """A FakeProvider served from a thread of its own; read its counters once a run ended.
+
+    Its 429s ask for no wait (``Retry-After: 0``): the command's tests are not about pacing.
+    """
+    with serve_fake(latency=(0.01, 0.05), faults=Faults(retry_after=0)) as provider:
         yield provider
