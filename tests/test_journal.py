@@ -14,7 +14,7 @@ from support import FAST_POLL, FAST_RETRY, client_for, wait_until
 from flux_async import FluxClient, JobStatus, PiAPI, PollPolicy, ShortAPI, Timeouts
 from flux_async._store import JournalError, JournalMismatchError, MemoryStore
 from flux_async.stores.sqlite import SQLiteJournal
-from flux_async.testing import FakeProvider, Faults
+from flux_async.testing import FakeProvider, Faults, Latency
 
 pytestmark = pytest.mark.anyio
 
@@ -124,7 +124,9 @@ async def test_creates_in_flight_are_found_in_piapi_history_or_end_unknown(
 ) -> None:
     path = tmp_path / "run.sqlite"
     prompts = PROMPTS[:4]
-    async with FakeProvider(latency=0.05, faults=Faults(create_delay=5.0), seed=5) as fake:
+    # The first run's creates are held past its end; the later runs' answer at once.
+    held = Faults(create_delay=Latency.shift(30.0, 0.0, after_jobs=len(prompts)))
+    async with FakeProvider(latency=0.05, faults=held, seed=5) as fake:
         client = client_for("piapi", fake, timeouts=Timeouts(close_grace=0.0))
         async with client:
             stream = client.generate_many(prompts, journal=path)
@@ -146,7 +148,9 @@ async def test_creates_in_flight_are_found_in_piapi_history_or_end_unknown(
 async def test_unknown_creates_are_resent_only_when_asked(tmp_path: Path) -> None:
     path = tmp_path / "run.sqlite"
     prompts = PROMPTS[:3]
-    async with FakeProvider(latency=0.05, faults=Faults(create_delay=5.0), seed=5) as fake:
+    # The first run's creates are held past its end; the later runs' answer at once.
+    held = Faults(create_delay=Latency.shift(30.0, 0.0, after_jobs=len(prompts)))
+    async with FakeProvider(latency=0.05, faults=held, seed=5) as fake:
         client = client_for("shortapi", fake, timeouts=Timeouts(close_grace=0.0))
         async with client:
             stream = client.generate_many(prompts, journal=path)
@@ -156,7 +160,6 @@ async def test_unknown_creates_are_resent_only_when_asked(tmp_path: Path) -> Non
             with contextlib.suppress(BaseException):
                 await task
             await stream.aclose()
-        fake._state.faults = Faults()  # the resent creates answer at once
         async with client_for("shortapi", fake) as client:
             again = await run(client, prompts, journal=path)
         assert [o.status for o in again] == ["unknown"] * len(prompts)
