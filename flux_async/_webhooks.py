@@ -175,6 +175,12 @@ async def _read_body(request: web.Request, config: Webhooks) -> bytes | WebhookR
     limit = config.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         return TOO_LARGE
+    content = request.content
+    if content.is_eof() and content.exception() is None:
+        # The usual small callback: the whole body arrived with the headers. Take it
+        # without a timeout handle and an iterator per request.
+        body = content.read_nowait()
+        return TOO_LARGE if len(body) > limit else body
 
     async def read() -> bytes | WebhookResponse:
         chunks = []

@@ -147,6 +147,30 @@ async def test_body_shorter_than_its_length_gets_408_and_the_connection_closes(
     assert status in (200, 422)
 
 
+async def test_a_chunked_body_over_the_limit_that_arrives_whole_gets_413() -> None:
+    """No Content-Length to refuse early, and the whole body came with the headers (the
+    receiver then takes it at once, without a read loop): its size is still checked."""
+    async with FakeProvider(latency=60, seed=22, faults=Faults(callback_never=1.0)) as fake:
+        webhooks = Webhooks(grace=60, read_timeout=0.5, max_body_bytes=64)
+        async with FluxClient(ShortAPI("test-key", base_url=fake.url), webhooks=webhooks,
+                              poll=POLL, seed=0) as client:
+            job = await client.submit("target")
+            url = fake.jobs[job.id or ""].callback_url or ""
+            authority, path = url.split("://", 1)[1].split("/", 1)
+            port = int(authority.rsplit(":", 1)[1])
+            head = (f"POST /{path} HTTP/1.1\r\nHost: x\r\n"
+                    "Transfer-Encoding: chunked\r\n\r\n").encode()
+            big = b'{"code": 0, "data": {"status": 2, "x": "' + b"y" * 80 + b'"}}'
+            chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(big), big)
+            status, _ = await exchange(port, head + chunked)
+            assert status == 413
+            small = b'{"code": 0}'
+            chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(small), small)
+            status, _ = await exchange(port, head + chunked)
+            assert status != 413  # the same path under the limit is read, not refused
+            assert not job.done()
+
+
 FORGED = [
     b"GARBAGE\r\n\r\n",
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,  # a TLS hello
