@@ -14,35 +14,35 @@ import time
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
-    AsyncIterator,
     Coroutine,
     Iterable,
-    Mapping,
 )
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
+from ._batch_inputs import (
+    BatchInput,
+    JournalOptions,
+    Taken,
+    check_batch_arguments,
+    items_of,
+    take_up,
+)
+from ._budget import Budget
 from ._config import Limits
 from ._create import JournalContext
-from ._errors import (
-    BudgetExceededError,
-    ConfigurationError,
-    FluxError,
-    JobError,
-    ValidationError,
-)
-from ._images import Uploader, resolve_image_input
+from ._errors import BudgetExceededError, FluxError, JobError
+from ._images import Uploader
+from ._journal_latency import load_journal_latency, poll_lane_of, save_journal_latency
 from ._models import (
     Generation,
     GenerationRequest,
     JobStatus,
     Outcome,
     OutcomeStatus,
-    build_request,
     outcome_status,
 )
-from ._poll import latency_key, load_latency, save_latency
 from ._record import JobRecord
 from ._record import fingerprint as job_fingerprint
 from ._registry import Entry
@@ -60,8 +60,6 @@ __all__ = [
 
 logger = logging.getLogger("flux_async")
 
-BatchInput = str | Mapping[str, Any] | GenerationRequest
-
 _DONE = object()
 _LIMITS = Limits()
 _SAVE_LATENCY_EVERY = 5.0
@@ -74,15 +72,6 @@ class _Failed:
 
     def __init__(self, error: Exception) -> None:
         self.error = error
-
-
-async def _items(requests: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
-    if isinstance(requests, AsyncIterable):
-        async for item in requests:
-            yield item
-    else:
-        for item in requests:
-            yield item
 
 
 class JobLauncher(Protocol):
@@ -122,117 +111,6 @@ class JobLauncher(Protocol):
         """Save the generation's images into ``directory``."""
 
 
-def check_batch_arguments(
-    concurrency: Any, budget: Any, price_per_job: Any, default_concurrency: int
-) -> tuple[int, Decimal | None, Decimal | None]:
-    """Validate `generate_many`'s arguments; return (concurrency, budget, price_per_job).
-
-    Raises:
-        ConfigurationError: naming the argument and what it accepts.
-    """
-    if concurrency is None:
-        concurrency = default_concurrency
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ConfigurationError(f"concurrency must be an integer >= 1, got {concurrency!r}")
-    return concurrency, _money("budget", budget), _money("price_per_job", price_per_job)
-
-
-def _money(name: str, value: Any) -> Decimal | None:
-    if value is None:
-        return None
-    try:
-        amount = Decimal(str(value))
-    except ArithmeticError as exc:
-        raise ConfigurationError(f"{name} must be a number, got {value!r}") from exc
-    if not amount.is_finite() or amount < 0:
-        raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
-    return amount
-
-
-def _to_request(client: JobLauncher, item: Any) -> GenerationRequest:
-    name = client.provider.name
-    if isinstance(item, GenerationRequest):
-        return item
-    if isinstance(item, str):
-        return build_request(name, item, {})
-    if isinstance(item, Mapping):
-        params = dict(item)
-        if "prompt" not in params:
-            raise ValidationError(
-                f"{name}: a request mapping needs a 'prompt'", provider=name, field="prompt"
-            )
-        return build_request(name, params.pop("prompt"), params)
-    raise ValidationError(
-        f"{name}: each input must be a prompt string, a mapping with 'prompt', or a "
-        f"GenerationRequest; got {type(item).__name__}",
-        provider=name,
-        field="request",
-        value=item,
-    )
-
-
-class _Budget:
-    """Money a batch has committed, kept at or under ``limit``.
-
-    Committed money is what finished jobs were charged plus a price for every job still in
-    flight; a job whose create was ambiguous counts as paid. A job's price is, in order: the
-    provider's published price, the caller's ``price_per_job``, the dearest charge reported
-    so far in this batch. Until one of them is known, jobs are admitted one at a time (so
-    only a single job can exceed the budget, and only if it alone costs more than all of
-    it); a price is never guessed as 0.
-    """
-
-    def __init__(self, limit: Decimal, price_per_job: Decimal | None) -> None:
-        self.limit = limit
-        self.price_per_job = price_per_job
-        self.committed = Decimal(0)
-        self.largest_seen: Decimal | None = None
-        self.unpriced = 0  # jobs in flight admitted before any price was known
-        self.settled = asyncio.Event()
-
-    def price(self, provider: Any, prepared: Any) -> Decimal | None:
-        published: Decimal | None = provider.estimate_cost(prepared)
-        if published is not None:
-            return published
-        if self.price_per_job is not None:
-            return self.price_per_job
-        return self.largest_seen
-
-    async def admit(self, provider: Any, prepared: Any) -> tuple[bool, Decimal | None]:
-        """Wait until a job may go out; return (within budget, the price reserved for it)."""
-        estimate = self.price(provider, prepared)
-        while estimate is None and self.unpriced:
-            # No price known yet: one job at a time until the first charge is reported.
-            self.settled.clear()
-            await self.settled.wait()
-            estimate = self.price(provider, prepared)
-        if estimate is None:
-            self.unpriced += 1
-            return True, None
-        if self.committed + estimate > self.limit:
-            return False, estimate
-        self.committed += estimate
-        return True, estimate
-
-    def settle(self, estimate: Decimal | None, entry: Entry | None) -> None:
-        """Replace a job's reserved price by what it really cost, once it ended."""
-        if estimate is None:
-            self.unpriced -= 1
-        if entry is None or (entry.job_id is None and entry.status is JobStatus.FAILED):
-            actual = Decimal(0)  # refused before any job existed: nothing was charged
-        elif entry.refunded:
-            actual = Decimal(0)
-        elif entry.cost is not None:
-            actual = entry.cost
-            self.largest_seen = max(self.largest_seen or actual, actual)
-        else:
-            # The charge was never reported (ambiguous create, cancelled, timed out): assume
-            # the job was paid for at its price, when one is known.
-            actual = estimate if estimate is not None else (self.largest_seen or Decimal(0))
-        self.committed += actual - (estimate or Decimal(0))
-        self.settled.set()
-
-
 async def generate_many(
     client: JobLauncher,
     requests: Iterable[BatchInput] | AsyncIterable[BatchInput],
@@ -255,7 +133,8 @@ async def generate_many(
     tasks: set[asyncio.Task[None]] = set()
     entries: dict[int, Entry] = {}
     journaled: set[Entry] = set()
-    money = _Budget(budget, price_per_job) if budget is not None else None
+    money = Budget(budget, price_per_job) if budget is not None else None
+    lane = poll_lane_of(client)  # learns latencies, kept in the journal
     # Opened here, in the first step of the loop: a journal that cannot be used is an
     # error before anything is sent.
     store: JobStore | None = None
@@ -273,7 +152,7 @@ async def generate_many(
         )
         try:
             await book.open()
-            await _load_latency(client, store)
+            await load_journal_latency(lane, client.provider.name, store)
         except BaseException:
             if owned:
                 await store.aclose()
@@ -422,11 +301,11 @@ async def generate_many(
 
     stop: BudgetExceededError | None = None
 
-    async def take(index: int, item: Any, taken: _Taken | None = None) -> None:
+    async def take(index: int, item: Any, taken: Taken | None = None) -> None:
         nonlocal stop
         started = time.monotonic()
         if taken is None:
-            taken = await _take_up(client, item, uploader, limits)
+            taken = await take_up(client.provider, item, uploader, limits)
         if taken.rejected is not None:
             await finish(_outcome(index, item, "rejected", taken.rejected, started))
             return
@@ -464,12 +343,12 @@ async def generate_many(
 
     async def produce() -> None:
         try:
-            source = _items(requests).__aiter__()
+            source = items_of(requests).__aiter__()
             index = -1
             if book is not None and book.resumed:
                 # Read (and check) every input the journal holds a record of before anything
                 # is sent: another input is an error that costs nothing.
-                ahead: list[tuple[Any, _Taken]] = []
+                ahead: list[tuple[Any, Taken]] = []
                 while index < book.last_index:
                     try:
                         item = await source.__anext__()
@@ -482,7 +361,7 @@ async def generate_many(
                             index=index + 1,
                         ) from None
                     index += 1
-                    taken = await _take_up(client, item, uploader, limits)
+                    taken = await take_up(client.provider, item, uploader, limits)
                     taken.plan = book.plan(index, taken.original, taken.prepared)
                     ahead.append((item, taken))
                 await book.search_history(
@@ -517,7 +396,7 @@ async def generate_many(
                 raise outcome.error
             yield outcome
             if store is not None and time.monotonic() >= next_save:
-                await _save_latency(client, store)
+                await save_journal_latency(lane, client.provider.name, store)
                 next_save = time.monotonic() + _SAVE_LATENCY_EVERY
         await producer
     finally:
@@ -533,101 +412,16 @@ async def generate_many(
             # stop writing to a journal about to close; it keeps their last live state.
             for entry in journaled:
                 entry.store = None
-            await _save_latency(client, store)
+            await save_journal_latency(lane, client.provider.name, store)
             if owned:
                 await store.aclose()
             else:
                 await store.flush()
 
 
-def _poll_lane(client: JobLauncher) -> Any:
-    """The poll lane that learns the client's latencies (``None``: a launcher without one)."""
-    lane = getattr(client, "_poll", None)
-    if callable(getattr(lane, "latency_state", None)) and callable(
-        getattr(lane, "load_latency", None)
-    ):
-        return lane
-    return None
-
-
-async def _load_latency(client: JobLauncher, store: JobStore) -> None:
-    """Start the client's latency models from the journal's, where it has learned nothing
-    about a model yet (an estimate learned in this process is fresher)."""
-    lane = _poll_lane(client)
-    if lane is None or not callable(getattr(store, "load_meta", None)):
-        return
-    provider = client.provider.name
-    prefix = latency_key(provider, "")
-    try:
-        saved = await load_latency(store, provider)
-    except (FluxError, OSError) as exc:  # best effort: the batch runs cold
-        logger.debug("could not read the learned latencies from the journal: %s", exc)
-        return
-    for key, data in saved.items():
-        known = lane.estimate(key[len(prefix) :])
-        if known is None or known.samples <= 0:
-            lane.load_latency(key, data)
-
-
-async def _save_latency(client: JobLauncher, store: JobStore) -> None:
-    """Keep what the client learned about its latencies in the journal (best effort: a
-    journal that cannot be written says so at its next awaited write)."""
-    lane = _poll_lane(client)
-    if lane is None or not callable(getattr(store, "save_meta", None)):
-        return
-    state: Mapping[str, bytes] = lane.latency_state()
-    if not state:
-        return
-    try:
-        await save_latency(store, state, client.provider.name)
-    except (FluxError, OSError) as exc:
-        logger.debug("could not save the learned latencies in the journal: %s", exc)
-
-
 def _all_exist(files: tuple[str, ...]) -> bool:
     # A few stat calls per resumed input: cheap enough for the event loop.
     return all(os.path.exists(path) for path in files)
-
-
-class JournalOptions(NamedTuple):
-    """`generate_many`'s journal arguments."""
-
-    journal: str | os.PathLike[str] | JobStore
-    batch_id: str | None = None
-    new_batch: bool = False
-    resubmit_unknown: bool = False
-    repoll_timed_out: bool = True
-    """Poll again, by provider id, jobs an earlier run gave up on (``timed_out``)."""
-
-
-class _Taken:
-    """An input read and checked: its request (before and after image resolution), or why
-    it was rejected, and its resume plan."""
-
-    __slots__ = ("original", "plan", "prepared", "rejected", "request")
-
-    def __init__(self) -> None:
-        self.original: GenerationRequest | None = None
-        self.request: GenerationRequest | None = None
-        self.prepared: Prepared | None = None
-        self.rejected: ValidationError | None = None
-        self.plan: Plan | None = None
-
-
-async def _take_up(
-    client: JobLauncher, item: Any, uploader: Uploader | None, limits: Limits
-) -> _Taken:
-    taken = _Taken()
-    try:
-        taken.original = request = _to_request(client, item)
-        taken.request = request = await resolve_image_input(
-            request, client.provider, uploader, limits
-        )
-        taken.prepared = client.provider.prepare(request)
-    except ValidationError as exc:
-        taken.rejected = exc
-        taken.prepared = None
-    return taken
 
 
 def _outcome(
