@@ -1,18 +1,17 @@
-"""The ``flux-async`` command line: argparse, its option types and the help texts."""
+"""The ``flux-async`` command line's argparse parser. Its option types are in
+``option_types.py``, its help texts in ``help_texts.py``."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
-from collections.abc import Callable
-from decimal import Decimal
 from typing import Any, NoReturn
 
 import flux_async
 
 from .common import PROG, UsageError
+from .help_texts import BATCH_HELP, EPILOG, GENERATE_HELP, WORKER_HELP
+from .option_types import json_object, latency, money, per_second, port, positive_int, rate, seconds
 
 __all__ = ["FAKE", "PROVIDER_NAMES", "Exit", "build_parser"]
 
@@ -38,56 +37,6 @@ class _Parser(argparse.ArgumentParser):
         if message:
             print(message, file=sys.stderr, end="")
         raise Exit(status)
-
-
-def _number_type(
-    convert: Callable[[str], Any], accept: Callable[[Any], bool], wanted: str
-) -> Callable[[str], Any]:
-    """Return an argparse type: ``convert`` the text, then check it with ``accept``."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = convert(text)
-            ok = accept(value)
-        except (ValueError, ArithmeticError):  # Decimal raises InvalidOperation
-            ok = False
-        if not ok:
-            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
-        return value
-
-    return parse
-
-
-positive_int = _number_type(int, lambda v: v >= 1, "an integer >= 1")
-port = _number_type(int, lambda v: 0 <= v <= 65535, "a port number 0-65535")
-money = _number_type(Decimal, lambda v: v.is_finite() and v >= 0, "an amount >= 0 such as 2.50")
-seconds = _number_type(float, lambda v: v > 0 and math.isfinite(v), "a number of seconds > 0")
-rate = _number_type(float, lambda v: 0 <= v <= 1, "a rate from 0 to 1")
-per_second = _number_type(float, lambda v: v > 0 and math.isfinite(v), "a number per second > 0")
-
-
-def latency(text: str) -> tuple[float, float]:
-    """``SECONDS`` or ``LOW,HIGH`` (the fake's create-to-ready latency)."""
-    try:
-        parts = [float(part) for part in text.split(",")]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or not 0 <= parts[0] <= parts[1] or not math.isfinite(parts[1]):
-        raise argparse.ArgumentTypeError(f"must be SECONDS or LOW,HIGH, got {text!r}")
-    return parts[0], parts[1]
-
-
-def json_object(text: str) -> dict[str, Any]:
-    """A JSON object (``--extra``)."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {exc.msg}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError('must be a JSON object such as \'{"key": "value"}\'')
-    return value
 
 
 def _common_options(*, webhooks: bool = True) -> _Parser:
@@ -177,91 +126,12 @@ def _webhook_options(common: _Parser) -> None:
     )
 
 
-_EPILOG = f"""\
-Try it with no key and no network:
-  {PROG} generate "a red fox in the snow" --provider fake --aspect-ratio 16:9 --out out/
-  printf 'a red fox\\na lighthouse at dusk\\n' | {PROG} batch - --provider fake --out out/
-
-Spread a batch over worker processes on several machines through Redis:
-  {PROG} worker --redis redis://HOST:6379/0 --provider piapi --out images/
-  {PROG} batch prompts.txt --redis redis://HOST:6379/0
-
-API keys are read from SHORTAPI_KEY, PIAPI_KEY or AIMLAPI_KEY.
-Exit status: 0 all succeeded, 1 something failed or was rejected or skipped,
-2 usage or input error (nothing was sent), 130 interrupted.
-"""
-
-
-_GENERATE_HELP = f"""\
-Generate from one prompt and print the image URLs, one per line (then the saved
-files, with --out). The parameters and --out are checked before anything is sent.
-
-examples:
-  {PROG} generate "a red fox" --provider fake --aspect-ratio 16:9 --num-images 2 --out out/
-  {PROG} generate "a red fox" --provider piapi --timeout 120
-"""
-
-_BATCH_HELP = f"""\
-Generate from every line of FILE ('-' reads standard input), many jobs at once;
-save the images in --out and write a manifest with one JSON line per input line:
-  {{"index", "line", "prompt", "status", "job_id", "image_urls", "files", "cost",
-   "error"}}
-
-FILE holds one prompt per line, or one JSON request per line (JSONL: a name
-ending in .jsonl, or every line a JSON object): "prompt" and any of image_url,
-aspect_ratio, width, height, num_images, seed, steps, guidance, strength, model,
-extra. Lines are stripped; blank lines and lines starting with # are skipped.
-A bad line is "rejected", shown on stderr, and the batch goes on. Ctrl-C stops
-cleanly: cancelled and unstarted lines are recorded too (twice: stop at once), the
-provider ids of the jobs left in flight are in the journal, and --resume goes on.
-From Python, flux_async.read_prompts(FILE) reads a file the same way.
-
-examples:
-  printf 'a red fox\\n# a comment\\na lighthouse\\n' | {PROG} batch - --provider fake
-  echo '{{"prompt": "a red fox", "num_images": 2}}' | {PROG} batch - --provider fake
-  {PROG} batch prompts.txt --provider piapi --budget 5 --price-per-job 0.02
-  {PROG} batch prompts.txt --out run1/            # stopped by Ctrl-C or a crash...
-  {PROG} batch prompts.txt --out run1/ --resume   # ...goes on; nothing is paid twice
-
-over several workers (Redis; pip install 'flux-async[redis]'):
-  {PROG} worker --redis redis://localhost:6379/0 --provider piapi --out images/  # each machine
-  {PROG} batch prompts.txt --redis redis://localhost:6379/0     # queue, collect the manifest
-  {PROG} batch prompts.txt --redis redis://localhost:6379/0     # again: only collects
-"""
-
-_WORKER_HELP = f"""\
-Take inputs of the batches queued on Redis ('{PROG} batch FILE --redis URL') and
-generate them, saving the images in --out; each outcome goes back to Redis for the
-batch's manifest. Run any number of workers, on any machines, with the same --redis
-and provider account: each input is created at most once, whichever worker takes it.
-A worker that dies (kill -9, a crash) leaves its inputs to the others once they were
-idle for --min-idle seconds: its accepted jobs are followed by their provider ids,
-never created again; a create it had on the wire ends 'unknown'.
-
-Ctrl-C (or SIGTERM) stops taking inputs and finishes the ones in hand; a second Ctrl-C
-stops at once and leaves them to the other workers. With --exit-when-idle the worker
-also stops once nothing was queued or in hand anywhere for that long.
-The Redis URL may hold a password; it is never printed. With --provider fake each
-worker runs a fake of its own (a demo): an input taken over from another worker's fake
-then ends 'unknown', as that fake's jobs cannot be followed.
-
-examples:
-  {PROG} worker --redis redis://localhost:6379/0 --provider piapi --out images/
-  {PROG} worker --redis redis://localhost:6379/0 --provider fake --exit-when-idle 5
-  {PROG} worker --redis redis://queue.internal:6379/0 --namespace team-a \\
-      --provider shortapi --concurrency 128 --shared-creates-per-second 10 \\
-      --shared-jobs-in-flight 256
-
-exit status: 0 stopped (idle, or SIGTERM), 1 Redis was lost, 2 usage error, 130 Ctrl-C.
-"""
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the ``flux-async`` command line."""
     parser = _Parser(
         prog=PROG,
         description="Generate images with hosted FLUX APIs (ShortAPI, PiAPI, AI/ML API).",
-        epilog=_EPILOG,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {flux_async.__version__}")
@@ -275,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         help="generate from one prompt; print the image URLs",
-        description=_GENERATE_HELP,
+        description=GENERATE_HELP,
     )
     generate.add_argument("prompt", help="what to draw")
     params = generate.add_argument_group("generation parameters")
@@ -299,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         help="generate from a file of prompts; write a manifest",
-        description=_BATCH_HELP,
+        description=BATCH_HELP,
     )
     batch.add_argument(
         "file", metavar="FILE", help="prompts (text) or requests (JSONL); '-' for stdin"
@@ -414,7 +284,7 @@ def _worker_parser(commands: Any) -> None:
         parents=[_common_options(webhooks=False)],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         help="generate the inputs of batches queued on Redis",
-        description=_WORKER_HELP,
+        description=WORKER_HELP,
     )
     group = _redis_options(worker, None, required=True)
     group.add_argument(
