@@ -137,7 +137,7 @@ class RegistryMachine(RuleBasedStateMachine):
 
 
 TestRegistry = RegistryMachine.TestCase
-TestRegistry.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestRegistry.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 
 
 def test_terminal_entry_records_result_and_wakes_waiter() -> None:
