@@ -14,6 +14,8 @@ import time
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
+    Awaitable,
+    Callable,
     Coroutine,
     Iterable,
 )
@@ -27,6 +29,7 @@ from ._batch_inputs import (
     Taken,
     check_batch_arguments,
     items_of,
+    read_recorded,
     take_up,
 )
 from ._budget import Budget
@@ -46,8 +49,8 @@ from ._models import (
 from ._record import JobRecord
 from ._record import fingerprint as job_fingerprint
 from ._registry import Entry
-from ._resume import BatchJournal, Plan, open_journal, resumed_outcome
-from ._store import JobStore, JournalMismatchError
+from ._resume import BatchJournal, Plan, finished_outcome, open_journal
+from ._store import JobStore
 from .providers._base import HistoryTask, Prepared, Provider
 
 __all__ = [
@@ -270,27 +273,20 @@ async def generate_many(
             slots.release()
 
     async def run_finished(index: int, item: Any, record: JobRecord, started: float) -> None:
-        # A job that ended in an earlier run: its outcome comes from the journal; its
-        # images are saved again if the files are missing (and the URLs still serve them).
-        files: tuple[Path, ...] | None = None
-        error: BaseException | None = None
+        # A job that ended in an earlier run: its outcome comes from the journal.
+        assert book is not None
+        save: Callable[[Generation], Awaitable[tuple[Path, ...]]] | None = None
+        if download_to is not None:
+            directory = download_to
+
+            def save(generation: Generation) -> Awaitable[tuple[Path, ...]]:
+                return client.download(generation, directory, prefix=f"{index:06d}-")
+
         try:
-            generation = record.generation()
-            if (
-                download_to is not None
-                and generation is not None
-                and not (record.files and _all_exist(record.files))
-            ):
-                try:
-                    files = await client.download(generation, download_to, prefix=f"{index:06d}-")
-                except FluxError as exc:
-                    error = exc
-                else:
-                    assert book is not None
-                    book.store.put_files(record.local_id, files)
-            await finish(
-                resumed_outcome(index, item, record, started=started, files=files, error=error)
+            outcome = await finished_outcome(
+                index, item, record, book.store, started=started, save=save
             )
+            await finish(outcome)
         finally:
             slots.release()
 
@@ -346,24 +342,10 @@ async def generate_many(
             source = items_of(requests).__aiter__()
             index = -1
             if book is not None and book.resumed:
-                # Read (and check) every input the journal holds a record of before anything
-                # is sent: another input is an error that costs nothing.
-                ahead: list[tuple[Any, Taken]] = []
-                while index < book.last_index:
-                    try:
-                        item = await source.__anext__()
-                    except StopAsyncIteration:
-                        raise JournalMismatchError(
-                            f"the journal holds inputs up to index {book.last_index} of batch "
-                            f"{book.batch_id!r}, but this input has only {index + 1}: give "
-                            "the same inputs to resume, or start a new batch",
-                            batch_id=book.batch_id,
-                            index=index + 1,
-                        ) from None
-                    index += 1
-                    taken = await take_up(client.provider, item, uploader, limits)
-                    taken.plan = book.plan(index, taken.original, taken.prepared)
-                    ahead.append((item, taken))
+                # Every input the journal holds a record of is read (and checked) before
+                # anything is sent: another input is an error that costs nothing.
+                ahead = await read_recorded(source, book, client.provider, uploader, limits)
+                index = len(ahead) - 1
                 await book.search_history(
                     client, [taken.plan for _, taken in ahead if taken.plan is not None]
                 )
@@ -417,11 +399,6 @@ async def generate_many(
                 await store.aclose()
             else:
                 await store.flush()
-
-
-def _all_exist(files: tuple[str, ...]) -> bool:
-    # A few stat calls per resumed input: cheap enough for the event loop.
-    return all(os.path.exists(path) for path in files)
 
 
 def _outcome(

@@ -12,8 +12,8 @@ from ._config import Limits
 from ._errors import ConfigurationError, ValidationError
 from ._images import Uploader, resolve_image_input
 from ._models import GenerationRequest, build_request
-from ._resume import Plan
-from ._store import JobStore
+from ._resume import BatchJournal, Plan
+from ._store import JobStore, JournalMismatchError
 from .providers._base import Prepared, Provider
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "Taken",
     "check_batch_arguments",
     "items_of",
+    "read_recorded",
     "take_up",
     "to_request",
 ]
@@ -132,3 +133,37 @@ async def items_of(requests: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterato
     else:
         for item in requests:
             yield item
+
+
+async def read_recorded(
+    source: AsyncIterator[Any],
+    book: BatchJournal,
+    provider: Provider,
+    uploader: Uploader | None,
+    limits: Limits,
+) -> list[tuple[Any, Taken]]:
+    """Read the inputs a resumed batch's journal holds records of (indexes 0 to
+    ``book.last_index``), each with its resume plan, before anything is sent.
+
+    Raises:
+        JournalMismatchError: the input is shorter than the journal's records, or one of
+            its inputs is not the one recorded.
+    """
+    ahead: list[tuple[Any, Taken]] = []
+    index = -1
+    while index < book.last_index:
+        try:
+            item = await source.__anext__()
+        except StopAsyncIteration:
+            raise JournalMismatchError(
+                f"the journal holds inputs up to index {book.last_index} of batch "
+                f"{book.batch_id!r}, but this input has only {index + 1}: give "
+                "the same inputs to resume, or start a new batch",
+                batch_id=book.batch_id,
+                index=index + 1,
+            ) from None
+        index += 1
+        taken = await take_up(provider, item, uploader, limits)
+        taken.plan = book.plan(index, taken.original, taken.prepared)
+        ahead.append((item, taken))
+    return ahead

@@ -23,9 +23,10 @@ latest record:
 from __future__ import annotations
 
 import logging
+import os
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from os import PathLike, fspath
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -35,13 +36,13 @@ import msgspec
 from . import _errors
 from ._create import JournalContext
 from ._errors import FluxError, JobError, JobFailedError, RequestError
-from ._models import JobStatus, Outcome
+from ._models import Generation, JobStatus, Outcome
 from ._record import JobRecord, fingerprint
 from ._store import JobStore, JournalError, JournalMismatchError
 from .providers._base import HistoryTask, Prepared, Provider
 from .stores.sqlite import SQLiteJournal
 
-__all__ = ["BatchJournal", "Plan", "open_journal", "resumed_outcome"]
+__all__ = ["BatchJournal", "Plan", "finished_outcome", "open_journal", "resumed_outcome"]
 
 logger = logging.getLogger("flux_async")
 
@@ -373,3 +374,37 @@ def resumed_outcome(
         finished_at=time.monotonic(),
         resumed=True,
     )
+
+
+async def finished_outcome(
+    index: int,
+    item: Any,
+    record: JobRecord,
+    store: JobStore,
+    *,
+    started: float,
+    save: Callable[[Generation], Awaitable[tuple[Path, ...]]] | None,
+) -> Outcome:
+    """The `Outcome` of an input whose job ended in an earlier run. With ``save`` (the batch
+    saves images), a succeeded job's images are saved again if their files are missing and
+    the URLs still serve them; a failure to do so is the outcome's error."""
+    files: tuple[Path, ...] | None = None
+    error: BaseException | None = None
+    generation = record.generation()
+    if (
+        save is not None
+        and generation is not None
+        and not (record.files and _all_exist(record.files))
+    ):
+        try:
+            files = await save(generation)
+        except FluxError as exc:
+            error = exc
+        else:
+            store.put_files(record.local_id, files)
+    return resumed_outcome(index, item, record, started=started, files=files, error=error)
+
+
+def _all_exist(files: tuple[str, ...]) -> bool:
+    # A few stat calls per resumed input: cheap enough for the event loop.
+    return all(os.path.exists(path) for path in files)
