@@ -13,12 +13,14 @@ import pytest
 from support import FAST_POLL, FAST_RETRY
 
 from flux_async import Event, FluxClient, PiAPI, ShortAPI, Webhooks
-from flux_async.testing import FakeProvider
+from flux_async.testing import FakeProvider, Faults
 
 pytestmark = pytest.mark.anyio
 
 SECRET_KEY = "sk-live-7f3c9e1a5b2d4f6081a3c5e7d9f1b2c4"
 JOBS = "flux_async.jobs"
+#: The ``[fault:429]`` prompts' 429s ask for no wait: what is logged is the subject, not pacing.
+NO_WAIT = Faults(retry_after=0)
 
 
 def _kind(message: str) -> str:
@@ -41,7 +43,9 @@ async def test_every_life_event_of_every_job_is_one_debug_line(
     caplog.set_level(logging.DEBUG, logger="flux_async")
     events: list[Event] = []
     prompts = ["a pear", "a plum", "a fig [fault:429]", "a lime [fault:fail]"]
-    async with FakeProvider(latency=(0.05, 0.1), seed=3, api_key=SECRET_KEY) as fake:
+    async with FakeProvider(
+        latency=(0.05, 0.1), seed=3, api_key=SECRET_KEY, faults=NO_WAIT
+    ) as fake:
         provider = ShortAPI(SECRET_KEY, base_url=fake.url)
         async with FluxClient(provider, poll=FAST_POLL, retry=FAST_RETRY, seed=0) as client:
             client.subscribe(events.append)
@@ -94,7 +98,9 @@ async def test_no_secret_in_any_record_with_webhooks_on(
     provider_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every logger: ours, aiohttp's, asyncio's
-    async with FakeProvider(latency=(0.02, 0.06), seed=5, api_key=SECRET_KEY) as fake:
+    async with FakeProvider(
+        latency=(0.02, 0.06), seed=5, api_key=SECRET_KEY, faults=NO_WAIT
+    ) as fake:
         factory = ShortAPI if provider_name == "shortapi" else PiAPI
         client = FluxClient(
             factory(SECRET_KEY, base_url=fake.url),
