@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import flux_async
 
 #: Every public name, exactly: adding one is a decision, removing one breaks users.
@@ -73,6 +75,7 @@ def test_public_names() -> None:
         assert hasattr(flux_async, name), name
 
 
+@pytest.mark.slow  # a fresh interpreter: the only way to see what importing loads
 def test_importing_the_package_does_not_import_aiohttp_web() -> None:
     import subprocess
     import sys
