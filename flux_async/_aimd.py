@@ -255,7 +255,7 @@ class AdjustableSlots:
     pays nothing for the adjustability but one check in `release`.
     """
 
-    __slots__ = ("_debt", "_semaphore", "acquire", "capacity", "limit", "locked")
+    __slots__ = ("_debt", "_semaphore", "acquire", "capacity", "limit")
 
     def __init__(self, limit: AIMDLimit) -> None:
         self.limit = limit
@@ -263,7 +263,11 @@ class AdjustableSlots:
         self._semaphore = asyncio.Semaphore(self.capacity)
         self._debt = 0
         self.acquire = self._semaphore.acquire
-        self.locked = self._semaphore.locked
+
+    def locked(self) -> bool:
+        """Whether every slot is taken (`asyncio.Semaphore.locked` without its scan of the
+        waiters: this is asked after every request)."""
+        return self._semaphore._value <= 0
 
     def release(self) -> None:
         """Give one slot back (kept back instead while the capacity is being lowered)."""
@@ -280,8 +284,8 @@ class AdjustableSlots:
 
     def on_success(self, now: float) -> bool:
         """Count an answered request; grow if every slot was taken. Return whether it grew."""
-        if not self._semaphore.locked():
-            return False
+        if self._semaphore._value > 0:
+            return False  # not every slot taken: the capacity is not what binds
         self.limit.on_success(now)
         return self._follow()
 

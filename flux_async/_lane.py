@@ -144,7 +144,7 @@ class Lane:
             return response
         now = self._clock()
         self.poll_pace.on_success(now)
-        if self.http_slots.locked() and self.http_slots.on_success(now):
+        if self.http_slots.on_success(now):
             self._maybe_report(False)
         return response
 

@@ -29,7 +29,8 @@ class PollPlanner:
        (``D`` grows if that would take more than ``max_body_polls`` checks), as long as at
        least a share ``worth`` of the jobs still running at that age end within ``D``;
        in a stretch where fewer end (between the two modes of a provider that changed
-       speed), the next check goes where that share will have ended;
+       speed), the next check goes where that share will have ended (unless `censored`:
+       then no further than the tail's back-off);
     3. past ``quantile(late)`` the job is slower than the estimate knows: the wait grows
        with its age (``tail_ratio * age``, i.e. exponentially), up to ``cap``.
 
@@ -41,19 +42,26 @@ class PollPlanner:
     ``probe`` of jobs get their first check at 30-70 % of the planned time, which keeps a
     provider that sped up from hiding behind a first check that finds everything done.
 
-    Ages are seconds since the create was sent. The estimate's quantiles are cached until it
-    changes, so a call is O(1) between observations and O(buckets) after one; no call
-    allocates.
+    Ages are seconds since the create was sent. The plan (the estimate's quantiles and the
+    gaps by age) is cached: it is computed again after every change of the estimate while it
+    holds fewer than `WARM` real samples, and after every `REFRESH_EVERY` changes from then
+    on (a change then moves a quantile by well under 1 %, and refreshing once per finished
+    job was ~10 % of a fast batch's CPU). A call is O(1) but for those; no call allocates.
     """
+
+    #: Real samples from which the plan is refreshed only every `REFRESH_EVERY` changes.
+    WARM = 64.0
+    REFRESH_EVERY = 8
 
     __slots__ = (
         "_body_end",
         "_body_gaps",
         "_cumulative",
+        "_due",
         "_first",
         "_gap",
-        "_version",
         "cap",
+        "censored",
         "early",
         "estimate",
         "jitter",
@@ -79,7 +87,7 @@ class PollPlanner:
         early: float = 0.008,
         late: float = 0.998,
         max_body_polls: int = 128,
-        tail_ratio: float = 0.25,
+        tail_ratio: float = 0.1,
         jitter: float = 0.1,
         probe: float = 0.05,
         worth: float = 0.02,
@@ -100,18 +108,23 @@ class PollPlanner:
         self.late = late
         self.max_body_polls = max_body_polls
         self.tail_ratio = tail_ratio
+        self.censored = False
+        """Set while more jobs are running than the estimate has samples (the first of a
+        batch): the estimate then holds the fast jobs only, and a stretch it says no job
+        ends in is not skipped at once."""
         self.jitter = jitter
         self.probe = probe
         self.worth = worth
         self.running_ratio = running_ratio
         self._cumulative = [0.0] * (BUCKETS + 1)
         self._body_gaps = [0.0] * BUCKETS
-        self._version = -1
+        self._due = -1  # the estimate's version at which the plan is computed again
         self._first = self._gap = self._body_end = 0.0
 
     def _refresh(self) -> None:
         estimate = self.estimate
-        self._version = estimate.version
+        warm = estimate.samples >= self.WARM
+        self._due = estimate.version + (self.REFRESH_EVERY if warm else 1)
         if estimate.weight <= 0.0:  # nothing known: exponential growth from the start
             self._first = self._body_end = 0.0
             self._gap = max(self.min_gap, self.lag_floor)
@@ -155,14 +168,14 @@ class PollPlanner:
     @property
     def lag_target(self) -> float:
         """The detection lag the plan aims at (``D``), in seconds."""
-        if self._version != self.estimate.version:
+        if self.estimate.version >= self._due:
             self._refresh()
         return self._gap
 
     @property
     def first_check(self) -> float:
         """The planned age of the first check (before jitter and probes), in seconds."""
-        if self._version != self.estimate.version:
+        if self.estimate.version >= self._due:
             self._refresh()
         return self._first
 
@@ -192,7 +205,7 @@ class PollPlanner:
         ``polls_so_far`` counts the polls that found it running (0 before the first).
         ``rng=None``: no jitter and no probes (a deterministic plan).
         """
-        if self._version != self.estimate.version:
+        if self.estimate.version >= self._due:
             self._refresh()
         gap = self._gap
         first = self._first
@@ -204,7 +217,16 @@ class PollPlanner:
             wait = first - age  # after a probe, the planned first check
         elif age < self._body_end:
             gap = self._body_gaps[int(bucket_position(age))] if age > LOW else gap
-            wait = gap if self._worth_a_check(age, gap) else self._next_worth_it(age, gap)
+            if self._worth_a_check(age, gap):
+                wait = gap
+            else:
+                wait = self._next_worth_it(age, gap)
+                if self.censored:
+                    # The estimate does not know the slow jobs yet (a batch learns its fast
+                    # jobs first): a skip grows no faster than the tail's back-off.
+                    limit = self.tail_ratio * age
+                    if wait > limit:
+                        wait = limit if limit > gap else gap
         else:
             wait = max(gap, self.tail_ratio * age)
         if wait > self.cap:

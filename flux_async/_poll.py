@@ -106,6 +106,7 @@ class PollLane:
             on_deadline=self.on_deadline,
             # A learned schedule jitters through its planner (shortening waits only).
             rng=None if self._learned else rng,
+            coalesce=self._learned,
         )
 
     def start(self) -> None:
@@ -227,6 +228,8 @@ class PollLane:
         """The wait before a job's first poll, and whether the job scouts."""
         model = self._model(entry.model)
         entry.running_age = 0.0
+        # Fewer samples than jobs waiting: the first of a batch, whose fast jobs end first.
+        model.planner.censored = model.estimate.samples < len(self.scheduler)
         wait = model.planner.delay(0.0, 0, self._rng)
         if model.estimate.samples < 1.0 and model.scouts < SCOUTS and wait > SCOUT_FIRST:
             model.scouts += 1
@@ -255,6 +258,7 @@ class PollLane:
             model.estimate.observe_interval(entry.running_age, self._answer_age)
         else:
             model.estimate.observe(self.scheduler.now() - self.scheduler.started(entry))
+        model.planner.censored = model.estimate.samples < len(self.scheduler)
         first = model.planner.first_check
         if first < 0.5 * model.planned_first:
             model.planned_first = first

@@ -1,9 +1,12 @@
 """One poll scheduler for all jobs: a timer heap, per-job backoff, a global poll rate.
 
 There is no sleeping task per job. Each outstanding job sits in one heap keyed by its next
-poll time; a single loop pops due jobs, waits for the poll-rate budget and a free HTTP slot,
-and starts the poll. Every job also has a deadline: no poll is scheduled at or after it, and
-when it passes the job ends ``timed_out``.
+poll time, behind one event-loop timer (no task of its own): when the timer fires, every poll
+due by then (or within `EARLY` of it) is started, in order, each in a task that takes a free
+HTTP slot and polls; polls that fall due together share one wake-up. The poll rate, when one
+is set, is taken in order too: a poll that must wait for it holds back the ones behind it
+until its turn. Every job also has a deadline: no poll is scheduled at or after it, and when
+it passes the job ends ``timed_out``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable
 
@@ -25,6 +29,14 @@ logger = logging.getLogger("flux_async")
 
 _POLL = 0
 _DEADLINE = 1
+#: Polls due within this many seconds of a wake-up go with it (a little early) instead of
+#: each taking an event-loop wake-up of its own; deadlines are never early.
+EARLY = 0.003
+#: With ``coalesce``, a poll due in ``wait`` seconds may come up to this share of ``wait``
+#: early (and never more than `COALESCE_MAX` seconds): its due time is rounded down onto a
+#: grid, so polls that fall due close together share one wake-up.
+COALESCE_SHARE = 1.0 / 16.0
+COALESCE_MAX = 0.0625
 
 
 class PollScheduler:
@@ -40,6 +52,9 @@ class PollScheduler:
         poll: polls one job; must not raise. Calls `schedule_next` when the job goes on.
         on_deadline: ends a job whose deadline passed (synchronous).
         rng: randomness for jitter (``None``: no jitter).
+        coalesce: let polls come a little early (`COALESCE_SHARE` of their wait) to share
+            wake-ups; for a learned schedule, whose jitter already moves polls earlier, and
+            not for a fixed one, which keeps its exact times.
     """
 
     def __init__(
@@ -54,7 +69,9 @@ class PollScheduler:
         poll: Callable[[Entry], Awaitable[None]],
         on_deadline: Callable[[Entry], None],
         rng: random.Random | None,
+        coalesce: bool = False,
     ) -> None:
+        self._coalesce = coalesce
         self._policy = policy
         self._first_wait = first_wait
         self._table = wait_table(*policy.backoff)
@@ -69,29 +86,36 @@ class PollScheduler:
         self._heap: list[tuple[float, int, int, Entry]] = []
         self._seq = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wakeup: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
+        # A poll waiting for its turn in the poll rate: (its turn, its due time, the job).
+        self._held: tuple[float, float, Entry] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._runner: asyncio.Task[None] | None = None
+        self._started = False
 
     def __len__(self) -> int:
         return len(self._heap)
 
     def start(self) -> None:
-        """Start the scheduling loop on the running event loop."""
+        """Start scheduling on the running event loop."""
         self._loop = asyncio.get_running_loop()
-        self._runner = self._loop.create_task(self._run(), name="flux_async poll scheduler")
+        self._started = True
+        if self._heap:
+            self._arm(self._heap[0][0])
 
     async def stop(self) -> None:
-        """Stop the loop and cancel polls in progress; return when they have ended."""
-        tasks = [task for task in (self._runner, *self._tasks) if task is not None]
-        for task in tasks:
-            task.cancel()
+        """Stop scheduling and cancel polls in progress; return when they have ended."""
+        self._started = False
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
+        self._timer_at = float("inf")
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._heap.clear()
+        self._held = None
 
     def add(self, entry: Entry, *, first_wait: float | None = None, slow: bool = False) -> None:
         """Start tracking a submitted job: set its deadline and its first poll.
@@ -107,7 +131,7 @@ class PollScheduler:
             # A little jitter on the first check keeps a burst of creates from becoming a
             # burst of polls.
             wait *= self._rng.uniform(0.9, 1.1)
-        self._push(entry, now + wait)
+        self._push(entry, self._due(now, wait))
 
     def schedule_next(self, entry: Entry, *, at_least: float = 0.0) -> None:
         """Schedule the next poll of a job that is still running, by its backoff."""
@@ -117,7 +141,7 @@ class PollScheduler:
 
     def schedule_in(self, entry: Entry, wait: float) -> None:
         """Schedule the next poll of a job ``wait`` seconds from now (a learned schedule)."""
-        self._push(entry, self._now() + wait)
+        self._push(entry, self._due(self._now(), wait))
 
     def replan(self, entry: Entry, due: float) -> None:
         """Move a job's next poll earlier, to ``due`` (the old heap item becomes stale)."""
@@ -140,6 +164,18 @@ class PollScheduler:
         loop = self._loop or asyncio.get_running_loop()
         return loop.time()
 
+    def _due(self, now: float, wait: float) -> float:
+        """The due time of a poll ``wait`` seconds from ``now`` (see ``coalesce``)."""
+        due = now + wait
+        if not self._coalesce:
+            return due
+        grid = wait * COALESCE_SHARE
+        if grid < EARLY or due == math.inf:
+            return due
+        # A power of two, so polls with similar waits land on the same grid.
+        grid = math.ldexp(1.0, math.frexp(grid if grid < COALESCE_MAX else COALESCE_MAX)[1] - 1)
+        return math.floor(due / grid) * grid
+
     def _push(self, entry: Entry, due: float) -> None:
         if entry.status.is_terminal:
             entry.next_poll = None
@@ -153,8 +189,8 @@ class PollScheduler:
             self._arm(due)
 
     def _arm(self, due: float) -> None:
-        """Make the loop wake at ``due`` (or now, if it is sleeping on a later time)."""
-        if self._loop is None:
+        """Make the timer fire at ``due`` (instead of a later time it was set for)."""
+        if not self._started or self._loop is None:
             return
         if self._timer is not None:
             self._timer.cancel()
@@ -162,24 +198,28 @@ class PollScheduler:
         self._timer = self._loop.call_at(due, self._wake)
 
     def _wake(self) -> None:
+        """The timer fired: start every poll due, end every job whose deadline passed."""
         self._timer = None
         self._timer_at = float("inf")
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
-
-    async def _run(self) -> None:
-        assert self._loop is not None
         loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        held = self._held
+        if held is not None:
+            turn, due, entry = held
+            if now < turn - 1e-6:  # woken early (an earlier poll was added): still its turn to wait
+                self._arm(turn)
+                return
+            self._held = None
+            self._start_poll(entry, due)
         heap = self._heap
-        while True:
-            now = loop.time()
-            if not heap or heap[0][0] > now:
-                if heap:
-                    self._arm(heap[0][0])
-                self._wakeup = loop.create_future()
-                await self._wakeup
-                continue
-            due, _, kind, entry = heapq.heappop(heap)
+        soon = now + EARLY
+        while heap:
+            due, _, kind, entry = heap[0]
+            if due > soon or (kind == _DEADLINE and due > now):
+                self._arm(due)
+                return
+            heapq.heappop(heap)
             if entry.status.is_terminal or entry.next_poll != due:
                 continue  # finished meanwhile, or rescheduled: a stale heap item
             if kind == _DEADLINE:
@@ -188,26 +228,31 @@ class PollScheduler:
                 continue
             delay = self._reserve(now)
             if delay > 0:
-                await asyncio.sleep(delay)
-            await self._acquire_slot()
+                self._held = (now + delay, due, entry)
+                self._arm(now + delay)
+                return
+            self._start_poll(entry, due)
+
+    def _start_poll(self, entry: Entry, due: float) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(self._poll_and_release(entry, due))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _poll_and_release(self, entry: Entry, due: float) -> None:
+        await self._acquire_slot()
+        try:
             if entry.status.is_terminal or entry.next_poll != due:
-                self._release_slot()
-                continue
-            if loop.time() >= entry.deadline:
-                self._release_slot()
+                return  # finished, or rescheduled, while it waited for a slot
+            if self._now() >= entry.deadline:
                 entry.next_poll = None
                 self._on_deadline(entry)
-                continue
+                return
             entry.next_poll = None
-            task = loop.create_task(self._poll_and_release(entry))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _poll_and_release(self, entry: Entry) -> None:
-        try:
-            await self._poll(entry)
-        except Exception:  # a bug in one poll must not stop the others
-            logger.exception("polling job %s failed unexpectedly", entry.local_id)
-            self.schedule_next(entry)
+            try:
+                await self._poll(entry)
+            except Exception:  # a bug in one poll must not stop the others
+                logger.exception("polling job %s failed unexpectedly", entry.local_id)
+                self.schedule_next(entry)
         finally:
             self._release_slot()

@@ -17,6 +17,7 @@ from flux_async._lane import Lane, Tasks
 from flux_async._latency import LatencyEstimate
 from flux_async._poll import SCOUT_FIRST, SCOUTS, PollLane, latency_key, load_latency, save_latency
 from flux_async._registry import Entry, Registry
+from flux_async._scheduler import COALESCE_SHARE
 from flux_async.providers import ShortAPI
 from flux_async.stores import MemoryStore, SQLiteJournal
 
@@ -113,7 +114,8 @@ async def test_after_fast_jobs_the_first_poll_comes_long_before_the_prior_would_
     prior_first = poll_lane._model(MODEL).planner.first_check
     assert prior_first > 1.0
     # ... but the first jobs of a model scout early, so a fast provider is found at once.
-    assert cold.next_poll - started == pytest.approx(SCOUT_FIRST)
+    # (a learned schedule's polls may come a little early, to share wake-ups)
+    assert SCOUT_FIRST * (1 - COALESCE_SHARE) <= cold.next_poll - started <= SCOUT_FIRST
     for number in range(30):
         entry = tracked(poll_lane, registry, f"fast-{number}")
         succeed_after(poll_lane, registry, entry, 0.1)
