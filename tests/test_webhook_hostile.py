@@ -46,25 +46,28 @@ async def target() -> AsyncIterator[Target]:
     """A client whose receiver waits for a callback that will not come on its own."""
     async with FakeProvider(latency=60, seed=21, faults=Faults(callback_never=1.0)) as fake:
         webhooks = Webhooks(grace=60, read_timeout=0.2)
-        async with FluxClient(ShortAPI("test-key", base_url=fake.url), webhooks=webhooks,
-                              poll=POLL, seed=0) as client:
+        async with FluxClient(
+            ShortAPI("test-key", base_url=fake.url), webhooks=webhooks, poll=POLL, seed=0
+        ) as client:
             job = await client.submit("target")
             url = fake.jobs[job.id or ""].callback_url or ""
             authority, path = url.split("://", 1)[1].split("/", 1)
-            yield Target(client, fake, int(authority.rsplit(":", 1)[1]), "/" + path,
-                         path.rsplit("/", 1)[1])
+            yield Target(
+                client, fake, int(authority.rsplit(":", 1)[1]), "/" + path, path.rsplit("/", 1)[1]
+            )
             assert not job.done() and job.status is not JobStatus.FAILED
 
 
-def request(path: str, body: bytes = b"{}", headers: str = "",
-            length: int | None = None) -> bytes:
+def request(path: str, body: bytes = b"{}", headers: str = "", length: int | None = None) -> bytes:
     size = len(body) if length is None else length
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}"
-            f"Content-Length: {size}\r\n\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Content-Length: {size}\r\n\r\n"
+    ).encode() + body
 
 
-async def exchange(port: int, data: bytes, *, wait: float = 5.0,
-                   close_wait: float = 0.5) -> tuple[int, bool]:
+async def exchange(
+    port: int, data: bytes, *, wait: float = 5.0, close_wait: float = 0.5
+) -> tuple[int, bool]:
     """Send raw bytes; return the answer's status and whether the server closed after it
     (within ``close_wait`` seconds)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -131,8 +134,9 @@ async def test_truncated_gzip_is_an_unreadable_callback(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     body = gzip.compress(b'{"code": 0, "data": {"status": 2, "result": {"images": []}}}')
-    status = await status_of(target.port, request(target.path, body[:-12],
-                                                 "Content-Encoding: gzip\r\n"))
+    status = await status_of(
+        target.port, request(target.path, body[:-12], "Content-Encoding: gzip\r\n")
+    )
     assert status == 400
     assert loud_records(caplog) == []
 
@@ -144,8 +148,10 @@ async def test_body_shorter_than_its_length_gets_408_and_the_connection_closes(
     status, closed = await exchange(target.port, request(target.path, b"{}", length=5000))
     assert (status, closed) == (408, True)
     # A stalled chunked body is cut off the same way.
-    chunked = (f"POST {target.path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-               "\r\n10\r\n{\"code\": 0, \"da").encode()
+    chunked = (
+        f"POST {target.path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        '\r\n10\r\n{"code": 0, "da'
+    ).encode()
     status, closed = await exchange(target.port, chunked)
     assert (status, closed) == (408, True)
     assert loud_records(caplog) == []
@@ -159,14 +165,16 @@ async def test_a_chunked_body_over_the_limit_that_arrives_whole_gets_413() -> No
     receiver then takes it at once, without a read loop): its size is still checked."""
     async with FakeProvider(latency=60, seed=22, faults=Faults(callback_never=1.0)) as fake:
         webhooks = Webhooks(grace=60, read_timeout=0.5, max_body_bytes=64)
-        async with FluxClient(ShortAPI("test-key", base_url=fake.url), webhooks=webhooks,
-                              poll=POLL, seed=0) as client:
+        async with FluxClient(
+            ShortAPI("test-key", base_url=fake.url), webhooks=webhooks, poll=POLL, seed=0
+        ) as client:
             job = await client.submit("target")
             url = fake.jobs[job.id or ""].callback_url or ""
             authority, path = url.split("://", 1)[1].split("/", 1)
             port = int(authority.rsplit(":", 1)[1])
-            head = (f"POST /{path} HTTP/1.1\r\nHost: x\r\n"
-                    "Transfer-Encoding: chunked\r\n\r\n").encode()
+            head = (
+                f"POST /{path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ).encode()
             big = b'{"code": 0, "data": {"status": 2, "x": "' + b"y" * 80 + b'"}}'
             chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(big), big)
             status = await status_of(port, head + chunked)
@@ -197,10 +205,12 @@ async def test_a_flood_of_forged_requests_logs_no_errors_and_little_debug(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     wrong = target.path.rsplit("/", 1)[0] + "/" + "A" * len(target.token)
-    forged = [*FORGED,
-              request(wrong, b"{}"),
-              request(target.path, b"\x00junk", "Content-Encoding: gzip\r\n"),
-              request(target.path, b"{not json")]
+    forged = [
+        *FORGED,
+        request(wrong, b"{}"),
+        request(target.path, b"\x00junk", "Content-Encoding: gzip\r\n"),
+        request(target.path, b"{not json"),
+    ]
     rounds = 15
     statuses = []
     for start in range(0, rounds * len(forged), 26):
@@ -216,8 +226,7 @@ async def test_a_flood_of_forged_requests_logs_no_errors_and_little_debug(
                 assert isinstance(answer, (ConnectionError, asyncio.IncompleteReadError))
     assert statuses and all(400 <= s < 500 for s in statuses)
     assert loud_records(caplog) == []
-    noisy = [r for r in caplog.records
-             if r.name.startswith(("aiohttp", "flux_async.webhooks"))]
+    noisy = [r for r in caplog.records if r.name.startswith(("aiohttp", "flux_async.webhooks"))]
     # ~400 hostile requests; each source is capped at 20 lines a minute plus notices.
     assert len(noisy) <= 80, len(noisy)
     assert target.token not in caplog.text
@@ -225,8 +234,16 @@ async def test_a_flood_of_forged_requests_logs_no_errors_and_little_debug(
 
 @pytest.mark.parametrize(
     "variant",
-    ["{path}/x", "{path}?x=1", "{path}.png", "/{token}", "//{token}", "{path}/{token}",
-     "/flux-webhooks/shortapi/{token}/x/y", "{path}%2Fx"],
+    [
+        "{path}/x",
+        "{path}?x=1",
+        "{path}.png",
+        "/{token}",
+        "//{token}",
+        "{path}/{token}",
+        "/flux-webhooks/shortapi/{token}/x/y",
+        "{path}%2Fx",
+    ],
 )
 async def test_the_token_never_reaches_a_log_line(
     target: Target, caplog: pytest.LogCaptureFixture, variant: str
@@ -261,11 +278,13 @@ async def test_own_app_with_the_exported_loggers_keeps_tokens_and_errors_out(
     caplog.set_level(logging.DEBUG)
     async with FakeProvider(latency=60, seed=22, faults=Faults(callback_never=1.0)) as fake:
         app = web.Application()
-        runner = web.AppRunner(app, access_log_class=WebhookAccessLogger,
-                               logger=webhook_server_logger())
+        runner = web.AppRunner(
+            app, access_log_class=WebhookAccessLogger, logger=webhook_server_logger()
+        )
         webhooks = Webhooks(public_url="http://127.0.0.1:1/hooks", serve=False, grace=60)
-        async with FluxClient(ShortAPI("test-key", base_url=fake.url), webhooks=webhooks,
-                              poll=POLL) as client:
+        async with FluxClient(
+            ShortAPI("test-key", base_url=fake.url), webhooks=webhooks, poll=POLL
+        ) as client:
             app.add_subapp("/hooks", client.webhook_app())
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
