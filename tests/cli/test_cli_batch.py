@@ -253,13 +253,13 @@ def test_failed_and_timed_out_jobs(tmp_path: Path, run: Run) -> None:
         "--manifest",
         str(manifest),
         "--timeout",
-        "1",
+        "0.5",
     )
     assert status == 1
     rows = by_line(read_manifest(manifest))
     assert [rows[n]["status"] for n in (1, 2, 3)] == ["succeeded", "failed", "timed_out"]
     assert rows[2]["job_id"] and "failed" in rows[2]["error"]
-    assert rows[3]["job_id"] and "1s" in rows[3]["error"]
+    assert rows[3]["job_id"] and "0.5s" in rows[3]["error"]
     assert "\n" not in rows[2]["error"]
     assert "2 failed (1 failed, 1 timed_out)" in stdout
     assert not (out / "manifest.jsonl").exists()
