@@ -16,14 +16,17 @@ number of machines, collect one outcome per input.
 
 `SharedLimits` makes every worker of one provider account take its requests' turns from
 limits kept in Redis (``run_worker(..., shared_limits=SharedLimits(creates_per_second=10))``).
-How inputs are claimed, re-attached and never created twice, and the Redis keys used, are
-described in `flux_async._worker`. The command line does the same: ``flux-async worker`` and
+How inputs are claimed, re-attached and never created twice is described in
+`flux_async._worker` and `flux_async._worker_input`, the Redis keys in
+`flux_async._batch_queue`. The command line does the same: ``flux-async worker`` and
 ``flux-async batch FILE --redis URL``.
 """
 
 from __future__ import annotations
 
-from ._worker import WorkerStats, batch_info, collect, enqueue, run_worker
+from ._batch_queue import batch_info, collect, enqueue
+from ._worker import run_worker
+from ._worker_input import WorkerStats
 from .stores.redis_limits import SharedLimits
 
 __all__ = ["SharedLimits", "WorkerStats", "batch_info", "collect", "enqueue", "run_worker"]

@@ -1,6 +1,6 @@
 """``flux-async worker --redis URL``: generate the inputs of batches queued on Redis.
 
-A thin shell over `flux_async._worker.run_worker`: the provider and client options are the
+A thin shell over `flux_async.workers.run_worker`: the provider and client options are the
 other commands' (`provider_opener`), the limits shared by every worker of an account are
 ``--shared-*`` (`SharedLimits`).
 
@@ -22,8 +22,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flux_async._worker import WorkerStats, run_worker
-from flux_async.stores.redis_limits import SharedLimits
+from flux_async.workers import SharedLimits, WorkerStats, run_worker
 
 from .client import ProviderOpener, provider_opener
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PROG, UsageError, one_line

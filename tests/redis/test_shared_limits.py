@@ -20,9 +20,9 @@ import pytest
 redis_asyncio = pytest.importorskip("redis.asyncio")
 
 from flux_async import ShortAPI  # noqa: E402
-from flux_async._worker import collect, enqueue  # noqa: E402
 from flux_async.stores.redis_limits import RedisLimiter, SharedLimits, account_id  # noqa: E402
 from flux_async.testing import FakeProvider, Faults  # noqa: E402
+from flux_async.workers import collect, enqueue  # noqa: E402
 
 REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
@@ -43,9 +43,21 @@ def redis_url() -> Iterator[str]:
     port = _free_port()
     workdir = tempfile.mkdtemp(prefix="flux-redis-")
     server = subprocess.Popen(
-        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            REDIS_SERVER,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 10
@@ -137,7 +149,9 @@ async def test_job_leases_cap_jobs_in_flight_and_expire(redis: object) -> None:
 
 async def test_keys_name_the_account_by_digest_only(redis: object) -> None:
     limiter = RedisLimiter(
-        redis, _provider(), SharedLimits(requests_per_second=5, max_jobs_in_flight=1)  # type: ignore[arg-type]
+        redis,
+        _provider(),
+        SharedLimits(requests_per_second=5, max_jobs_in_flight=1),  # type: ignore[arg-type]
     )
     await limiter.acquire_create()
     await limiter.pause_shared(1)
@@ -164,14 +178,16 @@ async def test_middleware_shares_a_429_pause(redis: object) -> None:
             provider.prepare(_request(provider, "x")), callback_url=None, webhook_secret=None
         )
         async with aiohttp.ClientSession(middlewares=(a.middleware(),)) as session:
-            async with session.post(request.url, data=request.body,
-                                    headers=request.headers) as response:
+            async with session.post(
+                request.url, data=request.body, headers=request.headers
+            ) as response:
                 assert response.status == 429
         assert await b.pause_left() > 0.8
         started = time.monotonic()
         async with aiohttp.ClientSession(middlewares=(b.middleware(),)) as session:
-            async with session.post(request.url, data=request.body,
-                                    headers=request.headers) as response:
+            async with session.post(
+                request.url, data=request.body, headers=request.headers
+            ) as response:
                 assert response.status == 200
         assert time.monotonic() - started > 0.8
 
@@ -194,7 +210,7 @@ PROMPTS = 160
 WORKER_SCRIPT = """
 import asyncio, json, sys
 from flux_async import ShortAPI, PollPolicy
-from flux_async._worker import run_worker
+from flux_async.workers import run_worker
 from flux_async.stores.redis_limits import SharedLimits
 opts = json.loads(sys.argv[1])
 provider = ShortAPI(api_key=opts["key"], base_url=opts["fake"])
@@ -213,7 +229,9 @@ print(json.dumps({"finished": stats.finished, "reattached": stats.reattached,
 def spawn_worker(options: dict[str, object]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", WORKER_SCRIPT, json.dumps(options)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONWARNINGS": "error"},
     )
 
@@ -228,8 +246,13 @@ async def test_four_workers_stay_within_the_accounts_rate(redis_url: str, redis:
     ) as fake:
         batch = await enqueue(redis_url, [f"prompt {i}" for i in range(PROMPTS)])
         options = {
-            "redis": redis_url, "fake": fake.url, "key": API_KEY, "concurrency": 16,
-            "min_idle": 10.0, "idle": 1.0, "poll": 0.2,
+            "redis": redis_url,
+            "fake": fake.url,
+            "key": API_KEY,
+            "concurrency": 16,
+            "min_idle": 10.0,
+            "idle": 1.0,
+            "poll": 0.2,
             "limits": {"requests_per_second": RATE},
         }
         workers = [spawn_worker({**options, "name": f"w{i}"}) for i in range(4)]
@@ -255,7 +278,7 @@ async def test_four_workers_stay_within_the_accounts_rate(redis_url: str, redis:
         assert max(fake.creates_per_prompt.values()) == 1
         rates = []
         for i, (start, count) in enumerate(samples):
-            for end, later in samples[i + 1:]:
+            for end, later in samples[i + 1 :]:
                 if end - start >= 2.0:
                     rates.append((later - count) / (end - start))
                     break

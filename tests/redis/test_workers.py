@@ -1,5 +1,5 @@
 """Distributed batches: worker processes on one Redis Stream, one of them killed with
-``kill -9`` mid-run (`flux_async._worker`)."""
+``kill -9`` mid-run (`flux_async._worker`, `_worker_input`)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ import pytest
 
 redis_asyncio = pytest.importorskip("redis.asyncio")
 
-from flux_async._worker import batch_keys, collect, enqueue  # noqa: E402
+from flux_async._batch_queue import batch_keys  # noqa: E402
 from flux_async.testing import FakeProvider  # noqa: E402
+from flux_async.workers import collect, enqueue  # noqa: E402
 
 REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
@@ -37,7 +38,7 @@ MIN_IDLE = 3.0
 WORKER_SCRIPT = """
 import asyncio, json, sys
 from flux_async import ShortAPI, PollPolicy
-from flux_async._worker import run_worker
+from flux_async.workers import run_worker
 opts = json.loads(sys.argv[1])
 provider = ShortAPI(api_key=opts["key"], base_url=opts["fake"])
 stats = asyncio.run(run_worker(
