@@ -2,9 +2,10 @@
 `WriteQueue` sends everything queued during one event-loop tick in one script call.
 
 The script enforces the state rules whatever order the writes arrive in and whichever process
-sends them: a status only moves forward, a terminal status is absorbing. Every operation is
-idempotent, so a write is safely sent again after a lost connection or a Redis restart (which
-drops loaded scripts: ``NOSCRIPT`` reloads it and resends).
+sends them: a status only moves forward, a terminal status is absorbing (but a ``timed_out``
+record takes a later end: `REPLACES`). Every operation is idempotent, so a write is safely
+sent again after a lost connection or a Redis restart (which drops loaded scripts:
+``NOSCRIPT`` reloads it and resends).
 
 An operation on the wire is ``name, count, arg...`` (`op`); the script's ARGV is the namespace,
 the TTL, then the operations one after the other.
@@ -20,7 +21,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from .._store import JournalError
+from .._models import JobStatus
+from .._store import JournalError, may_end
 from ._redis_conn import StoreUnavailableError
 
 SCORE_INDEX = 2**20
@@ -28,6 +30,13 @@ SCORE_INDEX = 2**20
 NO_INDEX = 2**31
 CHUNK = 1000
 """Operations per script call (one tick may hold more; each call is atomic)."""
+REPLACES: dict[JobStatus, tuple[str, ...]] = {
+    end: tuple(held.value for held in JobStatus if held.is_terminal and may_end(held, end))
+    for end in JobStatus
+    if end.is_terminal
+}
+"""The ended statuses each end replaces (`may_end`, the rule of every store: a ``timed_out``
+record takes a later end other than ``timed_out``)."""
 
 WRITE = """
 local ns = ARGV[1]
@@ -92,9 +101,16 @@ while i <= last do
       r = 1
     end
   elseif op == 'finish' then
-    -- lid status images cost refunded seed polls error_kind error_message now: absorbing
-    local rank = redis.call('HGET', key, 'rank')
-    if rank and tonumber(rank) < 4 then
+    -- lid status images cost refunded seed polls error_kind error_message now, then the
+    -- ended statuses this end replaces (REPLACES); any other end is absorbing
+    local held = redis.call('HMGET', key, 'rank', 'status')
+    local takes = held[1] and tonumber(held[1]) < 4
+    if held[1] and not takes then
+      for k = b + 11, b + n do
+        if ARGV[k] == held[2] then takes = true end
+      end
+    end
+    if takes then
       redis.call('HSET', key, 'status', ARGV[b + 2], 'rank', '4', 'images', ARGV[b + 3],
                  'refunded', ARGV[b + 5], 'finished_at', ARGV[b + 10])
       if ARGV[b + 4] ~= '' then redis.call('HSET', key, 'cost', ARGV[b + 4]) end
@@ -102,6 +118,8 @@ while i <= last do
       if ARGV[b + 7] ~= '' then redis.call('HSET', key, 'polls', ARGV[b + 7]) end
       if ARGV[b + 8] ~= '' then
         redis.call('HSET', key, 'error_kind', ARGV[b + 8], 'error_message', ARGV[b + 9])
+      else
+        redis.call('HDEL', key, 'error_kind', 'error_message')
       end
       local owner = redis.call('HGET', key, 'owner')
       if owner then redis.call('SREM', ns .. ':owner:' .. owner, lid) end

@@ -21,8 +21,9 @@ Writes. ``put_allocated`` (like ``begin_batch``, ``save_meta`` and ``flush``) re
 Redis acknowledged the write; ``put_accepted``/``put_status``/``put_finished``/``put_files``
 queue theirs. Everything queued during one event-loop tick goes to Redis in **one** atomic
 Lua script call (one round trip, one transaction). The same script enforces the state rules
-atomically: a status only moves forward, a terminal status is absorbing, whatever order the
-writes arrive in and whichever process sends them.
+atomically: a status only moves forward, a terminal status is absorbing (but a ``timed_out``
+record takes a later end, as in every store), whatever order the writes arrive in and
+whichever process sends them.
 
 Durability. Run Redis with ``appendonly yes``: an acknowledged write is then in the
 append-only file before the reply is sent, so it survives the Redis process being killed or
@@ -97,7 +98,7 @@ from . import _redis_conn
 from ._redis_conn import StoreUnavailableError, connect, where
 from ._redis_records import RecordReads, alloc_op, encode
 from ._redis_replica import Replica
-from ._redis_writes import Op, WriteQueue, op, text
+from ._redis_writes import REPLACES, Op, WriteQueue, op, text
 
 if TYPE_CHECKING:
     from .._callbacks import CallbackRouter
@@ -311,7 +312,8 @@ class RedisStore(RecordReads):
         polls: int | None = None,
         error: BaseException | None = None,
     ) -> None:
-        """Queue: the job ended with the terminal ``status`` (ignored if it already ended)."""
+        """Queue: the job ended with the terminal ``status`` (ignored if it already ended,
+        unless `may_end`: a ``timed_out`` record takes a later end other than ``timed_out``)."""
         require_terminal(status)
         kind, message = error_fields(error)
         self._queue(
@@ -328,6 +330,7 @@ class RedisStore(RecordReads):
                     text(kind),
                     text(message),
                     repr(self._clock()),
+                    *REPLACES[status],
                 )
             )
         )

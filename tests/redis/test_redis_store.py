@@ -33,8 +33,8 @@ from test_store import (  # noqa: F401  (collected here, against Redis)
     test_wrong_kind_of_status_is_refused,
 )
 
-from flux_async import JobStatus
-from flux_async._store import JobStore, JournalError
+from flux_async import Image, JobStatus, JobTimeoutError
+from flux_async._store import JobStore, JournalError, MemoryStore
 from flux_async.stores import RedisStore, StoreUnavailableError
 
 
@@ -73,8 +73,10 @@ async def test_state_rules_hold_between_processes(
     redis_server: RedisServer, namespace: str
 ) -> None:
     # Two stores (two processes' worth of connections) write one job in any order.
-    async with RedisStore(redis_server.url, namespace=namespace, replica="a") as a, \
-            RedisStore(redis_server.url, namespace=namespace, replica="b") as b:
+    async with (
+        RedisStore(redis_server.url, namespace=namespace, replica="a") as a,
+        RedisStore(redis_server.url, namespace=namespace, replica="b") as b,
+    ):
         await a.put_allocated(record("L1"))
         assert await a.owned() == ["L1"] and await b.owned("a") == ["L1"]
         b.put_accepted("L1", "job-1", Decimal("0.5"))
@@ -87,7 +89,11 @@ async def test_state_rules_hold_between_processes(
         found = await b.find("L1")
         assert found is not None
         assert (found.status, found.job_id, found.cost, found.seed, found.error_kind) == (
-            JobStatus.SUCCEEDED, "job-1", Decimal("0.5"), 3, None
+            JobStatus.SUCCEEDED,
+            "job-1",
+            Decimal("0.5"),
+            3,
+            None,
         )
         assert await a.owned() == []
 
@@ -104,9 +110,17 @@ async def test_keys_are_namespaced_and_expire(redis_server: RedisServer, namespa
             assert all(key.startswith(f"{namespace}:") for key in keys), keys
             token = hashlib.sha256(b"token-L1").hexdigest()
             assert set(keys) == {
-                f"{namespace}:{name}" for name in (
-                    "schema", "job:L1", "jobid:shortapi:job-1", f"token:{token}", "batch:B",
-                    "batches", "batches:seq", "meta:latency:x", f"owner:{store.replica}",
+                f"{namespace}:{name}"
+                for name in (
+                    "schema",
+                    "job:L1",
+                    "jobid:shortapi:job-1",
+                    f"token:{token}",
+                    "batch:B",
+                    "batches",
+                    "batches:seq",
+                    "meta:latency:x",
+                    f"owner:{store.replica}",
                 )
             }
             for key in keys:
@@ -122,6 +136,43 @@ async def test_another_layout_is_refused(redis_server: RedisServer, namespace: s
     await raw.aclose()
     with pytest.raises(JournalError, match="another flux_async version"):
         await RedisStore(redis_server.url, namespace=namespace).open()
+
+
+async def test_a_timed_out_record_takes_a_later_end_like_the_other_stores(
+    store: JobStore,
+) -> None:
+    """A job that timed out and, polled again on a resume, ended after all: the record takes
+    that end (`may_end`), field for field as `MemoryStore` does; another timed_out, or any end
+    after that, changes nothing."""
+    memory = MemoryStore(clock=clock)
+    for each in (store, memory):
+        await each.put_allocated(record("L1"))
+        each.put_accepted("L1", "job-1", Decimal("0.5"))
+        each.put_finished("L1", JobStatus.TIMED_OUT, polls=4, error=JobTimeoutError("late"))
+        each.put_finished("L1", JobStatus.TIMED_OUT, polls=9, error=JobTimeoutError("again"))
+        await each.flush()
+        timed_out = await each.find("L1")
+        assert timed_out is not None
+        assert (timed_out.status, timed_out.polls, timed_out.error_message) == (
+            JobStatus.TIMED_OUT,
+            4,
+            "late",
+        )
+        each.put_finished(
+            "L1", JobStatus.SUCCEEDED, images=[Image(url="https://x/1.png")], seed=7, polls=6
+        )
+        each.put_finished("L1", JobStatus.FAILED, error=RuntimeError("late"))  # absorbing
+        await each.flush()
+    found, expected = await store.find("L1"), await memory.find("L1")
+    assert found is not None and expected is not None
+    assert (found.status, found.images, found.seed, found.polls, found.error_kind) == (
+        JobStatus.SUCCEEDED,
+        (Image(url="https://x/1.png"),),
+        7,
+        6,
+        None,
+    )
+    assert found == expected
 
 
 async def test_acknowledged_writes_survive_a_redis_kill_and_queued_ones_wait_for_it(
