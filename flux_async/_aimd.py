@@ -221,8 +221,16 @@ class AdaptiveRate:
         return delay if delay > 1e-9 else 0.0  # not a rounding error's worth
 
     def reserve(self, now: float) -> float:
-        """Take one slot and return the seconds to wait before sending (0 when free)."""
-        return self.wait(self.take(now), now)
+        """Take one slot and return the seconds to wait before sending (0 when free).
+
+        `take` then `wait`, in one call (the poll scheduler's path, once per poll)."""
+        if now > self._at:
+            self._advance(now)
+        issued = self._issued = self._issued + 1.0
+        ahead = issued - self.burst - self._released
+        if ahead <= 0.0 and now >= self._paused_until:
+            return 0.0
+        return self.wait(issued, now)
 
     def on_success(self, now: float) -> None:
         """Count one accepted request; the rate grows if it was the bottleneck."""
