@@ -25,8 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from os import PathLike, fspath
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -36,6 +35,7 @@ import msgspec
 from . import _errors
 from ._create import JournalContext
 from ._errors import FluxError, JobError, JobFailedError, RequestError
+from ._history_match import HISTORY_SKEW, match_tasks
 from ._models import Generation, JobStatus, Outcome
 from ._record import JobRecord, fingerprint
 from ._store import JobStore, JournalError, JournalMismatchError
@@ -47,9 +47,6 @@ __all__ = ["BatchJournal", "Plan", "finished_outcome", "open_journal", "resumed_
 logger = logging.getLogger("flux_async")
 
 PlanKind = Literal["new", "finished", "attach", "recover"]
-
-_HISTORY_SKEW = 120.0
-"""Seconds of clock difference allowed between our ``created_at`` and the provider's."""
 
 
 class _Lookup(Protocol):
@@ -244,9 +241,9 @@ class BatchJournal:
         if not lost:
             return
         records = [plan.record for plan in lost if plan.record is not None]
-        start = min(record.created_at for record in records) - _HISTORY_SKEW
+        start = min(record.created_at for record in records) - HISTORY_SKEW
         try:
-            tasks = await lane.history(start, time.time() + _HISTORY_SKEW)
+            tasks = await lane.history(start, time.time() + HISTORY_SKEW)
         except (RequestError, FluxError) as exc:
             self.history_note = f"; the task history could not be read ({exc})"
             logger.warning("%s: task history unreadable: %s", self.provider, exc)
@@ -254,34 +251,8 @@ class BatchJournal:
         if not tasks and lane.provider.build_history(start_time=0, end_time=0) is None:
             return
         self.history_note = f"; not found in {self.provider}'s task history"
-        tasks = [task for task in tasks if task.job_id not in self._claimed]
-        tasks.sort(key=lambda task: task.created_at or 0.0)
-        found: dict[str, str] = {}
-        by_local = {_local_id_of(task, self.provider): task for task in tasks}
-        for record in records:
-            task = by_local.get(record.local_id)
-            if task is not None:
-                found[record.local_id] = task.job_id
-        taken = set(found.values())
-        for record in sorted(records, key=lambda record: record.created_at):
-            if record.local_id in found:
-                continue
-            expected = _expected_input(lane, record)
-            if expected is None:
-                continue
-            model, wanted = expected
-            for task in tasks:
-                if task.job_id in taken or _local_id_of(task, self.provider) is not None:
-                    continue
-                if task.model not in (None, model) or not _contains(task.input, wanted):
-                    continue
-                if task.created_at is not None and task.created_at < (
-                    record.created_at - _HISTORY_SKEW
-                ):
-                    continue
-                found[record.local_id] = task.job_id
-                taken.add(task.job_id)
-                break
+        unclaimed = [task for task in tasks if task.job_id not in self._claimed]
+        found = match_tasks(unclaimed, records, lane.provider, self.provider)
         for plan in lost:
             assert plan.record is not None
             job_id = found.get(plan.record.local_id)
@@ -305,30 +276,6 @@ class BatchJournal:
 def _path_of(store: JobStore) -> str | None:
     path = getattr(store, "path", None)
     return str(path) if path is not None else None
-
-
-def _local_id_of(task: HistoryTask, provider: str) -> str | None:
-    """The local id a task's webhook endpoint names (``.../{provider}/{local_id}/{token}``)."""
-    if task.callback_url is None:
-        return None
-    parts = urllib.parse.urlsplit(task.callback_url).path.rstrip("/").split("/")
-    if len(parts) >= 3 and parts[-3] == provider:
-        return parts[-2]
-    return None
-
-
-def _expected_input(lane: _Lookup, record: JobRecord) -> tuple[str, Mapping[str, Any]] | None:
-    try:
-        prepared = lane.provider.prepare(record.generation_request())
-    except (FluxError, ValueError, msgspec.ValidationError):
-        return None
-    args = prepared.args
-    wanted = args.get("input")
-    return prepared.model, wanted if isinstance(wanted, Mapping) else args
-
-
-def _contains(echo: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
-    return all(key in echo and echo[key] == value for key, value in wanted.items())
 
 
 def rebuild_error(record: JobRecord) -> BaseException | None:
