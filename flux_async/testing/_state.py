@@ -15,6 +15,7 @@ from typing import Any, Literal
 from ._faults import CallbackFault, FaultDice, Faults, JobFate, Outcome
 from ._latency import LatencyLike, as_latency
 from ._png import DEFAULT_MAX_SIDE, render_png
+from ._token_bucket import TokenBucket
 
 __all__ = [
     "CallbackRecord",
@@ -22,7 +23,6 @@ __all__ = [
     "FakeState",
     "Phase",
     "Provider",
-    "TokenBucket",
     "retry_after_header",
 ]
 
@@ -376,29 +376,6 @@ class FakeState:
                 for record in self.callbacks_sent
             ]
         return data
-
-
-class TokenBucket:
-    """Refill ``rate`` tokens per second up to ``capacity``; a request takes one."""
-
-    __slots__ = ("_capacity", "_rate", "_tokens", "_updated")
-
-    def __init__(self, rate: float, capacity: float) -> None:
-        self._rate = rate
-        self._capacity = max(1.0, capacity)
-        self._tokens = self._capacity
-        self._updated: float | None = None
-
-    def take(self, now: float) -> float | None:
-        """Take a token at a monotonic time; return None, or the seconds until one is free."""
-        if self._updated is not None:
-            elapsed = max(0.0, now - self._updated)
-            self._tokens = min(self._capacity, self._tokens + elapsed * self._rate)
-        self._updated = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return None
-        return (1.0 - self._tokens) / self._rate
 
 
 def retry_after_header(seconds: float) -> str:
