@@ -5,11 +5,15 @@ loop itself is in `_worker.py`, one input's work in `_worker_input.py`).
 
 Keys (``{ns}`` is the namespace, default ``flux``)::
 
-    {ns}:queue                    stream of inputs: batch, index, input (JSON); group "workers"
+    {ns}:queue                    stream of inputs: batch, index, input (JSON); group "workers";
+                                  an entry is deleted once acknowledged (its input is done)
     {ns}:batch:{id}:meta          hash: total (set once every input is enqueued), created_at
     {ns}:batch:{id}:jobs          hash: input index -> {"state", "worker", "job_id"} (JSON)
     {ns}:batch:{id}:outcomes      stream of outcome records (JSON), one per input
     {ns}:worker:{name}            a live worker's heartbeat (PX expiry)
+
+A batch's three keys expire `BATCH_TTL` (7 days) after it is done: its total is known and
+every input has its outcome. Collect it before; a batch never done does not expire.
 
 Nothing secret is written: inputs, provider job ids, image URLs and file paths only.
 """
@@ -33,19 +37,40 @@ __all__ = ["GROUP", "Batched", "batch_info", "batch_keys", "collect", "connect",
 
 GROUP = "workers"
 """The consumer group every worker reads the queue through."""
+BATCH_TTL = 7 * 24 * 3600
+"""Seconds a finished batch's keys live (as `RedisStore`'s records): collect it before."""
 
-#: KEYS = the queue, the batch's meta hash; ARGV = batch id, index of the first input,
-#: the total ("" until the last chunk), then the inputs (JSON). Queues a chunk of inputs and
-#: records how many are queued, all or nothing (a re-run goes on after the last chunk).
-_ENQUEUE = """
-local first = tonumber(ARGV[2])
-for i = 4, #ARGV do
-  redis.call('XADD', KEYS[1], '*', 'batch', ARGV[1], 'index', first + i - 4, 'input', ARGV[i])
+#: Once a batch has its total and as many outcomes: its keys (meta, jobs, outcomes) expire.
+_EXPIRE_DONE = """
+local function expire_done(meta, jobs, outcomes, ttl)
+  local total = redis.call('HGET', meta, 'total')
+  if total and redis.call('XLEN', outcomes) >= tonumber(total) then
+    redis.call('EXPIRE', meta, ttl)
+    redis.call('EXPIRE', jobs, ttl)
+    redis.call('EXPIRE', outcomes, ttl)
+  end
 end
-redis.call('HSET', KEYS[2], 'enqueued', first + #ARGV - 3)
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[2], 'total', ARGV[3]) end
-return #ARGV - 3
 """
+
+#: KEYS = the queue, the batch's meta hash, jobs hash, outcomes stream; ARGV = batch id, index
+#: of the first input, the total ("" until the last chunk), the TTL, then the inputs (JSON).
+#: Queues a chunk of inputs and records how many are queued, all or nothing (a re-run goes on
+#: after the last chunk).
+_ENQUEUE = (
+    _EXPIRE_DONE
+    + """
+local first = tonumber(ARGV[2])
+for i = 5, #ARGV do
+  redis.call('XADD', KEYS[1], '*', 'batch', ARGV[1], 'index', first + i - 5, 'input', ARGV[i])
+end
+redis.call('HSET', KEYS[2], 'enqueued', first + #ARGV - 4)
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[2], 'total', ARGV[3])
+  expire_done(KEYS[2], KEYS[3], KEYS[4], ARGV[4])  -- every input may be done already
+end
+return #ARGV - 4
+"""
+)
 
 #: KEYS[i] = a batch's jobs hash; ARGV[2i-1], ARGV[2i] = an input index, this worker's record.
 #: For each input: takes its record if it has none (returns ""), else returns the record held.
@@ -63,17 +88,29 @@ end
 return held
 """
 
-#: ARGV[1] = the group; KEYS[3i-2..3i] = a batch's jobs hash, its outcomes stream, the queue;
-#: ARGV[4i-2..4i+1] = input index, outcome record, "done" record, entry id. For each input:
-#: writes the outcome, marks the input done and acknowledges its entry, all or nothing.
-_FINISH = """
-for i = 1, #KEYS / 3 do
-  local a = 4 * i - 2
-  redis.call('XADD', KEYS[3 * i - 1], '*', 'record', ARGV[a + 1])
-  redis.call('HSET', KEYS[3 * i - 2], ARGV[a], ARGV[a + 2])
-  redis.call('XACK', KEYS[3 * i], ARGV[1], ARGV[a + 3])
+#: ARGV[1] = the group, ARGV[2] = the TTL; KEYS[4i-3..4i] = a batch's jobs hash, its outcomes
+#: stream, the queue, its meta hash; ARGV[4i-1..4i+2] = input index, outcome record, "done"
+#: record, entry id. For each input: writes the outcome, marks the input done, acknowledges
+#: and deletes its entry, all or nothing; a batch that is then done expires.
+_FINISH = (
+    _EXPIRE_DONE
+    + """
+for i = 1, #KEYS / 4 do
+  local k, a = 4 * i - 3, 4 * i - 1
+  redis.call('XADD', KEYS[k + 1], '*', 'record', ARGV[a + 1])
+  redis.call('HSET', KEYS[k], ARGV[a], ARGV[a + 2])
+  redis.call('XACK', KEYS[k + 2], ARGV[1], ARGV[a + 3])
+  redis.call('XDEL', KEYS[k + 2], ARGV[a + 3])
+  expire_done(KEYS[k + 3], KEYS[k], KEYS[k + 1], ARGV[2])
 end
-return #KEYS / 3
+return #KEYS / 4
+"""
+)
+
+#: KEYS[1] = the queue; ARGV = the group, entry ids. Acknowledges and deletes the entries.
+_DROP = """
+redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+return redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
 """
 
 
@@ -91,7 +128,7 @@ class Batched:
         self._queue = queue
         self._takes: list[tuple[str, str, str, asyncio.Future[str | None]]] = []
         self._accepts: list[tuple[str, str, str, asyncio.Future[None]]] = []
-        self._finishes: list[tuple[str, str, str, str, str, str, asyncio.Future[None]]] = []
+        self._finishes: list[tuple[dict[str, str], str, str, str, str, asyncio.Future[None]]] = []
         self._scheduled = False
         self._flushing: set[asyncio.Task[None]] = set()
 
@@ -115,12 +152,17 @@ class Batched:
         return future
 
     def finish(
-        self, jobs: str, outcomes: str, index: str, outcome: str, done: str, entry_id: str
+        self, keys: dict[str, str], index: str, outcome: str, done: str, entry_id: str
     ) -> asyncio.Future[None]:
-        """Write an input's outcome, mark it done, acknowledge its entry (`_FINISH`)."""
+        """Write an input's outcome, mark it done, acknowledge and delete its entry; the
+        batch's keys (`batch_keys`) expire once it is done (`_FINISH`)."""
         future: asyncio.Future[None] = self._future()
-        self._finishes.append((jobs, outcomes, index, outcome, done, entry_id, future))
+        self._finishes.append((keys, index, outcome, done, entry_id, future))
         return future
+
+    async def drop(self, entry_id: str) -> None:
+        """Acknowledge and delete an entry whose input is already done (not batched: rare)."""
+        await self._redis.eval(_DROP, 1, self._queue, GROUP, entry_id)
 
     def _flush_soon(self) -> None:
         self._scheduled = False
@@ -143,8 +185,12 @@ class Batched:
         for jobs, mapping in by_batch.items():
             pipe.hset(jobs, mapping=mapping)  # type: ignore[arg-type]
         if finishes:
-            keys = [key for item in finishes for key in (item[0], item[1], self._queue)]
-            args = [GROUP, *(value for item in finishes for value in item[2:6])]
+            keys = [
+                key
+                for item in finishes
+                for key in (item[0]["jobs"], item[0]["outcomes"], self._queue, item[0]["meta"])
+            ]
+            args = [GROUP, str(BATCH_TTL), *(value for item in finishes for value in item[1:5])]
             pipe.eval(_FINISH, len(keys), *keys, *args)
         futures = [item[-1] for group in (takes, accepts, finishes) for item in group]
         try:
@@ -223,6 +269,7 @@ async def enqueue(
         queue = f"{namespace}:queue"
         with contextlib.suppress(Exception):  # BUSYGROUP: the group exists
             await client.xgroup_create(queue, GROUP, id="0", mkstream=True)
+        keys4 = (queue, keys["meta"], keys["jobs"], keys["outcomes"])
         index = 0
         first = queued
         args: list[Any] = []
@@ -237,9 +284,9 @@ async def enqueue(
                 args.append(json.dumps(item, default=str))
             index += 1
             if len(args) >= chunk:
-                await client.eval(_ENQUEUE, 2, queue, keys["meta"], batch_id, first, "", *args)
+                await client.eval(_ENQUEUE, 4, *keys4, batch_id, first, "", BATCH_TTL, *args)
                 first, args = index, []
-        await client.eval(_ENQUEUE, 2, queue, keys["meta"], batch_id, first, index, *args)
+        await client.eval(_ENQUEUE, 4, *keys4, batch_id, first, index, BATCH_TTL, *args)
         return batch_id
     finally:
         if owned:

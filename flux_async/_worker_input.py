@@ -9,10 +9,10 @@ input was claimed from a worker that died), then:
   created again;
 - ``sending`` without a job id: the create may have reached the provider and nothing can tell:
   the input ends ``unknown``, never re-created;
-- ``done``: the outcome is already written: the entry is only acknowledged.
+- ``done``: the outcome is already written: the entry is only acknowledged (and deleted).
 
-The outcome record, the ``done`` mark and the acknowledgement are written together
-(`Batched.finish`).
+The outcome record, the ``done`` mark and the acknowledgement (the entry is then deleted) are
+written together (`Batched.finish`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._batch_queue import GROUP, Batched, batch_keys
+from ._batch_queue import Batched, batch_keys
 from ._client import FluxClient
 from ._errors import (
     AuthenticationError,
@@ -128,7 +128,7 @@ class InputRunner:
         if prior is not None:
             owner = prior.get("worker")
             if prior.get("state") == "done":
-                await self.redis.xack(self.queue, GROUP, entry_id)
+                await self._batched.drop(entry_id)
                 self.stats.acknowledged_only += 1
                 return
             if owner != self.name and await self.redis.exists(f"{self.namespace}:worker:{owner}"):
@@ -165,9 +165,7 @@ class InputRunner:
         record["recovered"] = prior is not None
         done = json.dumps({"state": "done", "worker": self.name, "job_id": record["job_id"]})
         outcome = json.dumps(record)
-        await self._batched.finish(
-            keys["jobs"], keys["outcomes"], str(index), outcome, done, entry_id
-        )
+        await self._batched.finish(keys, str(index), outcome, done, entry_id)
         self.stats.finished += 1
 
     async def _create(

@@ -7,7 +7,7 @@
   stream (``{ns}:inbox:{replica}``, the decoded update only: a body may echo the secret).
 - **This replica's inbox.** A task reads the inbox through the consumer group ``owner``
   (first what an earlier run read and never acknowledged), hands each update to the router,
-  then acknowledges the entries.
+  then acknowledges and deletes the entries.
 """
 
 from __future__ import annotations
@@ -234,7 +234,10 @@ class Replica:
                         self._deliver(fields)
                     ids.append(entry_id)
                 if ids:
-                    await redis.xack(inbox, _GROUP, *ids)
+                    async with redis.pipeline(transaction=True) as pipe:
+                        pipe.xack(inbox, _GROUP, *ids)
+                        pipe.xdel(inbox, *ids)  # read and applied: nothing keeps it
+                        await pipe.execute()
                     if cursor == "0":
                         cursor = ">"
                 delay = 0.05

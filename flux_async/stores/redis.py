@@ -61,7 +61,8 @@ write, default 7 days; standalone Redis or a primary, not Redis Cluster)::
     {ns}:owner:{replica}            set     local ids of the replica's jobs not yet ended
     {ns}:inbox:{replica}            stream  callbacks for the replica's jobs (fields l: local
                                             id, j: provider job id, u: the update as JSON, or
-                                            empty: "check the job"), consumer group "owner"
+                                            empty: "check the job"), consumer group
+                                            "owner"; an entry is deleted once applied
 
 The shared limits and distributed batches (`flux_async.stores.redis_limits`, the worker) use
 their own keys under the same namespace.

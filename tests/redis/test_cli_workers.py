@@ -139,9 +139,12 @@ def write_requests(path: Path, prompts: list[str], *extra: str) -> None:
 
 
 async def queue_length(redis: RedisServer, namespace: str) -> int:
+    """Entries ever added to the queue (a done input's entry is deleted)."""
     client = redis_asyncio.Redis.from_url(redis.url)
     try:
-        return int(await client.xlen(f"{namespace}:queue"))
+        if not await client.exists(f"{namespace}:queue"):
+            return 0
+        return int((await client.xinfo_stream(f"{namespace}:queue"))["entries-added"])
     finally:
         await client.aclose()
 

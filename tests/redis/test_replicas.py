@@ -86,11 +86,19 @@ async def test_a_callback_on_another_replica_resolves_the_job_where_it_is_awaite
     store_b = RedisStore(redis_server.url, namespace=namespace, replica="b")
     store_a = RedisStore(redis_server.url, namespace=namespace, replica="a")
     async with store_a, store_b:
-        replica_b = FluxClient(FACTORIES[provider](fake.url), poll=POLL, store=store_b,
-                               webhooks=Webhooks(port=port, grace=60))
+        replica_b = FluxClient(
+            FACTORIES[provider](fake.url),
+            poll=POLL,
+            store=store_b,
+            webhooks=Webhooks(port=port, grace=60),
+        )
         # A's callbacks go to B's receiver; A's safety-net poll is a minute away.
-        replica_a = FluxClient(FACTORIES[provider](fake.url), poll=POLL, store=store_a,
-                               webhooks=Webhooks(public_url=b_url, serve=False, grace=60))
+        replica_a = FluxClient(
+            FACTORIES[provider](fake.url),
+            poll=POLL,
+            store=store_a,
+            webhooks=Webhooks(public_url=b_url, serve=False, grace=60),
+        )
         async with replica_b, replica_a:
             jobs = [await replica_a.submit(f"a red fox, take {i}") for i in range(12)]
             generations = await asyncio.wait_for(
@@ -133,20 +141,34 @@ async def test_a_forged_callback_on_another_replica_is_refused(
     store_a = RedisStore(redis_server.url, namespace=namespace, replica="a")
     store_b = RedisStore(redis_server.url, namespace=namespace, replica="b")
     async with store_a, store_b:
-        replica_a = FluxClient(PiAPI(API_KEY, base_url=fake.url), poll=POLL, store=store_a,
-                               webhooks=Webhooks(public_url="http://127.0.0.1:9/x",
-                                                 serve=False, grace=60))
-        replica_b = FluxClient(PiAPI(API_KEY, base_url=fake.url), poll=POLL, store=store_b,
-                               webhooks=Webhooks(serve=False, public_url="http://x/y"))
+        replica_a = FluxClient(
+            PiAPI(API_KEY, base_url=fake.url),
+            poll=POLL,
+            store=store_a,
+            webhooks=Webhooks(public_url="http://127.0.0.1:9/x", serve=False, grace=60),
+        )
+        replica_b = FluxClient(
+            PiAPI(API_KEY, base_url=fake.url),
+            poll=POLL,
+            store=store_b,
+            webhooks=Webhooks(serve=False, public_url="http://x/y"),
+        )
         async with replica_a, replica_b:
             job = await replica_a.submit("a red fox")
             fake_job = fake.jobs[job.id or ""]
             assert fake_job.callback_url is not None
             path = "/y" + fake_job.callback_url.split("/x", 1)[1]
             _, local_id, token = path.rsplit("/", 3)[1:]
-            body = json.dumps({"timestamp": 1, "data": {
-                "task_id": job.id, "status": "completed",
-                "output": {"image_url": "https://evil.example/x.png"}}}).encode()
+            body = json.dumps(
+                {
+                    "timestamp": 1,
+                    "data": {
+                        "task_id": job.id,
+                        "status": "completed",
+                        "output": {"image_url": "https://evil.example/x.png"},
+                    },
+                }
+            ).encode()
             good = {"x-webhook-secret": fake_job.callback_secret or ""}
             for forged in (path.replace(token, "A" * 43), path.replace(local_id, "0" * 16)):
                 assert (await replica_b.handle_webhook("POST", forged, good, body)).status == 404
@@ -166,6 +188,19 @@ async def test_a_forged_callback_on_another_replica_is_refused(
             # A hint, verified by the owner with the provider: not the payload's image.
             assert "evil.example" not in generation.images[0].url
             assert replica_b._parts.replica.forwarded == 1
+            # Delivered, then acknowledged and deleted: an inbox does not grow with its jobs.
+            inbox = f"{namespace}:inbox:a"
+            raw = aioredis.Redis.from_url(redis_server.url)
+            try:
+                for _ in range(200):
+                    if not (await raw.xpending(inbox, "owner"))["pending"]:
+                        break
+                    await asyncio.sleep(0.01)
+                assert (await raw.xpending(inbox, "owner"))["pending"] == 0
+                assert (await raw.xinfo_stream(inbox))["entries-added"] == 1
+                assert await raw.xlen(inbox) == 0
+            finally:
+                await raw.aclose()
 
 
 async def test_a_restarted_replica_reattaches_the_jobs_it_owned(
@@ -173,15 +208,17 @@ async def test_a_restarted_replica_reattaches_the_jobs_it_owned(
 ) -> None:
     async with FakeProvider(latency=(1.0, 1.5), seed=4, api_key=API_KEY) as fake:
         async with RedisStore(redis_server.url, namespace=namespace, replica="web-1") as store:
-            async with FluxClient(ShortAPI(API_KEY, base_url=fake.url), poll=POLL,
-                                  store=store) as client:
+            async with FluxClient(
+                ShortAPI(API_KEY, base_url=fake.url), poll=POLL, store=store
+            ) as client:
                 jobs = [await client.submit(f"a lighthouse, take {i}") for i in range(6)]
                 ids = sorted(job.id or "" for job in jobs)
             # Closed with its jobs running: abandoned, still open in Redis.
             assert len(await store.owned()) == 6
         async with RedisStore(redis_server.url, namespace=namespace, replica="web-1") as store:
-            async with FluxClient(ShortAPI(API_KEY, base_url=fake.url), poll=POLL,
-                                  store=store) as client:
+            async with FluxClient(
+                ShortAPI(API_KEY, base_url=fake.url), poll=POLL, store=store
+            ) as client:
                 assert len(client._parts.replica.reattached) == 6
                 assert client.outstanding == 6
                 again = [await client.attach(job_id) for job_id in ids]
@@ -201,8 +238,9 @@ async def test_no_create_is_sent_when_redis_cannot_record_it(
     redis_server: RedisServer, namespace: str, fake: FakeProvider
 ) -> None:
     async with RedisStore(redis_server.url, namespace=namespace, retry_for=0.5) as store:
-        async with FluxClient(ShortAPI(API_KEY, base_url=fake.url), poll=POLL,
-                              store=store) as client:
+        async with FluxClient(
+            ShortAPI(API_KEY, base_url=fake.url), poll=POLL, store=store
+        ) as client:
             await client.generate("first")
             redis_server.kill()
             with pytest.raises(StoreUnavailableError, match="unavailable"):
