@@ -42,6 +42,11 @@ WRITE = """
 local ns = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local out = {}
+local now = nil
+local function clock()  -- the server's clock, in seconds: read once per call
+  if not now then now = tonumber(redis.call('TIME')[1]) end
+  return now
+end
 local i = 3
 local last = #ARGV
 while i <= last do
@@ -71,6 +76,7 @@ while i <= last do
         local z = ns .. ':batch:' .. ARGV[b + 7]
         redis.call('ZADD', z, ARGV[b + 8], lid)
         redis.call('EXPIRE', z, ttl)
+        redis.call('ZADD', ns .. ':batches:seen', 'XX', clock(), ARGV[b + 7])
       end
       if ARGV[b + 9] ~= '' and ARGV[b + 10] == '1' then
         local o = ns .. ':owner:' .. ARGV[b + 9]
@@ -140,7 +146,17 @@ while i <= last do
     else
       redis.call('ZADD', z, redis.call('INCR', ns .. ':batches:seq'), lid)
     end
+    -- batches:seen scores each batch by its last write: one unwritten for ttl has no
+    -- records left (its zset expired), so it leaves the list
+    local seen = ns .. ':batches:seen'
+    redis.call('ZADD', seen, clock(), lid)
+    local gone = redis.call('ZRANGEBYSCORE', seen, '-inf', clock() - ttl, 'LIMIT', 0, 100)
+    if #gone > 0 then
+      redis.call('ZREM', z, unpack(gone))
+      redis.call('ZREM', seen, unpack(gone))
+    end
     redis.call('EXPIRE', z, ttl)
+    redis.call('EXPIRE', seen, ttl)
     redis.call('EXPIRE', ns .. ':batches:seq', ttl)
   elseif op == 'meta' then
     redis.call('SET', ns .. ':meta:' .. lid, ARGV[b + 2], 'EX', ttl)

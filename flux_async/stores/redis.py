@@ -56,7 +56,9 @@ write, default 7 days; standalone Redis or a primary, not Redis Cluster)::
     {ns}:jobid:{provider}:{job_id}  string  -> local id
     {ns}:token:{hex sha256(token)}  string  -> local id
     {ns}:batch:{batch_id}           zset    local ids scored by index * 2**20 + attempt
-    {ns}:batches                    zset    batch ids, oldest first ({ns}:batches:seq counts)
+    {ns}:batches                    zset    batch ids, oldest first ({ns}:batches:seq counts);
+                                            a batch unwritten for ``ttl`` leaves it
+    {ns}:batches:seen               zset    batch ids by their last write (server clock, s)
     {ns}:meta:{key}                 string  small values (learned latencies)
     {ns}:owner:{replica}            set     local ids of the replica's jobs not yet ended
     {ns}:inbox:{replica}            stream  callbacks for the replica's jobs (fields l: local

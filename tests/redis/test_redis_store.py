@@ -118,6 +118,7 @@ async def test_keys_are_namespaced_and_expire(redis_server: RedisServer, namespa
                     f"token:{token}",
                     "batch:B",
                     "batches",
+                    "batches:seen",
                     "batches:seq",
                     "meta:latency:x",
                     f"owner:{store.replica}",
@@ -126,6 +127,29 @@ async def test_keys_are_namespaced_and_expire(redis_server: RedisServer, namespa
             for key in keys:
                 if key != f"{namespace}:schema":
                     assert 0 < await raw.ttl(key) <= 600, key
+        finally:
+            await raw.aclose()
+
+
+async def test_batches_whose_records_expired_leave_the_list(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """The list of batches does not grow forever: a batch unwritten for ``ttl`` (its record
+    set expired) leaves it when another batch begins; a batch written since stays."""
+    async with RedisStore(redis_server.url, namespace=namespace, ttl=600) as store:
+        for batch in ("old", "written", "begun"):
+            await store.begin_batch(batch)
+        await store.put_allocated(record("L1", batch_id="written"))
+        raw = aioredis.Redis.from_url(redis_server.url)
+        try:
+            # As if "old" had last been written 601 s ago: its records are gone.
+            now = (await raw.time())[0]
+            await raw.zadd(f"{namespace}:batches:seen", {"old": now - 601})
+            await raw.delete(f"{namespace}:batch:old")
+            await store.begin_batch("new")
+            assert await store.batches() == ["written", "begun", "new"]
+            assert await raw.zcard(f"{namespace}:batches:seen") == 3
+            assert 0 < await raw.ttl(f"{namespace}:batches:seen") <= 600
         finally:
             await raw.aclose()
 
