@@ -8,8 +8,10 @@ input, the same fields and statuses, with the same progress display and summary.
 
 The batch id is a digest of the queued inputs (unless ``--batch-id`` names one), and
 `enqueue` never queues an input of a batch twice: running the same command again, after
-Ctrl-C, a crash or long after the batch finished, only collects it. ``--new-batch`` queues
-the same inputs again as another batch (and pays for them again).
+Ctrl-C, a crash or after the batch finished, only collects it. A batch's keys expire 7 days
+after it is done (`BATCH_TTL`); the same command then refuses the manifest it wrote rather
+than queue the batch again. ``--new-batch`` queues the same inputs again as another batch
+(and pays for them again).
 
 Ctrl-C stops collecting, not the batch: the workers go on, the lines not collected yet are
 recorded ``pending``, and the same command collects them later.
@@ -28,18 +30,19 @@ import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from flux_async import PromptLine
+from flux_async._batch_queue import BATCH_TTL
 from flux_async.workers import batch_info, collect, enqueue
 
 from .batch import SHOW_REJECTED, BatchResult, print_summary, set_aside
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PROG, UsageError, one_line
 from .inputs import STDIN, open_prompts
-from .manifest import Manifest, Record, record
+from .manifest import Manifest
 from .progress import Display, Tally, choose_display
+from .redis_collect import PENDING, Collector
 from .redis_link import check_url, open_redis, redis_errors, shown_url
 
 if TYPE_CHECKING:
@@ -79,7 +82,6 @@ _LOCAL_OPTIONS: tuple[tuple[str, str, object], ...] = (
     ("resume", "--resume", False),
     ("resubmit_unknown", "--resubmit-unknown", False),
 )
-PENDING = "pending"
 
 
 def check_batch_options(args: argparse.Namespace) -> None:
@@ -129,70 +131,6 @@ class RedisBatchResult:
     lost: str | None = None
 
 
-class _Collector:
-    """Turns the workers' outcome records into manifest records, one per input line."""
-
-    def __init__(
-        self, lines: list[PromptLine], manifest: Manifest, tally: Tally, display: Display
-    ) -> None:
-        self.lines = lines
-        self.manifest = manifest
-        self.tally = tally
-        self.display = display
-        # The usable lines, in queue order: the batch's input k is line queued[k].
-        self.queued = [index for index, line in enumerate(lines) if line.problem is None]
-        self.open = set(self.queued)
-
-    def write(self, entry: Record) -> None:
-        self.open.discard(entry["index"])
-        self.manifest.write(entry)
-        self.tally.count(entry["status"], entry["cost"])
-        if entry["status"] == "rejected" and self.tally.statuses["rejected"] <= SHOW_REJECTED:
-            self.display.note(f"rejected {one_line(entry['error'], limit=300)}")
-        self.display.update()
-
-    def reject_unusable(self) -> None:
-        for index, line in enumerate(self.lines):
-            if line.problem is not None:
-                self.write(record(index=index, line=line, status="rejected", error=line.problem))
-
-    def take(self, outcome: dict[str, Any]) -> None:
-        position = outcome.get("index")
-        if not isinstance(position, int) or not 0 <= position < len(self.queued):
-            return  # not an input of this file (never written by a worker of this batch)
-        index = self.queued[position]
-        if index not in self.open:
-            return
-        line = self.lines[index]
-        status = str(outcome.get("status"))
-        error = outcome.get("error")
-        error = None if error is None else one_line(error)
-        if status == "rejected":
-            error = f"line {line.line}: {error}"
-        elif error is None and status != "succeeded":
-            error = f"ended {status}"
-        cost = outcome.get("cost")
-        self.write(
-            record(
-                index=index,
-                line=line,
-                status=status,
-                job_id=outcome.get("job_id"),
-                image_urls=outcome.get("image_urls") or (),
-                files=[Path(file) for file in outcome.get("files") or ()],
-                cost=None if cost is None else Decimal(cost),
-                error=error,
-            )
-        )
-
-    def record_the_rest(self, why: str) -> None:
-        for index in sorted(self.open):
-            line = self.lines[index]
-            self.manifest.write(record(index=index, line=line, status=PENDING, error=why))
-            self.tally.count(PENDING, None)
-        self.open.clear()
-
-
 async def run_redis_batch(
     url: str,
     lines: list[PromptLine],
@@ -236,7 +174,7 @@ async def run_redis_batch(
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGINT, on_sigint)
             installed = True
-    collector: _Collector | None = None
+    collector: Collector | None = None
     lost: str | None = None
     queued = False
     try:
@@ -249,15 +187,16 @@ async def run_redis_batch(
                 )
             if info is None and _holds_something(manifest_path):
                 raise UsageError(
-                    f"{manifest_path} already exists (an earlier batch): choose another --out "
-                    "or --manifest"
+                    f"{manifest_path} already exists (an earlier batch; Redis holds no batch "
+                    f"{batch_id}: a batch's keys expire {BATCH_TTL // 86400} days after it is "
+                    "done): choose another --out or --manifest"
                 )
             try:
                 manifest = Manifest(manifest_path)
             except OSError as exc:
                 where = exc.filename or manifest_path
                 raise UsageError(f"cannot write {where}: {exc.strerror or exc}") from exc
-            collector = _Collector(lines, manifest, tally, display)
+            collector = Collector(lines, manifest, tally, display)
             display.start()
             collector.reject_unusable()
             count = len(collector.queued)
