@@ -16,8 +16,8 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 from redis.exceptions import RedisError, ResponseError
@@ -36,13 +36,15 @@ from .._callbacks import (
 from .._config import Webhooks
 from .._errors import FluxError, UnknownStatusError
 from .._models import JobStatus
+from .._store import JobStore
 from ..providers._base import CallbackUpdate, Provider, Update
 from ._redis_conn import StoreUnavailableError
 
 if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
     from .._callbacks import CallbackRouter
     from .._create import CreateLane
-    from .redis import RedisStore  # annotations only: the store imports this module
 
 logger = logging.getLogger("flux_async.stores.redis")
 
@@ -56,12 +58,36 @@ _encode = msgspec.json.encode
 _decode_update = msgspec.json.Decoder(Update).decode
 
 
+class SharedStore(JobStore, Protocol):
+    """What a `Replica` uses of its `RedisStore` (which imports this module)."""
+
+    replica: str
+    ttl: int
+    _joined: bool
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The redis-py client."""
+
+    def key(self, *parts: str) -> str:
+        """The store's key for ``parts``."""
+
+    async def owned(self, replica: str | None = None) -> list[str]:
+        """The local ids of the replica's jobs not ended."""
+
+    def release(self, local_id: str) -> None:
+        """This replica no longer awaits the job."""
+
+    async def _read(self, call: Callable[..., Any], *args: Any) -> Any:
+        """Run a read, retried while Redis is away."""
+
+
 class Replica:
     """A client's membership among the replicas sharing a `RedisStore` (see `join`)."""
 
     def __init__(
         self,
-        store: RedisStore,
+        store: SharedStore,
         provider: Provider,
         creates: CreateLane,
         router: CallbackRouter | None,
