@@ -172,14 +172,17 @@ async def test_empty_prompt_sends_nothing(provider_name: str, fake: FakeProvider
 
 
 async def test_429_storm_every_job_created_once(provider_name: str) -> None:
-    faults = Faults(rate_limit_first_creates=15, retry_after=0)
+    # The first 10 creates are refused: the 8 first creates (they go out together) and two
+    # retries. A longer storm only adds seconds: each one slows the discovered create pace.
+    jobs, storm = 8, 10
+    faults = Faults(rate_limit_first_creates=storm, retry_after=0)
     async with FakeProvider(latency=0.02, faults=faults, seed=4) as fake:
         async with client_for(provider_name, fake) as client:
-            prompts = [f"storm {i}" for i in range(8)]
+            prompts = [f"storm {i}" for i in range(jobs)]
             generations = await asyncio.gather(*(client.generate(p) for p in prompts))
-    assert len(generations) == 8
-    assert [fake.creates_per_prompt[p] for p in prompts] == [1] * 8
-    assert fake.create_attempts == 8 + 15
+    assert len(generations) == jobs
+    assert [fake.creates_per_prompt[p] for p in prompts] == [1] * jobs
+    assert fake.create_attempts == jobs + storm
 
 
 async def test_429_pauses_creates_for_the_whole_provider() -> None:
