@@ -65,7 +65,8 @@ async def test_piapi_pending_job_is_cancelled_remotely() -> None:
 
 
 async def test_piapi_running_job_is_ended_locally_saying_it_may_be_charged() -> None:
-    async with FakeProvider(latency=3.0, seed=1) as fake:
+    # Queued for the first 30% of its latency: running after 0.6 s, for 1.4 s.
+    async with FakeProvider(latency=2.0, seed=1) as fake:
         async with client_for("piapi", fake) as client:
             job = await client.submit("cancel me while running")
             await wait_until(lambda: _running(fake, job.id))
@@ -83,7 +84,7 @@ def _running(fake: FakeProvider, job_id: str) -> bool:
 
 @pytest.mark.parametrize("running", [False, True])
 async def test_shortapi_has_no_remote_cancel(running: bool) -> None:
-    async with FakeProvider(latency=3.0, seed=1) as fake:
+    async with FakeProvider(latency=2.0, seed=1) as fake:
         async with client_for("shortapi", fake) as client:
             job = await client.submit("shortapi cancel")
             if running:
