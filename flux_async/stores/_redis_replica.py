@@ -54,6 +54,12 @@ _OK = WebhookResponse(200, b"ok\n")
 _FINISHED = WebhookResponse(200, b"already finished\n")
 _SECRET = WebhookResponse(401, b"missing or wrong webhook secret\n")
 _UNAVAILABLE = WebhookResponse(503, b"job store unavailable; retry later\n")
+#: KEYS[1] = an inbox; ARGV = the group, entry ids: acknowledges and deletes the entries, in
+#: one command (a MULTI pipeline cancelled mid-way could leave the task's cancellation lost).
+_ACK = """
+redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+return redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
+"""
 _encode = msgspec.json.encode
 _decode_update = msgspec.json.Decoder(Update).decode
 
@@ -260,10 +266,8 @@ class Replica:
                         self._deliver(fields)
                     ids.append(entry_id)
                 if ids:
-                    async with redis.pipeline(transaction=True) as pipe:
-                        pipe.xack(inbox, _GROUP, *ids)
-                        pipe.xdel(inbox, *ids)  # read and applied: nothing keeps it
-                        await pipe.execute()
+                    for start in range(0, len(ids), 500):  # read and applied: nothing keeps it
+                        await redis.eval(_ACK, 1, inbox, _GROUP, *ids[start : start + 500])
                     if cursor == "0":
                         cursor = ">"
                 delay = 0.05
