@@ -6,6 +6,7 @@ import logging
 import time
 
 import pytest
+from support import FAST_RETRY
 
 from flux_async import Event, JobStatus
 from flux_async._events import EventBus
@@ -80,7 +81,8 @@ async def test_client_subscribers_choose_their_kinds_and_limits_reach_only_those
     # Many 429s at once: the client backs off its create rate, and says so.
     faults = Faults(create_429=0.5, retry_after=0)
     async with FakeProvider(latency=(0.01, 0.03), faults=faults, seed=5) as fake:
-        async with FluxClient(ShortAPI("k", base_url=fake.url)) as client:
+        # Retries enough that no job runs out of them (half the creates are refused).
+        async with FluxClient(ShortAPI("k", base_url=fake.url), retry=FAST_RETRY) as client:
             with pytest.raises(ConfigurationError, match=r"unknown event kind\(s\) 'finish'"):
                 client.subscribe(finished.append, kinds={"finish"})  # type: ignore[arg-type]
             client.subscribe(everything.append)
