@@ -133,16 +133,50 @@ def test_result_hosts_are_host_names(kind: type[Provider]) -> None:
 # fal-style images[] carry width/height; PiAPI's output does not); a size of the wrong type
 # is unknown, never a guess.
 SIZED = [
-    (ShortAPI, "query", {"code": 0, "data": {"status": 2, "result": {"images": [
-        {"url": "https://r/1.png", "width": 1344, "height": 768}]}}}, (1344, 768)),
-    (ShortAPI, "query", {"code": 0, "data": {"status": 2, "result": {"images": [
-        {"url": "https://r/1.png", "width": "1344", "height": True}]}}}, (None, None)),
-    (AIMLAPI, "create", {"images": [
-        {"url": "https://r/1.png", "width": 1024, "height": 768}]}, (1024, 768)),
+    (
+        ShortAPI,
+        "query",
+        {
+            "code": 0,
+            "data": {
+                "status": 2,
+                "result": {"images": [{"url": "https://r/1.png", "width": 1344, "height": 768}]},
+            },
+        },
+        (1344, 768),
+    ),
+    (
+        ShortAPI,
+        "query",
+        {
+            "code": 0,
+            "data": {
+                "status": 2,
+                "result": {"images": [{"url": "https://r/1.png", "width": "1344", "height": True}]},
+            },
+        },
+        (None, None),
+    ),
+    (
+        AIMLAPI,
+        "create",
+        {"images": [{"url": "https://r/1.png", "width": 1024, "height": 768}]},
+        (1024, 768),
+    ),
     (AIMLAPI, "create", {"data": [{"url": "https://r/1.png"}]}, (None, None)),
-    (PiAPI, "query", {"code": 200, "data": {"task_id": "t", "status": "completed",
-                                            "output": {"image_url": "https://r/1.png"}}},
-     (None, None)),
+    (
+        PiAPI,
+        "query",
+        {
+            "code": 200,
+            "data": {
+                "task_id": "t",
+                "status": "completed",
+                "output": {"image_url": "https://r/1.png"},
+            },
+        },
+        (None, None),
+    ),
 ]
 
 
@@ -160,3 +194,10 @@ def test_image_sizes_are_what_the_provider_reports(
         update = accepted.update
     (image,) = update.images
     assert (image.width, image.height) == size
+
+
+@pytest.mark.parametrize("kind", [ShortAPI, AIMLAPI])
+def test_providers_without_a_documented_cancel_build_none(kind: type[Provider]) -> None:
+    provider = kind(api_key="k")
+    assert provider.build_cancel("abc") is None
+    assert provider.build_history(start_time=0, end_time=1) is None

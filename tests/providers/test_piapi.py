@@ -1,9 +1,11 @@
-"""PiAPI adapter: requests built and responses decoded, from bytes (providers.md 3)."""
+"""PiAPI adapter: the requests it builds, and answers, errors and webhooks decoded from bytes
+(providers.md 3, 7.2). What each task type takes: test_piapi_tasks.py; how task data and
+history pages are read: test_piapi_wire.py."""
 
 from __future__ import annotations
 
-import copy
 import json
+import urllib.parse
 from decimal import Decimal
 from typing import Any
 
@@ -20,58 +22,26 @@ from flux_async import (
     InsufficientCreditsError,
     JobStatus,
     Phase,
+    ProviderError,
     ProviderUnavailableError,
     RateLimitedError,
     UnexpectedResponseError,
     UnknownStatusError,
-    ValidationError,
 )
 from flux_async.providers._base import CallbackUpdate, HTTPResponse, Update
-from flux_async.providers.piapi import ASPECT_RATIO_SIZES, MAX_PIXELS, PiAPI
+from flux_async.providers.piapi import PiAPI
 
 from .hostile import FUZZ, spoiled
-
-KEY = "pi-secret-key-123"
-SECRET = "whsec-do-not-leak-42"
-BASE = "https://api.example.test"
-
-# providers.md 3.3 / seed 004: the image-to-image request and response examples, verbatim.
-IMG2IMG_REQUEST = {
-    "model": "Qubico/flux1-schnell",
-    "task_type": "img2img",
-    "input": {"prompt": "a bear", "image": "https://i.ibb.co/J7ZNgSG/01.jpg"},
-    "config": {"webhook_config": {"endpoint": "https://webhook.site/xxxx", "secret": ""}},
-}
-IMG2IMG_RESPONSE = {
-    "code": 200,
-    "data": {
-        "task_id": "1631d053-2352-4add-95cc-360fc52d5f89",
-        "model": "Qubico/flux1-schnell",
-        "task_type": "img2img",
-        "status": "pending",
-        "config": {"webhook_config": {"endpoint": "https://webhook.site/xxxx", "secret": ""}},
-        "input": {
-            "prompt": "a bear",
-            "negative_prompt": "",
-            "image": "https://i.ibb.co/J7ZNgSG/01.jpg",
-            "width": 0,
-            "height": 0,
-            "steps": 0,
-        },
-        "output": None,
-        "meta": {
-            "created_at": "2024-09-25T07:40:08.333962391Z",
-            "started_at": "0001-01-01T00:00:00Z",
-            "ended_at": "0001-01-01T00:00:00Z",
-            "usage": {"type": "quota", "frozen": 0, "consume": 20000},
-            "is_using_private_pool": False,
-        },
-        "detail": None,
-        "logs": [],
-        "error": {"code": 0, "raw_message": "", "message": "", "detail": None},
-    },
-    "message": "success",
-}
+from .piapi_examples import (
+    BASE,
+    IMG2IMG_REQUEST,
+    IMG2IMG_RESPONSE,
+    KEY,
+    SECRET,
+    envelope,
+    respond,
+    task,
+)
 
 
 @pytest.fixture
@@ -79,25 +49,8 @@ def api() -> PiAPI:
     return PiAPI(KEY, base_url=BASE + "/")
 
 
-def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> HTTPResponse:
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return HTTPResponse(status, headers or {}, raw)
-
-
-def task(**changes: Any) -> dict[str, Any]:
-    """The documented task object, with the webhook secret set and ``changes`` applied."""
-    data = copy.deepcopy(IMG2IMG_RESPONSE["data"])
-    data["config"]["webhook_config"]["secret"] = SECRET
-    data.update(changes)
-    return data
-
-
-def envelope(**changes: Any) -> HTTPResponse:
-    return respond({"code": 200, "message": "success", "data": task(**changes)})
-
-
-def done(output: Any) -> HTTPResponse:
-    return envelope(status="completed", output=output)
+def _answer(status: int, body: object) -> HTTPResponse:
+    return HTTPResponse(status, {}, msgspec.json.encode(body))
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -195,396 +148,6 @@ def test_query_request(api: PiAPI) -> None:
     assert request.url == f"{BASE}/api/v1/task/1631d053-2352-4add-95cc-360fc52d5f89"
     assert request.headers == {"X-API-Key": KEY}
     assert api.build_query("a/b?c").url == f"{BASE}/api/v1/task/a%2Fb%3Fc"
-
-
-@pytest.mark.parametrize(("ratio", "size"), sorted(ASPECT_RATIO_SIZES.items()))
-def test_aspect_ratios_map_to_sizes_under_one_megapixel(
-    api: PiAPI, ratio: str, size: tuple[int, int]
-) -> None:
-    width, height = size
-    assert width * height <= MAX_PIXELS and width % 64 == 0 and height % 64 == 0
-    wanted_w, wanted_h = map(int, ratio.split(":"))
-    assert abs((width / height) / (wanted_w / wanted_h) - 1) < 0.04
-    for task_type in ("txt2img", "kontext"):
-        image = "https://i/x.png" if task_type == "kontext" else None
-        prepared = api.prepare(
-            GenerationRequest(
-                prompt="p", aspect_ratio=ratio, image_url=image, extra={"task_type": task_type}
-            )
-        )
-        assert (prepared.args["input"]["width"], prepared.args["input"]["height"]) == size
-
-
-@pytest.mark.parametrize(
-    ("model", "expected"),
-    [
-        (None, "Qubico/flux1-dev"),
-        ("schnell", "Qubico/flux1-schnell"),
-        ("dev", "Qubico/flux1-dev"),
-        ("dev-advanced", "Qubico/flux1-dev-advanced"),
-        ("Qubico/flux1-schnell", "Qubico/flux1-schnell"),
-        ("Qubico/flux1-dev-advanced", "Qubico/flux1-dev-advanced"),
-    ],
-)
-def test_models_and_aliases(api: PiAPI, model: str | None, expected: str) -> None:
-    assert api.prepare(GenerationRequest(prompt="p", model=model)).model == expected
-
-
-# The request bodies of "Flux with LoRA and Controlnet" and "Flux API with Redux Variation,
-# Fill, Inpaint and Outpaint" (providers.md 3.3, S11), built from GenerationRequests.
-ADVANCED_EXAMPLES: list[tuple[GenerationRequest, dict[str, Any]]] = [
-    (
-        GenerationRequest(
-            prompt="spiderman",
-            extra={
-                "task_type": "controlnet-lora",
-                "control_net_settings": [
-                    {
-                        "control_type": "depth",
-                        "control_image": "https://example.com/control_image2.png",
-                    }
-                ],
-                "lora_settings": [{"lora_type": "mjv6"}],
-            },
-        ),
-        {
-            "task_type": "controlnet-lora",
-            "input": {
-                "prompt": "spiderman",
-                "control_net_settings": [
-                    {
-                        "control_type": "depth",
-                        "control_image": "https://example.com/control_image2.png",
-                    }
-                ],
-                "lora_settings": [{"lora_type": "mjv6"}],
-            },
-        },
-    ),
-    (
-        GenerationRequest(
-            prompt="a girl in blue and red skirt",
-            image_url="https://i.ibb.co/TH7xMvd/girl-mask.png",
-            extra={"task_type": "fill-inpaint"},
-        ),
-        {
-            "task_type": "fill-inpaint",
-            "input": {
-                "prompt": "a girl in blue and red skirt",
-                "image": "https://i.ibb.co/TH7xMvd/girl-mask.png",
-            },
-        },
-    ),
-    (
-        GenerationRequest(
-            prompt="a girl in a great grass sea",
-            image_url="https://i.ibb.co/TH7xMvd/girl-mask.png",
-            extra={
-                "task_type": "fill-outpaint",
-                "custom_settings": [
-                    {
-                        "setting_type": "outpaint",
-                        "outpaint_left": 500,
-                        "outpaint_right": 500,
-                        "outpaint_top": 0,
-                        "outpaint_bottom": 0,
-                    }
-                ],
-            },
-        ),
-        {
-            "task_type": "fill-outpaint",
-            "input": {
-                "prompt": "a girl in a great grass sea",
-                "image": "https://i.ibb.co/TH7xMvd/girl-mask.png",
-                "custom_settings": [
-                    {
-                        "setting_type": "outpaint",
-                        "outpaint_left": 500,
-                        "outpaint_right": 500,
-                        "outpaint_top": 0,
-                        "outpaint_bottom": 0,
-                    }
-                ],
-            },
-        },
-    ),
-    (
-        GenerationRequest(
-            prompt="a superman",
-            image_url="https://i.ibb.co/TH7xMvd/girl-mask.png",
-            extra={"task_type": "redux-variation"},
-        ),
-        {
-            "task_type": "redux-variation",
-            "input": {"prompt": "a superman", "image": "https://i.ibb.co/TH7xMvd/girl-mask.png"},
-        },
-    ),
-    (
-        GenerationRequest(
-            prompt="furnish the room",
-            image_url="https://r/empty-room.jpg",
-            width=1024,
-            height=1024,
-            seed=-1,
-            steps=28,
-            extra={"task_type": "kontext"},
-        ),
-        {
-            "task_type": "kontext",
-            "input": {
-                "prompt": "furnish the room",
-                "image": "https://r/empty-room.jpg",
-                "width": 1024,
-                "height": 1024,
-                "steps": 28,
-                "seed": -1,
-            },
-        },
-    ),
-    (
-        GenerationRequest(
-            prompt="a cat",
-            strength=0.7,
-            image_url="https://i/x.png",
-            extra={
-                "task_type": "img2img-lora",
-                "lora_settings": [
-                    {"lora_type": "realism", "lora_image": "https://i/l.png", "lora_strength": 0.8}
-                ],
-            },
-        ),
-        {
-            "task_type": "img2img-lora",
-            "input": {
-                "prompt": "a cat",
-                "image": "https://i/x.png",
-                "denoise": 0.7,
-                "lora_settings": [
-                    {"lora_type": "realism", "lora_image": "https://i/l.png", "lora_strength": 0.8}
-                ],
-            },
-        },
-    ),
-    (
-        GenerationRequest(
-            prompt="a cat",
-            width=512,
-            height=512,
-            extra={"task_type": "txt2img", "negative_prompt": ""},
-        ),
-        {
-            "task_type": "txt2img",
-            "input": {"prompt": "a cat", "width": 512, "height": 512, "negative_prompt": ""},
-        },
-    ),
-]
-
-
-@pytest.mark.parametrize(("request_", "args"), ADVANCED_EXAMPLES)
-def test_advanced_task_types(api: PiAPI, request_: GenerationRequest, args: dict[str, Any]) -> None:
-    prepared = api.prepare(request_)
-    expected_model = (
-        "Qubico/flux1-dev" if args["task_type"] == "txt2img" else "Qubico/flux1-dev-advanced"
-    )
-    assert prepared.model == expected_model
-    assert prepared.args == args
-    body = json.loads(
-        api.build_create(prepared, callback_url=None, webhook_secret=None).body or b""
-    )
-    assert body == {"model": expected_model, **args}
-
-
-# -- validation ----------------------------------------------------------------------------------
-
-
-def lora(**item: Any) -> dict[str, Any]:
-    return {"task_type": "txt2img-lora", "lora_settings": [item]}
-
-
-def controlnet(*items: Any) -> dict[str, Any]:
-    return {"task_type": "controlnet-lora", "control_net_settings": list(items)}
-
-
-def outpaint(*items: Any) -> dict[str, Any]:
-    return {"task_type": "fill-outpaint", "custom_settings": list(items)}
-
-
-IMG = "https://i/x.png"
-CONTROL = {"control_type": "canny", "control_image": "https://i/c.png"}
-
-ACCEPTED: list[dict[str, Any]] = [
-    {"guidance": 1.5},
-    {"guidance": 5},
-    {"guidance": 3},
-    {"strength": 1.0, "image_url": IMG},
-    {"strength": 0.001, "image_url": IMG},
-    {"num_images": 1, "model": "schnell"},
-    {"num_images": 4, "model": "schnell"},
-    {"num_images": 4, "model": "schnell", "image_url": IMG},
-    {"num_images": 1, "model": "dev"},
-    {"steps": 1},
-    {"steps": 10, "model": "schnell"},
-    {"steps": 40, "model": "dev"},
-    {"steps": 40, "model": "dev-advanced"},
-    {"steps": 40, "image_url": IMG, "extra": {"task_type": "kontext"}},
-    {"seed": -1},
-    {"seed": 0},
-    {"seed": 2**63 - 1},
-    {"width": 1024, "height": 1024},
-    {"width": 2048, "height": 512},
-    {"width": 1, "height": 1},
-    {"extra": {"service_mode": "public"}},
-    {"extra": {"negative_prompt": "x"}},
-    {"extra": lora(lora_type="anime")},
-    {
-        "extra": {
-            **controlnet({**CONTROL, "control_strength": 0.5, "return_preprocessed_image": True}),
-            "lora_settings": [],
-        }
-    },
-    {"image_url": IMG, "extra": outpaint({"setting_type": "outpaint"})},
-    {"image_url": IMG, "extra": {"task_type": "img2img"}},
-    {"prompt": "x" * 10_000},
-]
-
-
-@pytest.mark.parametrize("params", ACCEPTED)
-def test_accepted_at_the_boundary(api: PiAPI, params: dict[str, Any]) -> None:
-    prepared = api.prepare(GenerationRequest(**{"prompt": "p", **params}))
-    msgspec.json.encode(prepared.args)  # whatever was accepted can be sent
-
-
-REJECTED: list[tuple[dict[str, Any], str]] = [
-    ({"prompt": ""}, "prompt"),
-    ({"prompt": "  "}, "prompt"),
-    ({"guidance": 1.49}, "guidance"),
-    ({"guidance": 5.01}, "guidance"),
-    ({"guidance": float("nan")}, "guidance"),
-    ({"guidance": 3, "image_url": IMG, "extra": {"task_type": "kontext"}}, "guidance"),
-    ({"strength": 0, "image_url": IMG}, "strength"),
-    ({"strength": 1.01, "image_url": IMG}, "strength"),
-    ({"strength": 0.5}, "strength"),
-    ({"strength": 0.5, "image_url": IMG, "extra": {"task_type": "kontext"}}, "strength"),
-    ({"num_images": 5, "model": "schnell"}, "num_images"),
-    ({"num_images": 0, "model": "schnell"}, "num_images"),
-    ({"num_images": 2}, "num_images"),
-    ({"num_images": 2, "model": "dev-advanced"}, "num_images"),
-    ({"num_images": True, "model": "schnell"}, "num_images"),
-    ({"steps": 0}, "steps"),
-    ({"steps": 11, "model": "schnell"}, "steps"),
-    ({"steps": 41, "model": "dev"}, "steps"),
-    ({"steps": 41, "model": "dev-advanced"}, "steps"),
-    ({"steps": 41, "image_url": IMG, "extra": {"task_type": "kontext"}}, "steps"),
-    ({"seed": -2}, "seed"),
-    ({"seed": 2**63}, "seed"),
-    ({"width": 1025, "height": 1024}, "width/height"),
-    ({"width": 1024}, "height"),
-    ({"height": 1024}, "width"),
-    ({"width": 0, "height": 1024}, "width"),
-    ({"width": 512, "height": 512, "image_url": IMG}, "width/height"),
-    ({"width": 512, "height": 512, "extra": lora(lora_type="anime")}, "width/height"),
-    ({"aspect_ratio": "16:9", "image_url": IMG}, "aspect_ratio"),
-    ({"aspect_ratio": "5:4"}, "aspect_ratio"),
-    ({"aspect_ratio": "16:9", "width": 1344, "height": 768}, "aspect_ratio"),
-    ({"model": "Qubico/flux1-pro"}, "model"),
-    ({"model": "schnell", "extra": lora(lora_type="anime")}, "model"),
-    ({"model": "dev", "image_url": IMG, "extra": {"task_type": "kontext"}}, "model"),
-    ({"extra": {"task_type": "inpaint"}}, "extra['task_type']"),
-    ({"extra": {"task_type": "img2img"}}, "image_url"),
-    ({"extra": {"task_type": "kontext"}}, "image_url"),
-    ({"extra": {**lora(lora_type="anime"), "task_type": "img2img-lora"}}, "image_url"),
-    ({"image_url": IMG, "extra": {"task_type": "txt2img"}}, "image_url"),
-    ({"image_url": IMG, "extra": controlnet(CONTROL)}, "image_url"),
-    ({"image_url": "ftp://x/y.png"}, "image_url"),
-    ({"image_url": "data:image/png;base64,AAAA"}, "image_url"),
-    ({"extra": {"foo": 1}}, "extra['foo']"),
-    ({"extra": {"lora_settings": [{"lora_type": "anime"}]}}, "extra['lora_settings']"),
-    ({"extra": {"service_mode": "shared"}}, "extra['service_mode']"),
-    ({"extra": {"negative_prompt": 3}}, "extra['negative_prompt']"),
-    (
-        {"image_url": IMG, "extra": {"task_type": "kontext", "negative_prompt": "x"}},
-        "extra['negative_prompt']",
-    ),
-    ({"extra": {"task_type": "txt2img-lora"}}, "extra['lora_settings']"),
-    ({"extra": {"task_type": "txt2img-lora", "lora_settings": []}}, "extra['lora_settings']"),
-    ({"extra": {"task_type": "txt2img-lora", "lora_settings": "mjv6"}}, "extra['lora_settings']"),
-    (
-        {
-            "extra": {
-                "task_type": "txt2img-lora",
-                "lora_settings": [{"lora_type": "a"}, {"lora_type": "b"}],
-            }
-        },
-        "extra['lora_settings']",
-    ),
-    (
-        {"extra": {"task_type": "txt2img-lora", "lora_settings": ["mjv6"]}},
-        "extra['lora_settings'][0]",
-    ),
-    ({"extra": lora(lora_image="https://i/l.png")}, "extra['lora_settings'][0]['lora_type']"),
-    ({"extra": lora(lora_type="")}, "extra['lora_settings'][0]['lora_type']"),
-    ({"extra": lora(lora_type="a", lora_image="nope")}, "extra['lora_settings'][0]['lora_image']"),
-    (
-        {"extra": lora(lora_type="a", lora_strength="high")},
-        "extra['lora_settings'][0]['lora_strength']",
-    ),
-    ({"extra": lora(lora_type="a", weight=1)}, "extra['lora_settings'][0]['weight']"),
-    ({"extra": {"task_type": "controlnet-lora"}}, "extra['control_net_settings']"),
-    ({"extra": controlnet(CONTROL, CONTROL)}, "extra['control_net_settings']"),
-    (
-        {"extra": controlnet({"control_type": "depth"})},
-        "extra['control_net_settings'][0]['control_image']",
-    ),
-    (
-        {"extra": controlnet({"control_image": "https://i/c.png"})},
-        "extra['control_net_settings'][0]['control_type']",
-    ),
-    (
-        {"extra": controlnet({**CONTROL, "return_preprocessed_image": "yes"})},
-        "extra['control_net_settings'][0]['return_preprocessed_image']",
-    ),
-    (
-        {"extra": {**controlnet(CONTROL), "lora_settings": [{"lora_type": "a"}] * 2}},
-        "extra['lora_settings']",
-    ),
-    ({"image_url": IMG, "extra": {"task_type": "fill-outpaint"}}, "extra['custom_settings']"),
-    (
-        {"image_url": IMG, "extra": outpaint({"setting_type": "inpaint"})},
-        "extra['custom_settings'][0]['setting_type']",
-    ),
-    (
-        {"image_url": IMG, "extra": outpaint({"setting_type": "outpaint", "outpaint_left": -1})},
-        "extra['custom_settings'][0]['outpaint_left']",
-    ),
-    (
-        {"image_url": IMG, "extra": {"task_type": "fill-inpaint", "custom_settings": []}},
-        "extra['custom_settings']",
-    ),
-]
-
-
-@pytest.mark.parametrize(("params", "field"), REJECTED)
-def test_validation_names_the_field(api: PiAPI, params: dict[str, Any], field: str) -> None:
-    with pytest.raises(ValidationError) as info:
-        api.prepare(GenerationRequest(**{"prompt": "p", **params}))
-    assert info.value.field == field
-    assert info.value.provider == "piapi"
-    assert field in str(info.value) and "allowed" in str(info.value)
-
-
-def test_unknown_extra_lists_the_keys_of_the_task_type(api: PiAPI) -> None:
-    with pytest.raises(ValidationError) as info:
-        api.prepare(GenerationRequest(prompt="p", extra={**controlnet(CONTROL), "mask": 1}))
-    assert info.value.allowed is not None
-    for key in (
-        "task_type",
-        "service_mode",
-        "negative_prompt",
-        "lora_settings",
-        "control_net_settings",
-    ):
-        assert key in info.value.allowed
 
 
 # -- create responses ---------------------------------------------------------------------------
@@ -687,169 +250,6 @@ def test_create_error_carries_the_provider_message(api: PiAPI) -> None:
     assert info.value.provider_message == "too many requests"
     assert info.value.code == 429 and info.value.retry_after == 5.0
     assert "too many requests" in str(info.value)
-
-
-# -- task states ---------------------------------------------------------------------------------
-
-
-STATUS_SPELLINGS = [
-    ("completed", JobStatus.SUCCEEDED),
-    ("Completed", JobStatus.SUCCEEDED),
-    ("success", JobStatus.SUCCEEDED),
-    (" SUCCESS\n", JobStatus.SUCCEEDED),
-    ("failed", JobStatus.FAILED),
-    ("Failed", JobStatus.FAILED),
-    ("pending", JobStatus.QUEUED),
-    ("Pending", JobStatus.QUEUED),
-    ("staged", JobStatus.QUEUED),
-    ("Staged", JobStatus.QUEUED),
-    ("starting", JobStatus.RUNNING),
-    ("processing", JobStatus.RUNNING),
-    ("Processing", JobStatus.RUNNING),
-    ("retry", JobStatus.RUNNING),
-]
-
-
-@pytest.mark.parametrize(("status", "expected"), STATUS_SPELLINGS)
-def test_every_status_spelling(api: PiAPI, status: str, expected: JobStatus) -> None:
-    output = {"image_url": "https://img.theapi.app/temp/a.png", "image_base64": ""}
-    update = api.parse_query(envelope(status=status, output=output))
-    assert update.status is expected
-    callback = api.parse_callback(
-        json.dumps({"timestamp": 1723018391, "data": task(status=status, output=output)}).encode()
-    )
-    assert callback.update.status is expected
-
-
-@pytest.mark.parametrize(
-    ("output", "urls"),
-    [
-        (
-            {"image_url": "https://img.theapi.app/temp/a.png", "image_base64": ""},
-            ["https://img.theapi.app/temp/a.png"],
-        ),
-        (
-            {
-                "image_urls": [
-                    "https://img.theapi.app/temp/a.png",
-                    "https://img.theapi.app/temp/b.png",
-                ]
-            },
-            ["https://img.theapi.app/temp/a.png", "https://img.theapi.app/temp/b.png"],
-        ),
-        (
-            {
-                "image_url": "https://x/b.png",
-                "image_urls": ["https://x/a.png", "https://x/b.png", "https://x/a.png", "", None],
-            },
-            ["https://x/b.png", "https://x/a.png"],
-        ),
-        (
-            {"image_url": "", "image_urls": None, "image_base64": "iVBORw0KGgoAAAA"},
-            ["data:image/png;base64,iVBORw0KGgoAAAA"],
-        ),
-        ({"image_base64": "/9j/4AAQ"}, ["data:image/jpeg;base64,/9j/4AAQ"]),
-        ({"image_base64": "data:image/webp;base64,UklGRg"}, ["data:image/webp;base64,UklGRg"]),
-        ({"image_url": "https://x/a.png", "image_base64": "iVBORw0KGgo"}, ["https://x/a.png"]),
-    ],
-)
-def test_output_shapes(api: PiAPI, output: dict[str, Any], urls: list[str]) -> None:
-    update = api.parse_query(done(output))
-    assert update.status is JobStatus.SUCCEEDED
-    assert [image.url for image in update.images] == urls
-
-
-@pytest.mark.parametrize(
-    "output",
-    [None, {}, {"image_url": "", "image_urls": [], "image_base64": ""}, {"image_urls": [3, None]}],
-)
-def test_completed_without_an_image_is_definitive(api: PiAPI, output: Any) -> None:
-    with pytest.raises(UnexpectedResponseError) as info:
-        api.parse_query(done(output))
-    assert info.value.phase is Phase.DEFINITIVE
-    assert SECRET not in str(info.value.payload)
-    assert info.value.payload["data"]["config"]["webhook_config"]["secret"] == "<redacted>"
-
-
-@pytest.mark.parametrize(
-    ("error", "reason"),
-    [
-        ({"code": 1100, "raw_message": "nsfw raw", "message": "nsfw", "detail": None}, "nsfw"),
-        (
-            {"code": 1100, "raw_message": "image url unreachable", "message": ""},
-            "image url unreachable",
-        ),
-        ({"code": 0, "raw_message": "", "message": "", "detail": None}, "generation failed"),
-        ("plain words", "plain words"),
-        (None, "generation failed"),
-    ],
-)
-def test_failure_reason(api: PiAPI, error: Any, reason: str) -> None:
-    update = api.parse_query(envelope(status="failed", error=error))
-    assert update.status is JobStatus.FAILED and update.error == reason and not update.images
-
-
-@pytest.mark.parametrize(
-    "meta",
-    [
-        {
-            "created_at": "2024-09-25T07:40:08.333962391Z",
-            "started_at": "0001-01-01T00:00:00Z",
-            "ended_at": "0001-01-01T00:00:00Z",
-        },
-        {
-            "created_at": "2024-09-25T07:40:08Z",
-            "started_at": "2024-09-25T07:40:09Z",
-            "ended_at": "2024-09-25T07:40:19.5Z",
-        },
-        {"created_at": "0001-01-01T00:00:00Z", "started_at": None, "ended_at": ""},
-    ],
-)
-def test_go_zero_and_real_times_are_both_fine(api: PiAPI, meta: dict[str, Any]) -> None:
-    # Times are not surfaced (Update has no time fields); they must never break a decode.
-    update = api.parse_query(envelope(status="processing", meta=meta))
-    assert update.status is JobStatus.RUNNING and update.cost is None
-
-
-@pytest.mark.parametrize(
-    ("usage", "cost"),
-    [
-        ({"type": "quota", "frozen": 0, "consume": 20000}, Decimal(20000)),
-        ({"type": "quota", "consume": 4000.5}, Decimal("4000.5")),
-        ({"type": "llm", "consume": "12"}, Decimal(12)),
-        ({"type": "quota", "consume": "n/a"}, None),
-        ({"type": "quota"}, None),
-        (None, None),
-    ],
-)
-def test_usage_is_the_cost_in_quota_points(api: PiAPI, usage: Any, cost: Decimal | None) -> None:
-    meta = {"usage": usage} if usage is not None else None
-    update = api.parse_query(envelope(status="processing", meta=meta))
-    assert update.cost == cost
-    assert api.parse_create(envelope(meta=meta)).cost == cost
-
-
-@pytest.mark.parametrize(
-    "response",
-    [
-        respond({"code": 200}),
-        respond(b"[]"),
-        respond({"code": 200, "data": "nope"}),
-        respond(b"{"),
-        respond({"code": 200, "data": {"output": "x"}}),
-        respond(b"[" * 2000),
-    ],
-)
-def test_unreadable_query_answers_are_definitive(api: PiAPI, response: HTTPResponse) -> None:
-    with pytest.raises(UnexpectedResponseError) as info:
-        api.parse_query(response)
-    assert info.value.phase is Phase.DEFINITIVE and info.value.operation == "query"
-
-
-def test_query_not_found(api: PiAPI) -> None:
-    with pytest.raises(BadRequestError) as info:
-        api.parse_query(respond({"code": 404, "data": None, "message": "task not found"}, 404))
-    assert info.value.phase is Phase.DEFINITIVE and info.value.provider_message == "task not found"
 
 
 # -- the echoed webhook secret never leaks -------------------------------------------------------
@@ -1107,3 +507,66 @@ def test_hostile_responses_raise_only_flux_errors(answer: Any, status: int) -> N
             assert isinstance(result.status, JobStatus)
         else:
             assert isinstance(result.job_id, str) and result.job_id
+
+
+# -- cancel and the history request (providers.md 7.2) ---------------------------------------
+
+
+def test_piapi_cancel_request_is_a_delete_on_the_task_path_with_the_key() -> None:
+    request = PiAPI(api_key="secret-key", base_url="http://h").build_cancel("a/b c")
+    assert request.method == "DELETE"
+    assert request.url == "http://h/api/v1/task/a%2Fb%20c"
+    assert request.headers["X-API-Key"] == "secret-key"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "outcome"),
+    [
+        (
+            200,
+            {
+                "code": 200,
+                "data": {"task_id": "t", "status": "failed", "meta": {"usage": {"consume": 0}}},
+                "message": "success",
+            },
+            JobStatus.CANCELLED,
+        ),
+        (200, {"code": 200, "data": None, "message": "success"}, JobStatus.CANCELLED),
+        (
+            400,
+            {
+                "code": 400,
+                "data": None,
+                "message": "task is processing: only pending tasks can be canceled",
+            },
+            BadRequestError,
+        ),
+        (404, {"code": 404, "data": None, "message": "task not found"}, ProviderError),
+        (200, {"code": 400, "data": None, "message": "cannot cancel"}, ProviderError),
+    ],
+)
+def test_piapi_parse_cancel(status: int, body: object, outcome: object) -> None:
+    provider = PiAPI(api_key="k")
+    if isinstance(outcome, JobStatus):
+        assert provider.parse_cancel(_answer(status, body)).status is outcome
+    else:
+        with pytest.raises(outcome) as caught:  # type: ignore[call-overload]
+            provider.parse_cancel(_answer(status, body))
+        assert caught.value.operation == "cancel"
+
+
+def test_piapi_history_request_has_the_documented_parameters() -> None:
+    request = PiAPI(api_key="k", base_url="http://h").build_history(
+        start_time=100, end_time=200, page=3, page_size=500
+    )
+    url = urllib.parse.urlsplit(request.url)
+    assert url.path == "/api/open/tasks/histories"
+    query = dict(urllib.parse.parse_qsl(url.query))
+    assert query == {
+        "page": "3",
+        "page_size": "100",
+        "model": "flux",
+        "start_time": "100",
+        "end_time": "200",
+    }
+    assert request.headers["X-API-Key"] == "k"
