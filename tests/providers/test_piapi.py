@@ -49,10 +49,6 @@ def api() -> PiAPI:
     return PiAPI(KEY, base_url=BASE + "/")
 
 
-def _answer(status: int, body: object) -> HTTPResponse:
-    return HTTPResponse(status, {}, msgspec.json.encode(body))
-
-
 # -- configuration ---------------------------------------------------------------------------
 
 
@@ -548,10 +544,10 @@ def test_piapi_cancel_request_is_a_delete_on_the_task_path_with_the_key() -> Non
 def test_piapi_parse_cancel(status: int, body: object, outcome: object) -> None:
     provider = PiAPI(api_key="k")
     if isinstance(outcome, JobStatus):
-        assert provider.parse_cancel(_answer(status, body)).status is outcome
+        assert provider.parse_cancel(respond(body, status)).status is outcome
     else:
         with pytest.raises(outcome) as caught:  # type: ignore[call-overload]
-            provider.parse_cancel(_answer(status, body))
+            provider.parse_cancel(respond(body, status))
         assert caught.value.operation == "cancel"
 
 

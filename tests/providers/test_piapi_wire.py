@@ -7,7 +7,6 @@ import json
 from decimal import Decimal
 from typing import Any
 
-import msgspec
 import pytest
 
 from flux_async import (
@@ -33,10 +32,6 @@ from .piapi_examples import (
 @pytest.fixture
 def api() -> PiAPI:
     return PiAPI(KEY, base_url=BASE + "/")
-
-
-def _answer(status: int, body: object) -> HTTPResponse:
-    return HTTPResponse(status, {}, msgspec.json.encode(body))
 
 
 # -- task states ---------------------------------------------------------------------------------
@@ -227,7 +222,7 @@ def test_piapi_parse_history_reads_ids_times_inputs_and_endpoints() -> None:
             ],
         },
     }
-    tasks, total = PiAPI(api_key="k").parse_history(_answer(200, body))
+    tasks, total = PiAPI(api_key="k").parse_history(respond(body, 200))
     assert total == 7
     assert [task.job_id for task in tasks] == ["t1", "t2"]
     assert tasks[0].input == {"prompt": "a"}
@@ -240,4 +235,4 @@ def test_piapi_parse_history_reads_ids_times_inputs_and_endpoints() -> None:
 @pytest.mark.parametrize("body", [{"code": 200, "data": None}, {"code": 500, "data": {}}])
 def test_piapi_parse_history_refuses_an_answer_without_data(body: object) -> None:
     with pytest.raises(UnexpectedResponseError):
-        PiAPI(api_key="k").parse_history(_answer(200, body))
+        PiAPI(api_key="k").parse_history(respond(body, 200))
