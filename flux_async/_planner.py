@@ -6,6 +6,7 @@ offline, deterministically, over a list of latencies (tests and tuning).
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from collections.abc import Iterable
@@ -13,7 +14,7 @@ from typing import NamedTuple
 
 from ._latency import BUCKETS, LOW, LatencyEstimate, bucket_position, bucket_seconds
 
-__all__ = ["PollPlanner", "SimulationResult", "simulate_polling"]
+__all__ = ["PollPlanner", "SimulationResult", "simulate_batch", "simulate_polling"]
 
 
 class PollPlanner:
@@ -286,5 +287,59 @@ def simulate_polling(
         lags.append(age - latency)
         if learn and isinstance(planner, PollPlanner):
             planner.estimate.observe_interval(previous if count > 1 else 0.0, age)
+    jobs = max(1, len(lags))
+    return SimulationResult(polls / jobs, _percentile(lags, 0.5), _percentile(lags, 0.99), max_gap)
+
+
+def simulate_batch(
+    planner: PollPlanner | float,
+    latencies: Iterable[float],
+    concurrency: int,
+    rng: random.Random | None = None,
+) -> SimulationResult:
+    """Replay a batch: ``concurrency`` jobs in flight, a new one created as one ends.
+
+    Unlike `simulate_polling`, jobs overlap, and a `PollPlanner` learns only from the jobs
+    that have ended, as a client does: its first samples are the batch's fastest jobs (the
+    right-censoring that `PollPlanner.censored` is set for, here as `PollLane` sets it).
+    ``planner`` a float: the hand-written loop's interval. Simulated time; deterministic for
+    a seeded ``rng``.
+    """
+    pending = iter(latencies)
+    learned = planner if isinstance(planner, PollPlanner) else None
+    interval = 0.0 if isinstance(planner, PollPlanner) else planner
+    heap: list[tuple[float, int, float, float, int, float]] = []  # due, n, start, lat, polls, prev
+    created = 0
+    polls = 0
+    lags: list[float] = []
+    max_gap = 0.0
+
+    def create(now: float) -> None:
+        nonlocal created
+        latency = next(pending, None)
+        if latency is None:
+            return
+        created += 1
+        wait = learned.delay(0.0, 0, rng) if learned is not None else interval
+        heapq.heappush(heap, (now + wait, created, now, latency, 0, 0.0))
+
+    for _ in range(concurrency):
+        create(0.0)
+    while heap:
+        now, number, start, latency, count, previous = heapq.heappop(heap)
+        age = now - start
+        count += 1
+        polls += 1
+        if learned is not None:
+            learned.censored = learned.estimate.samples < len(heap) + 1
+        if age >= latency:
+            lags.append(age - latency)
+            if learned is not None:
+                learned.estimate.observe_interval(previous if count > 1 else 0.0, age)
+            create(now)
+            continue
+        wait = learned.delay(age, count, rng) if learned is not None else interval
+        max_gap = max(max_gap, wait)
+        heapq.heappush(heap, (now + wait, number, start, latency, count, age))
     jobs = max(1, len(lags))
     return SimulationResult(polls / jobs, _percentile(lags, 0.5), _percentile(lags, 0.99), max_gap)
