@@ -224,7 +224,10 @@ class PollScheduler:
                 continue  # finished meanwhile, or rescheduled: a stale heap item
             if kind == _DEADLINE:
                 entry.next_poll = None
-                self._on_deadline(entry)
+                try:
+                    self._on_deadline(entry)
+                except Exception:  # one bad ending must not stop every later poll
+                    logger.exception("ending job %s at its deadline failed", entry.local_id)
                 continue
             delay = self._reserve(now)
             if delay > 0:

@@ -136,8 +136,13 @@ async def test_poll_lane_deadline_names_the_job_and_abandons_its_create() -> Non
     registry = Registry(clock=time.time)
     lane = Lane(provider="shortapi", limits=Limits(), retry=RetryPolicy())
     poll_lane = PollLane(
-        provider=ShortAPI("sk-test"), lane=lane, registry=registry,
-        policy=PollPolicy(timeout=7), webhooks=None, tasks=Tasks(), rng=None,
+        provider=ShortAPI("sk-test"),
+        lane=lane,
+        registry=registry,
+        policy=PollPolicy(timeout=7),
+        webhooks=None,
+        tasks=Tasks(),
+        rng=None,
     )
     abandoned: list[Entry] = []
     poll_lane.on_timed_out.append(abandoned.append)
@@ -149,3 +154,29 @@ async def test_poll_lane_deadline_names_the_job_and_abandons_its_create() -> Non
     assert "job-42" in str(error) and error.job is not None and error.job.id == "job-42"
     poll_lane.on_deadline(entry)  # a second deadline is a no-op
     assert abandoned == [entry]
+
+
+async def test_a_failing_deadline_hook_does_not_stop_the_scheduler(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The scheduler runs from a loop timer: an exception there must not lose the timer."""
+    registry = Registry(clock=time.time)
+    polled = asyncio.Event()
+
+    async def poll(entry: Entry) -> None:
+        polled.set()
+
+    def on_deadline(entry: Entry) -> None:
+        raise RuntimeError("a bug in a deadline hook")
+
+    scheduler = scheduler_for(poll, on_deadline, timeout=0.01)
+    scheduler.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="flux_async"):
+            scheduler.add(accepted(registry, "expires"), first_wait=float("inf"))
+            await asyncio.sleep(0.05)  # its deadline passed and the hook raised
+            scheduler.add(accepted(registry, "later"), first_wait=0.0)
+            await asyncio.wait_for(polled.wait(), 10)
+    finally:
+        await scheduler.stop()
+    assert "at its deadline failed" in caplog.text
