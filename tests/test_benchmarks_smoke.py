@@ -39,6 +39,7 @@ def test_bench_batch_smoke() -> None:
     assert "  flux-same:" not in output  # only the contenders asked for
 
 
+@pytest.mark.slow  # a subprocess, if a short one
 def test_bench_batch_refuses_unknown_contenders() -> None:
     finished = subprocess.run(
         [sys.executable, str(BENCHMARKS / "bench_batch.py"), "--contenders", "loop+journal"],
