@@ -9,7 +9,7 @@ every row). Rows:
     The yardstick: one process, ``FluxClient.generate_many(prompts, concurrency=C)`` with
     the in-memory store (what exists without Redis).
 ``redis xK``
-    K processes of ``flux_async._worker.run_worker`` reading one Redis Stream through a
+    K processes of ``flux_async.workers.run_worker`` reading one Redis Stream through a
     consumer group (concurrency C/K each, so every row has C jobs outstanding), fed and
     drained by one more process that enqueues the prompts and collects every outcome
     (``enqueue`` + ``collect``). The workers start first and wait on the stream, so import
@@ -139,7 +139,7 @@ def child_worker(args: argparse.Namespace) -> dict[str, Any]:
     import asyncio
 
     from flux_async import ShortAPI
-    from flux_async._worker import run_worker
+    from flux_async.workers import run_worker
 
     async def run() -> dict[str, Any]:
         provider = ShortAPI(api_key=API_KEY, base_url=args.fake)
@@ -157,7 +157,7 @@ def child_worker(args: argparse.Namespace) -> dict[str, Any]:
 def child_feed(args: argparse.Namespace) -> dict[str, Any]:
     import asyncio
 
-    from flux_async._worker import collect, enqueue
+    from flux_async.workers import collect, enqueue
 
     async def run() -> dict[str, Any]:
         started, cpu = time.monotonic(), time.process_time()

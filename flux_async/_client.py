@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from ._batch import JournalOptions, check_batch_arguments, generate_many
+from ._batch import generate_many
+from ._batch_inputs import JournalOptions, check_batch_arguments
 from ._callbacks import NOT_FOUND, WebhookResponse, check_webhooks
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts, Webhooks
 from ._errors import ClientStateError, ConfigurationError

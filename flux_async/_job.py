@@ -100,9 +100,13 @@ class Job:
         if not entry.status.is_terminal:
             if entry.waiter is None:
                 entry.waiter = asyncio.get_running_loop().create_future()
-            with anyio.fail_after(timeout):
-                # shield: one waiter cancelled by its timeout must not cancel the others.
+            # shield: one waiter cancelled (by its timeout, or its caller) must not cancel
+            # the others. No cancel scope without a timeout: generate_many waits on every job.
+            if timeout is None:
                 await asyncio.shield(entry.waiter)
+            else:
+                with anyio.fail_after(timeout):
+                    await asyncio.shield(entry.waiter)
         return outcome_of(entry)
 
     async def cancel(self) -> CancelResult:
