@@ -64,13 +64,22 @@ def map_aiohttp_errors(
     """
     try:
         yield
-    except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError) as exc:
-        raise TransportError(
-            f"{subject or f'{provider} {operation}'}: {_describe(exc)}",
-            provider=provider,
-            phase=phase_for_exception(exc),
-            operation=operation,
-        ) from exc
+    except _AIOHTTP_ERRORS as exc:
+        raise _transport_error(exc, provider, operation, subject) from exc
+
+
+_AIOHTTP_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError)
+
+
+def _transport_error(
+    exc: BaseException, provider: str, operation: str, subject: str | None = None
+) -> TransportError:
+    return TransportError(
+        f"{subject or f'{provider} {operation}'}: {_describe(exc)}",
+        provider=provider,
+        phase=phase_for_exception(exc),
+        operation=operation,
+    )
 
 
 def client_timeout(timeouts: Timeouts, *, read: float) -> aiohttp.ClientTimeout:
@@ -141,7 +150,8 @@ class Transport:
             TransportError: no usable response, with the phase it failed in.
         """
         session = self.session
-        with map_aiohttp_errors(provider, request.operation):
+        # map_aiohttp_errors written out: a context manager per request costs a generator.
+        try:
             async with session.request(
                 request.method,
                 request.url,
@@ -159,6 +169,8 @@ class Transport:
                         raise _too_large(provider, request.operation, response.status, length)
                     body = await response.read()
                 return HTTPResponse(response.status, response.headers, body)
+        except _AIOHTTP_ERRORS as exc:
+            raise _transport_error(exc, provider, request.operation) from exc
 
 
 async def _read_capped(response: aiohttp.ClientResponse, provider: str, operation: str) -> bytes:
