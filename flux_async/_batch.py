@@ -27,7 +27,6 @@ from ._batch_inputs import (
     BatchInput,
     JournalOptions,
     Taken,
-    check_batch_arguments,
     items_of,
     read_recorded,
     take_up,
@@ -53,13 +52,7 @@ from ._resume import BatchJournal, Plan, finished_outcome, open_journal
 from ._store import JobStore
 from .providers._base import HistoryTask, Prepared, Provider
 
-__all__ = [
-    "BatchInput",
-    "JobLauncher",
-    "JournalOptions",
-    "check_batch_arguments",
-    "generate_many",
-]
+__all__ = ["JobLauncher", "generate_many"]
 
 logger = logging.getLogger("flux_async")
 
