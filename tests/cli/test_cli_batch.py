@@ -311,7 +311,7 @@ def test_orphan_window_bounds_the_wait_for_a_lost_create(tmp_path: Path, run: Ru
         "--webhook-port",
         "0",
         "--orphan-window",
-        "0.5",
+        "0.2",
         "--out",
         str(tmp_path / "out"),
     )
