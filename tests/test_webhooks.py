@@ -114,7 +114,7 @@ async def test_trusted_payload_with_an_attacker_host_is_not_applied() -> None:
 
 async def test_missing_callbacks_fall_back_to_slow_polling(provider_name: str) -> None:
     async with FakeProvider(latency=0.02, seed=3) as fake:
-        async with client_for(provider_name, fake, Webhooks(grace=0.3)) as client:
+        async with client_for(provider_name, fake, Webhooks(grace=0.1)) as client:
             generation = await client.generate("[fault:no-callback] silent")
     assert generation.images
     assert queries(fake) >= 1 and not [c for c in fake.callbacks_sent if c.kind == "terminal"]
@@ -141,7 +141,7 @@ async def test_orphaned_create_is_adopted_when_it_calls_home(provider_name: str)
 async def test_orphan_that_never_calls_home_ends_unknown(provider_name: str) -> None:
     faults = Faults(callback_never=1.0)
     async with FakeProvider(latency=0.02, faults=faults, seed=6) as fake:
-        webhooks = Webhooks(grace=10, orphan_window=0.3)
+        webhooks = Webhooks(grace=10, orphan_window=0.1)
         async with client_for(provider_name, fake, webhooks) as client:
             with pytest.raises(JobUnknownError, match="no callback came"):
                 await client.submit("[fault:drop] gone")
