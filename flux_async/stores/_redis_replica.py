@@ -54,6 +54,13 @@ _OK = WebhookResponse(200, b"ok\n")
 _FINISHED = WebhookResponse(200, b"already finished\n")
 _SECRET = WebhookResponse(401, b"missing or wrong webhook secret\n")
 _UNAVAILABLE = WebhookResponse(503, b"job store unavailable; retry later\n")
+#: KEYS[1] = the owner's inbox; ARGV = its length cap, the TTL, then the entry's fields l, j, u.
+#: Adds the entry and renews the inbox's expiry in one round trip.
+_FORWARD = """
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'l', ARGV[3], 'j', ARGV[4], 'u', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
 #: KEYS[1] = an inbox; ARGV = the group, entry ids: acknowledges and deletes the entries, in
 #: one command (a MULTI pipeline cancelled mid-way could leave the task's cancellation lost).
 _ACK = """
@@ -217,14 +224,16 @@ class Replica:
             update = _encode(callback.update)
             callback_job_id = (callback.job_id or "").encode()
         await store._read(
-            redis.xadd,
+            redis.eval,
+            _FORWARD,
+            1,
             store.key("inbox", owner.decode()),
-            {b"l": local_id.encode(), b"j": callback_job_id, b"u": update},
-            "*",
             _INBOX_MAXLEN,
-            True,
+            store.ttl,
+            local_id.encode(),
+            callback_job_id,
+            update,
         )
-        await store._read(redis.expire, store.key("inbox", owner.decode()), store.ttl)
         self.forwarded += 1
         return (
             _OK
