@@ -23,10 +23,17 @@ from .._errors import Phase, ProviderError
 from .._models import GenerationRequest, Image, JobStatus
 
 # The tables stay importable from here, as they were before the split (re-exports).
+from ._aimlapi_models import ACCELERATIONS as ACCELERATIONS
 from ._aimlapi_models import ASPECT_RATIO_PRESETS as ASPECT_RATIO_PRESETS
 from ._aimlapi_models import ASPECT_RATIOS as ASPECT_RATIOS
+from ._aimlapi_models import IMAGE_TO_IMAGE as IMAGE_TO_IMAGE
 from ._aimlapi_models import MODELS, model_of, prepare_model
+from ._aimlapi_models import NUM_IMAGES as NUM_IMAGES
+from ._aimlapi_models import PROMPT_MAX_LENGTH as PROMPT_MAX_LENGTH
+from ._aimlapi_models import SAFETY_TOLERANCES as SAFETY_TOLERANCES
 from ._aimlapi_models import SIZE_PRESETS as SIZE_PRESETS
+from ._aimlapi_models import SIZE_STEP as SIZE_STEP
+from ._aimlapi_models import TEXT_TO_IMAGE as TEXT_TO_IMAGE
 from ._base import (
     Accepted,
     HTTPRequest,

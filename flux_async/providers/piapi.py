@@ -38,10 +38,16 @@ from ._base import (
 
 # The tables stay importable from here, as they were before the split (re-exports).
 from ._piapi_tasks import ASPECT_RATIO_SIZES as ASPECT_RATIO_SIZES
+from ._piapi_tasks import DEV as DEV
+from ._piapi_tasks import DEV_ADVANCED as DEV_ADVANCED
+from ._piapi_tasks import GUIDANCE_RANGE as GUIDANCE_RANGE
 from ._piapi_tasks import KONTEXT, prepare_task, task_type_of
+from ._piapi_tasks import MAX_BATCH as MAX_BATCH
 from ._piapi_tasks import MAX_PIXELS as MAX_PIXELS
 from ._piapi_tasks import MODEL_ALIASES as MODEL_ALIASES
 from ._piapi_tasks import MODELS as MODELS
+from ._piapi_tasks import SCHNELL as SCHNELL
+from ._piapi_tasks import SERVICE_MODES as SERVICE_MODES
 from ._piapi_tasks import TASK_TYPES as TASK_TYPES
 from ._piapi_wire import (
     HIDDEN,
