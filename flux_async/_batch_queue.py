@@ -28,6 +28,7 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._batch_inputs import items_of
 from ._errors import ValidationError
 
 if TYPE_CHECKING:
@@ -273,7 +274,7 @@ async def enqueue(
         index = 0
         first = queued
         args: list[Any] = []
-        async for item in _items(inputs):
+        async for item in items_of(inputs):
             if not isinstance(item, (str, Mapping)):
                 raise ValidationError(
                     f"a distributed batch input must be a prompt or a mapping, got "
@@ -324,15 +325,6 @@ async def batch_info(
         )
         for key, value in raw.items()
     }
-
-
-async def _items(inputs: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
-    if isinstance(inputs, AsyncIterable):
-        async for item in inputs:
-            yield item
-    else:
-        for item in inputs:
-            yield item
 
 
 async def collect(

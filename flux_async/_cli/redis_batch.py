@@ -37,13 +37,15 @@ from flux_async import PromptLine
 from flux_async._batch_queue import BATCH_TTL
 from flux_async.workers import batch_info, collect, enqueue
 
-from .batch import SHOW_REJECTED, BatchResult, print_summary, set_aside
+from .batch import set_aside
+from .batch_records import SHOW_REJECTED
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PROG, UsageError, one_line
 from .inputs import STDIN, open_prompts
 from .manifest import Manifest
 from .progress import Display, Tally, choose_display
 from .redis_collect import PENDING, Collector
 from .redis_link import check_url, open_redis, redis_errors, shown_url
+from .summary import BatchResult, print_summary
 
 if TYPE_CHECKING:
     from rich.console import Console

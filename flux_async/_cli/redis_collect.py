@@ -11,7 +11,7 @@ from typing import Any
 
 from flux_async import PromptLine
 
-from .batch import SHOW_REJECTED
+from .batch_records import SHOW_REJECTED
 from .common import one_line
 from .manifest import Manifest, Record, record
 from .progress import Display, Tally
