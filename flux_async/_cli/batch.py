@@ -49,7 +49,7 @@ from flux_async import (
     SQLiteJournal,
 )
 
-from .batch_records import SHOW_REJECTED, BatchRun, Feed
+from .batch_records import BatchRun, Feed
 from .client import client_opener
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PROG, UsageError, one_line
 from .inputs import open_prompts
@@ -62,7 +62,6 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = [
-    "SHOW_REJECTED",
     "BatchResult",
     "JournalOptions",
     "batch_command",
