@@ -23,6 +23,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 import anyio
@@ -31,9 +32,11 @@ import anyio.to_thread
 from ._config import Limits, RetryPolicy, Timeouts
 from ._errors import ClientStateError, DownloadError, TransportError
 from ._http import parse_retry_after
-from ._models import Generation
 from ._retry import jittered, wait_table
 from ._transport import client_timeout, map_aiohttp_errors
+
+if TYPE_CHECKING:  # _models imports this module for Image.read and Generation.save
+    from ._models import Generation
 
 __all__ = ["Downloader", "one_shot", "read_url"]
 

@@ -288,13 +288,3 @@ class JobUnknownError(JobError):
     ) -> None:
         super().__init__(message, provider=provider, job=job)
         self.evidence = evidence
-
-
-def __getattr__(name: str) -> Any:
-    # Transitional: `phase_for_status` moved to `_http`; providers/piapi.py still imports it
-    # from here until its owner switches (then delete this).
-    if name == "phase_for_status":
-        from ._http import phase_for_status
-
-        return phase_for_status
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,6 +11,7 @@ from typing import Any, Literal, TypedDict
 
 import msgspec
 
+from ._download import one_shot, read_url
 from ._errors import ValidationError
 from ._images import image_url_text
 from ._imagesize import sniff_image
@@ -149,8 +150,6 @@ class Image(msgspec.Struct, frozen=True, kw_only=True):
         Raises:
             DownloadError: the image could not be fetched, is not an image, or is too big.
         """
-        from ._download import read_url
-
         return await read_url(self.url, max_bytes=max_bytes)
 
     def with_size(self, data: bytes) -> Image:
@@ -209,8 +208,6 @@ class Generation(msgspec.Struct, frozen=True, kw_only=True):
         Raises:
             DownloadError: an image could not be fetched or saved.
         """
-        from ._download import one_shot
-
         async with one_shot(max_bytes) as downloader:
             return await downloader.save(self, directory, prefix=prefix)
 
