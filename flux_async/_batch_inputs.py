@@ -22,6 +22,7 @@ __all__ = [
     "Taken",
     "check_batch_arguments",
     "items_of",
+    "journal_options",
     "read_recorded",
     "take_up",
     "to_request",
@@ -54,6 +55,27 @@ def check_batch_arguments(
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigurationError(f"concurrency must be an integer >= 1, got {concurrency!r}")
     return concurrency, _money("budget", budget), _money("price_per_job", price_per_job)
+
+
+def journal_options(
+    journal: Any, batch_id: Any, new_batch: Any, resubmit_unknown: Any, repoll_timed_out: Any
+) -> JournalOptions | None:
+    """Validate `generate_many`'s journal arguments; ``None`` without a journal.
+
+    Raises:
+        ConfigurationError: a bad ``batch_id``, or journal-only arguments without a journal.
+    """
+    if journal is None:
+        if resubmit_unknown or new_batch or batch_id is not None:
+            raise ConfigurationError(
+                "resubmit_unknown, new_batch and batch_id need a journal: pass journal=..."
+            )
+        return None
+    if batch_id is not None and (not isinstance(batch_id, str) or not batch_id):
+        raise ConfigurationError(f"batch_id must be a non-empty string, got {batch_id!r}")
+    return JournalOptions(
+        journal, batch_id, bool(new_batch), bool(resubmit_unknown), bool(repoll_timed_out)
+    )
 
 
 def _money(name: str, value: Any) -> Decimal | None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from ._batch import generate_many
-from ._batch_inputs import JournalOptions, check_batch_arguments
+from ._batch_inputs import check_batch_arguments, journal_options
 from ._callbacks import NOT_FOUND, WebhookResponse, check_webhooks
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts, Webhooks
 from ._errors import ClientStateError, ConfigurationError
@@ -357,21 +357,7 @@ class FluxClient:
         concurrency, limit, price = check_batch_arguments(
             concurrency, budget, price_per_job, limits.max_jobs_in_flight or 1000
         )
-        options = None
-        if journal is not None:
-            if batch_id is not None and (not isinstance(batch_id, str) or not batch_id):
-                raise ConfigurationError(f"batch_id must be a non-empty string, got {batch_id!r}")
-            options = JournalOptions(
-                journal,
-                batch_id,
-                bool(new_batch),
-                bool(resubmit_unknown),
-                bool(repoll_timed_out),
-            )
-        elif resubmit_unknown or new_batch or batch_id is not None:
-            raise ConfigurationError(
-                "resubmit_unknown, new_batch and batch_id need a journal: pass journal=..."
-            )
+        options = journal_options(journal, batch_id, new_batch, resubmit_unknown, repoll_timed_out)
         return generate_many(
             parts.creates,
             requests,

@@ -109,8 +109,8 @@ def _task(*, image: bool, extras: tuple[str, ...] = (), **rules: Any) -> Takes:
 
 
 # The task types and what each takes (providers.md 3.2, 3.3). The names are spelled again, on
-# purpose, in testing/_piapi.py: both sides are written from providers.md, not from each other
-# (DESIGN), so a wrong name cannot pass every test.
+# purpose, in testing/_piapi_validate.py: both sides are written from providers.md, not from
+# each other (DESIGN), so a wrong name cannot pass every test.
 TASK_TYPES: dict[str, Takes] = {
     "txt2img": _task(image=False, sizes=_SIZED, guidance=_GUIDANCE, seed=_SEED),
     "img2img": _task(image=True, guidance=_GUIDANCE, strength=_DENOISE, seed=_SEED),
