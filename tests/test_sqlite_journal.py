@@ -261,6 +261,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a writer subprocess killed with SIGKILL
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
 def test_every_allocation_reported_survives_sigkill(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)

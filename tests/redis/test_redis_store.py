@@ -199,6 +199,7 @@ async def test_a_timed_out_record_takes_a_later_end_like_the_other_stores(
     assert found == expected
 
 
+@pytest.mark.slow  # kills the redis-server process and starts another
 async def test_acknowledged_writes_survive_a_redis_kill_and_queued_ones_wait_for_it(
     redis_server: RedisServer, namespace: str
 ) -> None:
