@@ -4,7 +4,6 @@ and across worker processes (`flux_async.stores.redis_limits`)."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import shutil
@@ -90,7 +89,9 @@ def _provider() -> ShortAPI:
 
 async def test_creates_of_several_clients_share_one_rate(redis_url: str, redis: object) -> None:
     """Four limiters on four connections (as four processes would be) get 41 turns of a
-    20/s rate no faster than 20/s together, and evenly: never two within 45 ms."""
+    20/s rate no faster than 20/s together, and evenly: the k-th turn never comes before
+    k/20 s (a turn seen late, on a loaded machine, only makes this easier to meet; a burst
+    ahead of the pace breaks it)."""
     limits = SharedLimits(creates_per_second=20)
     clients = [redis_asyncio.Redis.from_url(redis_url) for _ in range(4)]
     limiters = [RedisLimiter(client, _provider(), limits) for client in clients]
@@ -108,8 +109,8 @@ async def test_creates_of_several_clients_share_one_rate(redis_url: str, redis: 
         await client.aclose()
     assert elapsed >= 40 / 20 * 0.97
     times.sort()
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) > 0.045 * 0.8  # sleeps may end early by a tick, not by a turn
+    early = [k for k, seen in enumerate(times) if seen - started < k / 20 * 0.97 - 0.005]
+    assert early == []  # sleeps may end early by a tick, not by a turn
 
 
 async def test_a_429_pause_is_seen_by_every_client(redis_url: str, redis: object) -> None:
