@@ -14,9 +14,10 @@ from typing import NamedTuple
 
 from ._latency import BUCKETS, LOW, LatencyEstimate, bucket_position, bucket_seconds
 
-#: The jobs still running, for censoring: the clock's time now and each job's creation time
-#: on the same clock (the clock of the ``now`` given to the estimate's ``observe*``).
-Census = Callable[[], tuple[float, Iterable[float]]]
+#: The jobs still running, for censoring: for each, its creation time (on the clock of the
+#: ``now`` given to the estimate's ``observe*``) and its age at the last poll that found it
+#: running (0: not polled yet, which tells nothing).
+Census = Callable[[], Iterable[tuple[float, float]]]
 
 __all__ = [
     "SCOUTS",
@@ -77,7 +78,7 @@ class PollPlanner:
         "_body_end",
         "_body_gaps",
         "_censored",
-        "_censored_age",
+        "_censored_created",
         "_cumulative",
         "_due",
         "_first",
@@ -147,7 +148,7 @@ class PollPlanner:
         self._cumulative = [0.0] * (BUCKETS + 1)
         self._plan = [0.0] * BUCKETS  # the estimate's counts plus the censored jobs
         self._censored = [0.0] * BUCKETS  # census scratch: weights by age bucket
-        self._censored_age = [0.0] * BUCKETS  # census scratch: their ages' sums
+        self._censored_created = [0.0] * BUCKETS  # census scratch: their creation times' sums
         self._body_gaps = [0.0] * BUCKETS
         self._due = -1  # the estimate's version at which the plan is computed again
         self._first = self._gap = self._body_end = 0.0
@@ -208,25 +209,23 @@ class PollPlanner:
         assert self.running is not None
         estimate = self.estimate
         censored = self._censored
-        ages = self._censored_age
+        created = self._censored_created
         for i in range(BUCKETS):
-            censored[i] = ages[i] = 0.0
-        now, created = self.running()
+            censored[i] = created[i] = 0.0
         any_running = False
-        for start in created:
-            age = now - start
+        for start, age in self.running():
             if age <= 0.0:
-                continue  # nothing known yet
+                continue  # not polled yet: nothing known
             i = int(bucket_position(age)) if age > LOW else 0
             censored[i] += 1.0
-            ages[i] += age
+            created[i] += start
             any_running = True
         if not any_running:
             return
         for i in range(BUCKETS):
             jobs = censored[i]
             if jobs > 0.0:
-                censored[i] = jobs * estimate.cohort_weight(now - ages[i] / jobs)
+                censored[i] = jobs * estimate.cohort_weight(created[i] / jobs)
         plan = self._plan
         suffix = self._cumulative  # scratch: the mass from bucket i up, censored included
         beyond = 0.0
@@ -506,8 +505,8 @@ def replay_batch(
     running: dict[int, list[float]] = {}
     now = 0.0
 
-    def census() -> tuple[float, Iterable[float]]:
-        return now, (job[1] for job in running.values())
+    def census() -> Iterable[tuple[float, float]]:
+        return ((job[1], job[4]) for job in running.values())
 
     model: ModelPlan | None = None
     if isinstance(planner, PollPlanner):
