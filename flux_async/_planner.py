@@ -109,14 +109,14 @@ class PollPlanner:
         min_gap: float = 0.05,
         lag_floor: float = 0.1,
         lag_ratio: float = 0.125,
-        early: float = 0.008,
-        late: float = 0.998,
+        early: float = 0.003,
+        late: float = 0.999,
         max_body_polls: int = 128,
         tail_ratio: float = 0.1,
-        jitter: float = 0.1,
+        jitter: float = 0.05,
         probe: float = 0.05,
         worth: float = 0.02,
-        running_ratio: float = 0.04,
+        running_ratio: float = 0.025,
     ) -> None:
         if not 0 < min_gap <= cap:
             raise ValueError(f"need 0 < min_gap <= cap, got {min_gap!r}, {cap!r}")
