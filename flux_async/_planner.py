@@ -32,8 +32,10 @@ __all__ = [
     "simulate_polling",
 ]
 
-#: Jobs polled early while a model has no finished job yet, and their first check.
-SCOUTS = 4
+#: Jobs polled early while a model has no finished job yet, and the first check of the first
+#: of them (the k-th checks first at ``SCOUT_FIRST * 2 ** (k / SCOUTS)``, then each at
+#: twice its age: together they check at ages ~9 % apart).
+SCOUTS = 8
 SCOUT_FIRST = 0.15
 
 
@@ -347,9 +349,13 @@ class ModelPlan:
 
     Sans-IO, shared by `_poll.PollLane` and `simulate_batch` so the replay takes the lane's
     decisions. While the model has no finished job, the first `SCOUTS` jobs are "scouts",
-    polled at doubling ages from `SCOUT_FIRST`, so a provider much faster than its typical
-    latency is found at once; when the first check then drops below half of what the jobs
-    already waiting were planned with, `learned` says to move their first polls earlier.
+    polled at doubling ages from `SCOUT_FIRST` (staggered, so that between them the ages
+    they check are ~9 % apart), so a provider much faster than its typical latency is found
+    at once; when the first check then drops below half of what the jobs already waiting
+    were planned with, `learned` says to move their first polls earlier (`moved_first`).
+    Before the scouts were staggered, a batch of 0.1-0.3 s jobs whose four scouts all took
+    longer than 0.15 s learned nothing until 0.3 s, and its first wave was found up to 0.3 s
+    late (a tenth of a 2,000-job batch: its p99 lag).
     """
 
     __slots__ = ("estimate", "planned_first", "planner", "scouts")
@@ -370,9 +376,11 @@ class ModelPlan:
         # Fewer samples than jobs waiting: the first of a batch, whose fast jobs end first.
         planner.censored = self.estimate.samples < waiting
         wait = planner.delay(0.0, 0, rng)
-        if self.estimate.samples < 1.0 and self.scouts < SCOUTS and wait > SCOUT_FIRST:
-            self.scouts += 1
-            return SCOUT_FIRST, True
+        if self.estimate.samples < 1.0 and self.scouts < SCOUTS:
+            first = SCOUT_FIRST * 2.0 ** (self.scouts / SCOUTS)
+            if wait > first:
+                self.scouts += 1
+                return first, True
         return wait, False
 
     def next_wait(self, age: float, polls: int, scout: bool, rng: random.Random | None) -> float:
@@ -395,6 +403,17 @@ class ModelPlan:
         if first > self.planned_first:
             self.planned_first = first
         return False
+
+    def moved_first(self, created: float, now: float, rng: random.Random | None) -> float:
+        """When a waiting job's first poll moves to (see `learned`), on the clock of ``now``:
+        its new first check after ``created``; if that has passed, now, spread over a
+        `PollPlanner.jitter` share of the lag target (a burst, not late polls)."""
+        planner = self.planner
+        due = created + planner.first_check
+        if due < now:
+            spread = planner.jitter * planner.lag_target
+            due = now + (spread * rng.random() if rng is not None else 0.0)
+        return due
 
 
 class ReplayedJob(NamedTuple):
@@ -553,14 +572,10 @@ def replay_batch(
             if model is not None:
                 model.estimate.observe_interval(previous if job[3] > 1 else 0.0, age, now)
                 if model.learned(len(running)):
-                    first = model.planner.first_check
-                    spread = model.planner.lag_target
                     for other, waiting in running.items():
                         if waiting[3] or waiting[5]:
                             continue  # polled already, or a scout
-                        moved = waiting[1] + first
-                        if moved < now:
-                            moved = now + (spread * rng.random() if rng is not None else 0.0)
+                        moved = model.moved_first(waiting[1], now, rng)
                         if moved < waiting[0]:
                             push(other, waiting, moved)
             create()

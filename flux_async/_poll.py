@@ -255,16 +255,11 @@ class PollLane:
         """Move the first polls of jobs waiting for one planned with a slower estimate."""
         scheduler = self.scheduler
         now = scheduler.now()
-        first = model.planner.first_check
-        spread = model.planner.lag_target
         rng = self._rng
         for entry in scheduler.waiting():
             if entry.model != name or entry.polls or entry.attempt > 0:
                 continue
-            due = scheduler.started(entry) + first
-            if due < now:
-                due = now + (spread * rng.random() if rng is not None else 0.0)
-            scheduler.replan(entry, due)
+            scheduler.replan(entry, model.moved_first(scheduler.started(entry), now, rng))
 
     def latency_state(self) -> dict[str, bytes]:
         """Every model's latency estimate, saved (`latency_key` -> `LatencyEstimate.to_bytes`)."""

@@ -137,7 +137,10 @@ def test_kaplan_meier_with_creation_weights_is_unbiased_in_a_steady_batch() -> N
 def test_model_plan_scouts_only_while_it_knows_nothing() -> None:
     model = ModelPlan(LatencyEstimate(8.0), 15.0)
     firsts = [model.first_wait(n, None) for n in range(SCOUTS + 3)]
-    assert firsts[:SCOUTS] == [(SCOUT_FIRST, True)] * SCOUTS
+    # staggered: between them the scouts check at ages 2 ** (1 / SCOUTS) apart
+    expected = [SCOUT_FIRST * 2.0 ** (k / SCOUTS) for k in range(SCOUTS)]
+    assert [wait for wait, _ in firsts[:SCOUTS]] == pytest.approx(expected)
+    assert all(scout for _, scout in firsts[:SCOUTS])
     assert all(not scout and wait > 1.0 for wait, scout in firsts[SCOUTS:])
     # a scout's next poll comes at twice its age, until the plan's own wait is shorter
     assert model.next_wait(0.15, 1, True, None) == pytest.approx(0.15)
@@ -176,9 +179,12 @@ def test_the_first_wave_of_a_long_tail_batch_is_not_polled_more_than_the_loop_po
     assert first <= 1.02 * sum(job.polls for job in loop[:200])  # before: 1.45x
 
 
-def test_fast_batch_scouts_find_the_provider_and_the_p99_lag_is_the_loops() -> None:
-    """The replay takes the lane's scouts: the first wave is not polled at the prior's 2 s."""
-    latencies, interval = batch(FAST, 1)
+@pytest.mark.parametrize("seed", [0, 1, 6])
+def test_fast_batch_scouts_find_the_provider_and_the_p99_lag_is_the_loops(seed: int) -> None:
+    """The replay takes the lane's scouts: the first wave is not polled at the prior's 2 s.
+    With seed 0 all four unstaggered scouts took longer than 0.15 s: nothing was learned
+    until 0.3 s, and the first wave was found up to 0.3 s late (p99 0.22 s)."""
+    latencies, interval = batch(FAST, seed)
     learned = simulate_batch(PollPlanner(LatencyEstimate(8.0)), latencies, 200, random.Random(1))
     loop = simulate_batch(interval, latencies, 200)
     assert learned.lag_p99 <= loop.lag_p99
