@@ -588,8 +588,8 @@ def replay_batch(
                 model.estimate.observe_interval(previous if job[3] > 1 else 0.0, age, now)
                 if model.learned(len(running)):
                     for other, waiting in running.items():
-                        if waiting[3] or waiting[5]:
-                            continue  # polled already, or a scout
+                        if waiting[3]:
+                            continue  # polled already
                         moved = model.moved_first(waiting[1], now, rng)
                         if moved < waiting[0]:
                             push(other, waiting, moved)
