@@ -165,6 +165,10 @@ class PollLane:
             return
         entry.polls += 1
         lane = self._lane
+        # The job's age when the query goes out: the frame the plan decides in (a poll sent
+        # at age t finds the job ready or not), not when the answer is back, which would
+        # teach latencies one round trip too long and put the first check that much late.
+        sent = self.scheduler.now()
         try:
             response = await lane.send_in_slot(self._provider.build_query(entry.job_id))
             update = self._provider.parse_query(response)
@@ -189,7 +193,7 @@ class PollLane:
         log_poll(entry, update.status)
         if self._learned:
             self._answering = entry
-            self._answer_age = self.scheduler.now() - self.scheduler.started(entry)
+            self._answer_age = sent - self.scheduler.started(entry)
             try:
                 self._registry.apply(entry, update)
             finally:
