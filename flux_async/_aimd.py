@@ -40,6 +40,9 @@ class AIMDLimit:
             on, so once requests are accepted again the value doubles per window until
             the next throttle instead of creeping up from the guess by ``increase``; the
             first throttle after a success ends slow start as usual.
+        slow_start: ``False``: the initial value is already a measurement of the provider's
+            limit (what it accepted while refusing the rest), so growth is additive from
+            the start.
 
     Sans-IO: every call takes ``now`` from the caller's clock.
     """
@@ -70,6 +73,7 @@ class AIMDLimit:
         cooldown: float = 1.0,
         recovery: float = 0.5,
         blind: bool = False,
+        slow_start: bool = True,
     ) -> None:
         if not floor > 0 or (ceiling is not None and ceiling < floor):
             raise ValueError(f"need 0 < floor <= ceiling, got {floor!r}, {ceiling!r}")
@@ -87,7 +91,7 @@ class AIMDLimit:
         self.throttles = 0
         """Throttles that decreased the value."""
         self._cooldown_until = -math.inf
-        self._slow_start = True
+        self._slow_start = slow_start
         self._blind = blind  # no success counted yet, and throttles keep slow start
 
     def _clamp(self, value: float) -> float:
@@ -111,8 +115,14 @@ class AIMDLimit:
             step /= value
         self.value = self._clamp(value + step)
 
-    def on_throttle(self, now: float, sent_at: float | None = None) -> bool:
+    def on_throttle(
+        self, now: float, sent_at: float | None = None, accepted: float | None = None
+    ) -> bool:
         """Count one 429/503; decrease unless cooling down. Return whether it decreased.
+
+        ``accepted``: what the provider accepted lately (same unit as the value); the
+        decrease then starts from it when it is lower than the value (a limit that was not
+        reached, e.g. a rate the demand never filled, says nothing about the provider's).
 
         ``sent_at``: when the throttled request was sent; a request sent before the last
         decrease took effect is part of the burst already answered for.
@@ -124,7 +134,8 @@ class AIMDLimit:
         if not self._blind:
             self._slow_start = False
         self.peak = self.value
-        self.value = self._clamp(self.value * self.decrease)
+        base = self.value if accepted is None or accepted >= self.value else accepted
+        self.value = self._clamp(base * self.decrease)
         self._cooldown_until = now + self.cooldown
         self.throttles += 1
         return True
@@ -239,11 +250,16 @@ class AdaptiveRate:
             self.limit.on_success(now)
 
     def on_throttle(
-        self, now: float, retry_after: float | None = None, sent_at: float | None = None
+        self,
+        now: float,
+        retry_after: float | None = None,
+        sent_at: float | None = None,
+        accepted: float | None = None,
     ) -> None:
-        """Count one 429/503: slow down, and pause everything for ``retry_after`` seconds."""
+        """Count one 429/503: slow down (from ``accepted`` requests per second when that is
+        lower than the rate), and pause everything for ``retry_after`` seconds."""
         self._advance(now)
-        self.limit.on_throttle(now, sent_at)
+        self.limit.on_throttle(now, sent_at, accepted)
         self.pause(now, retry_after)
 
     def pause(self, now: float, retry_after: float | None) -> None:
