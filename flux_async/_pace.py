@@ -25,7 +25,7 @@ class ThrottleShare:
     caused it, decaying back over ``NOISE_MEMORY`` seconds.
     """
 
-    NOISE = 0.05
+    NOISE = 0.02
     #: A share of throttles this high is a limit, whatever else happens.
     HEAVY = 0.25
     NOISE_MEMORY = 60.0
