@@ -40,6 +40,8 @@ class AIMDLimit:
             on, so once requests are accepted again the value doubles per window until
             the next throttle instead of creeping up from the guess by ``increase``; the
             first throttle after a success ends slow start as usual.
+        probe: seconds; without a decrease for that long (while the value binds), the
+            increase doubles, for twice as long triples, and so on (``None``: constant).
         slow_start: ``False``: the initial value is already a measurement of the provider's
             limit (what it accepted while refusing the rest), so growth is additive from
             the start.
@@ -57,6 +59,7 @@ class AIMDLimit:
         "floor",
         "increase",
         "peak",
+        "probe",
         "recovery",
         "throttles",
         "value",
@@ -72,6 +75,7 @@ class AIMDLimit:
         decrease: float = 0.9,
         cooldown: float = 1.0,
         recovery: float = 0.5,
+        probe: float | None = None,
         blind: bool = False,
         slow_start: bool = True,
     ) -> None:
@@ -85,6 +89,7 @@ class AIMDLimit:
         self.decrease = decrease
         self.cooldown = cooldown
         self.recovery = recovery
+        self.probe = probe
         self.value = self._clamp(initial)
         self.peak = self.value
         """The value before the last decrease (recovery aims back at it)."""
@@ -109,6 +114,10 @@ class AIMDLimit:
             step = self.increase
         else:
             step = self.increase
+            if self.probe is not None and now > self._cooldown_until:
+                # Calm since the last decrease: probe further by growing faster (a value
+                # started or lowered too far comes back within tens of seconds).
+                step *= 1.0 + (now - self._cooldown_until) / self.probe
             gap = self.peak - value
             if gap > 0.0 and self.recovery * gap > step:
                 step = self.recovery * gap

@@ -18,7 +18,8 @@ class ThrottleShare:
 
     A few stray throttles among many answers (a flaky gateway, a fault injector) are not a
     limit being hit. Before any pace exists, a throttle is a capacity signal only when at
-    least 3 of the recent answers, and at least ``NOISE`` of them, were throttles. Once a
+    least 3 of the recent answers, and at least ``NOISE`` of them (of ``ANSWERS`` answers
+    at least, unless the share is `HEAVY`), were throttles. Once a
     pace runs (the provider has shown a limit), every throttle is one: a smoothly paced
     client that goes just over a limit gets only a few. Either threshold is raised when a
     decrease turns out not to have helped (see `Pace`): above the share of throttles that
@@ -26,6 +27,9 @@ class ThrottleShare:
     """
 
     NOISE = 0.02
+    #: Before a pace exists, a share of throttles below `HEAVY` counts among this many
+    #: answers at least.
+    ANSWERS = 50
     #: A share of throttles this high is a limit, whatever else happens.
     HEAVY = 0.25
     NOISE_MEMORY = 60.0
@@ -78,15 +82,19 @@ class ThrottleShare:
         answers = self._answers + self._before[0]
         return (self._throttles + self._before[1]) / answers if answers else 0.0
 
-    def accepted_rate(self, now: float) -> float:
-        """Answers that were not throttles, per second, over about the last second."""
+    def answer_rate(self, now: float, accepted: bool = True) -> float:
+        """Answers that were not throttles (``accepted=False``: all answers) per second,
+        over about the last second (a sliding-window estimate)."""
         elapsed = now - self._start
         if not 0.0 <= elapsed < 2.0:
             return 0.0
-        accepted = self._answers - self._throttles
+        current, before = self._answers, self._before[0]
+        if accepted:
+            current -= self._throttles
+            before -= self._before[1]
         if elapsed >= 1.0:
-            return accepted / elapsed
-        return (self._before[0] - self._before[1]) * (1.0 - elapsed) + accepted
+            return current / elapsed
+        return before * (1.0 - elapsed) + current
 
     def threshold(self, now: float, paced: bool = False) -> float:
         """The share of throttles above which they are a capacity signal."""
@@ -99,7 +107,17 @@ class ThrottleShare:
     def signals(self, now: float, paced: bool = False) -> bool:
         """Whether the recent throttles are a capacity signal (call after `throttled`)."""
         throttles = self._throttles + self._before[1]
-        return throttles >= (1 if paced else 3) and self.share() >= self.threshold(now, paced)
+        if paced:
+            return throttles >= 1 and self.share() >= self.threshold(now, True)
+        if throttles < 3:
+            return False
+        share = self.share()
+        if share >= self.HEAVY:
+            return True
+        # A light share is a signal only among enough answers: 3 throttles among the
+        # first 20 answers of a batch can be chance.
+        answers = self._answers + self._before[0]
+        return answers >= self.ANSWERS and share >= self.threshold(now)
 
     def heavy(self) -> bool:
         """Whether the recent throttles are too many to be noise."""
@@ -128,13 +146,14 @@ class Pace:
     The first capacity signal (429s above the noise, see `ThrottleShare`) starts an
     `AdaptiveRate` just under the rate the provider accepted over the last second, paced
     one request at a time (no bursts), which then grows while it holds requests back (back
-    towards where it was quickly, beyond it by about 2 % a second) and shrinks at most once
+    towards where it was quickly, beyond it by about 2 % a second, faster the longer no
+    request was refused: a rare probe) and shrinks at most once
     per congestion epoch (about a second) to 90 % of what the provider accepted over the
     last second (of the rate itself when that is lower). A ``Retry-After`` pauses every
     request of the key while it is paced.
 
     Every decrease is tested: if among the answers to requests sent after it (and after
-    its pause) the share of throttles did not at least halve, slowing down did not help,
+    its pause) the share of throttles did not fall to a quarter, slowing down did not help,
     so they were not a rate limit (random 429s do not go away when a client slows down, a
     limit's do): the decrease is undone (a pace it started is dropped) and such a share
     counts as noise from then on. A share of `ThrottleShare.HEAVY` or more is never taken
@@ -144,11 +163,20 @@ class Pace:
     #: After a decrease (and its pause): answers before the test window (requests still
     #: sent at the old rate), and the window's length, in seconds.
     SETTLE = 0.25
-    WINDOW = 1.0
-    #: Fewer answers in the window than this: the test says nothing, the decrease stays.
+    WINDOW = 2.0
+    #: The decrease helped when the share of throttles in the window fell to this share
+    #: of what it was (a limit's throttles stop; random ones go on at about the same share).
+    HELPED = 0.25
+    #: Fewer answers in the window than this (or than 4 throttles' worth at the share
+    #: tested, up to ``MOST_ANSWERS``): the window grows, up to ``LONGEST`` seconds; then the test says nothing
+    #: and the decrease stays.
     TEST_ANSWERS = 20
+    MOST_ANSWERS = 100
+    LONGEST = 4.0
     #: The share of what the provider accepted that a decrease goes down to.
     DECREASE = 0.9
+    #: Seconds without a decrease after which the rate grows faster and faster (probes).
+    PROBE = 5.0
 
     __slots__ = (
         "_count",
@@ -156,6 +184,7 @@ class Pace:
         "_test_at",
         "_test_before",
         "_test_end",
+        "_test_opened",
         "_test_share",
         "_test_snapshot",
         "_test_started",
@@ -172,6 +201,7 @@ class Pace:
         self.share = ThrottleShare()
         self._test_at = math.inf  # the next step of a running decrease test
         self._test_end = -math.inf
+        self._test_opened = -math.inf
         self._test_snapshot = (0, 0)
         self._test_share = 0.0
         self._test_before = 0.0
@@ -226,13 +256,12 @@ class Pace:
         started = rate is None
         if rate is None:
             # Just under what the provider accepted over the last second.
-            sent = self.sent_rate(now)
-            start = sent * (1.0 - share.share()) * self.DECREASE
+            start = share.answer_rate(now) * self.DECREASE
             blind = start <= 0.0
             if blind:
                 # It accepted nothing, which says nothing about its rate: half of what
                 # was sent, and back up by doubling once requests are accepted again.
-                start = 0.5 * sent
+                start = 0.5 * max(self.sent_rate(now), share.answer_rate(now, accepted=False))
             start = max(start, 2.0)
             # Never below 5 % of it: a limit that keeps shrinking slows a batch down but
             # cannot stall it.
@@ -242,6 +271,7 @@ class Pace:
                 decrease=self.DECREASE,
                 blind=blind,
                 slow_start=blind,
+                probe=self.PROBE,
             )
             limit.throttles = 1
             limit.cool_down(now)  # this was the epoch's decrease
@@ -252,7 +282,7 @@ class Pace:
             limit = rate.limit
             before = limit.value
             throttles = limit.throttles
-            rate.on_throttle(now, retry_after, sent_at, share.accepted_rate(now))
+            rate.on_throttle(now, retry_after, sent_at, share.answer_rate(now))
             if limit.throttles == throttles:
                 return False
         limit.increase = max(1.0, 0.02 * limit.value)  # per second while it binds
@@ -272,12 +302,23 @@ class Pace:
         answers, throttles = self._test_snapshot
         if answers < 0:  # the window opens
             self._test_snapshot = (share.answers, share.throttles)
+            self._test_opened = self._test_at
             self._test_at = self._test_end
             return
-        self._test_at = math.inf
         answers = share.answers - answers
         throttles = share.throttles - throttles
-        if answers < self.TEST_ANSWERS or throttles < 0.5 * self._test_share * answers:
+        # Enough answers that a share of throttles that went on unchanged shows (at least
+        # 4 expected), unless that takes longer than ``LONGEST``.
+        enough = self.TEST_ANSWERS
+        if self._test_share > 0.0:
+            enough = min(self.MOST_ANSWERS, max(enough, 4.0 / self._test_share))
+        if answers < enough and now < self._test_opened + self.LONGEST:
+            # Too few answers to tell yet (a slow rate, a loaded client): wait for more,
+            # and decrease no further meanwhile.
+            self._test_at = self._test_end = now + 0.25 * self.WINDOW
+            return
+        self._test_at = math.inf
+        if answers < enough or throttles < self.HELPED * self._test_share * answers:
             return  # slowing down helped (or too few answers to tell): a limit
         share.is_noise(now, self._test_share, not self._test_started)
         if self._test_started:
