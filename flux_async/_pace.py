@@ -168,8 +168,8 @@ class Pace:
     #: of what it was (a limit's throttles stop; random ones go on at about the same share).
     HELPED = 0.25
     #: Fewer answers in the window than this (or than 4 throttles' worth at the share
-    #: tested, up to ``MOST_ANSWERS``): the window grows, up to ``LONGEST`` seconds; then the test says nothing
-    #: and the decrease stays.
+    #: tested, up to ``MOST_ANSWERS``): the window grows, up to ``LONGEST`` seconds; then
+    #: the test says nothing and the decrease stays.
     TEST_ANSWERS = 20
     MOST_ANSWERS = 100
     LONGEST = 4.0
