@@ -176,6 +176,8 @@ class AdaptiveRate:
     Args:
         limit: the rate, e.g. ``AIMDLimit(20.0, ceiling=user_cap)``.
         burst: requests allowed at once above the steady pace (1: strictly paced).
+        grain: seconds; turns are rounded to the nearest point of a grid this fine, so
+            requests due within it go together (fewer wake-ups; 0: every turn its own).
     """
 
     __slots__ = (
@@ -185,12 +187,14 @@ class AdaptiveRate:
         "_paused_until",
         "_released",
         "burst",
+        "grain",
         "limit",
     )
 
-    def __init__(self, limit: AIMDLimit, *, burst: float = 1.0) -> None:
+    def __init__(self, limit: AIMDLimit, *, burst: float = 1.0, grain: float = 0.0) -> None:
         self.limit = limit
         self.burst = max(1.0, burst)
+        self.grain = grain
         self._issued = 0.0  # tickets handed out
         self._released = 0.0  # requests the rate let go by `_at` (never beyond `_issued`)
         self._at = -math.inf
@@ -238,6 +242,11 @@ class AdaptiveRate:
             busy = start + (self._issued - self._released + 1.0) / rate
             if busy > self._busy_until:
                 self._busy_until = busy
+            grain = self.grain
+            if grain and delay > 0.0:
+                # Turns on a shared grid: the requests due around one of its points go
+                # together, one wake-up for several (the average rate is the same).
+                delay = math.floor((now + delay) / grain + 0.5) * grain - now
         return delay if delay > 1e-9 else 0.0  # not a rounding error's worth
 
     def reserve(self, now: float) -> float:

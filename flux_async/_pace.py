@@ -177,6 +177,10 @@ class Pace:
     DECREASE = 0.9
     #: Seconds without a decrease after which the rate grows faster and faster (probes).
     PROBE = 5.0
+    #: Requests due within this many seconds of each other go together (see
+    #: `AdaptiveRate`): smooth at any window a provider counts in, but one wake-up of the
+    #: client (and of the provider) for several requests.
+    GRAIN = 0.02
 
     __slots__ = (
         "_count",
@@ -275,7 +279,7 @@ class Pace:
             )
             limit.throttles = 1
             limit.cool_down(now)  # this was the epoch's decrease
-            self.rate = rate = AdaptiveRate(limit, burst=1.0)
+            self.rate = rate = AdaptiveRate(limit, burst=1.0, grain=self.GRAIN)
             rate.pause(now, retry_after)
             before = math.inf
         else:
