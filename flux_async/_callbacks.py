@@ -222,6 +222,12 @@ def result_hosts(provider: Provider, config: Webhooks) -> frozenset[str] | None:
     return frozenset({*known, api_host.lower()} - {""})
 
 
+# The usual shape of an image URL, read without urlsplit (one callback each): http(s), a
+# plain host (no user, no brackets, no characters urlsplit would drop), an optional port,
+# then the path. Anything else takes the general path.
+_PLAIN_URL = re.compile(r"(?i)https?://([a-z0-9.-]+)(?::[0-9]{1,5})?(?:[/?#]|$)")
+
+
 def trusted_image_url(url: object, hosts: frozenset[str] | None) -> bool:
     """Whether an image URL from a callback payload may be used without verification.
 
@@ -230,16 +236,20 @@ def trusted_image_url(url: object, hosts: frozenset[str] | None) -> bool:
     """
     if not isinstance(url, str) or len(url) > 4096:
         return False
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        return False
-    if parts.scheme.lower() not in ("http", "https") or not host or parts.username:
-        return False
+    plain = _PLAIN_URL.match(url)
+    if plain is not None:
+        host = plain.group(1).lower()
+    else:
+        try:
+            parts = urllib.parse.urlsplit(url)
+            found = parts.hostname
+        except ValueError:
+            return False
+        if parts.scheme.lower() not in ("http", "https") or not found or parts.username:
+            return False
+        host = found.lower()
     if hosts is None:
         return True
-    host = host.lower()
     if host in hosts:
         return True
     return any(entry.startswith(".") and host.endswith(entry) for entry in hosts)

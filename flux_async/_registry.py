@@ -290,6 +290,8 @@ class Registry:
         A ``failed`` update ends the job with a `JobFailedError` carrying the provider's
         words and the job's snapshot.
         """
+        if update.status is entry.status:
+            return  # no progress (a poll finding the job still running): `advance` ignores it
         error: FluxError | None = None
         if update.status is JobStatus.FAILED:
             error = JobFailedError(

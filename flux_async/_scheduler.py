@@ -114,6 +114,7 @@ class PollScheduler:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()  # a task cancelled before its first step never removed itself
         self._heap.clear()
         self._held = None
 
@@ -238,24 +239,26 @@ class PollScheduler:
 
     def _start_poll(self, entry: Entry, due: float) -> None:
         assert self._loop is not None
-        task = self._loop.create_task(self._poll_and_release(entry, due))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.add(self._loop.create_task(self._poll_and_release(entry, due)))
 
     async def _poll_and_release(self, entry: Entry, due: float) -> None:
-        await self._acquire_slot()
         try:
-            if entry.status.is_terminal or entry.next_poll != due:
-                return  # finished, or rescheduled, while it waited for a slot
-            if self._now() >= entry.deadline:
-                entry.next_poll = None
-                self._on_deadline(entry)
-                return
-            entry.next_poll = None
+            await self._acquire_slot()
             try:
-                await self._poll(entry)
-            except Exception:  # a bug in one poll must not stop the others
-                logger.exception("polling job %s failed unexpectedly", entry.local_id)
-                self.schedule_next(entry)
+                if entry.status.is_terminal or entry.next_poll != due:
+                    return  # finished, or rescheduled, while it waited for a slot
+                if self._now() >= entry.deadline:
+                    entry.next_poll = None
+                    self._on_deadline(entry)
+                    return
+                entry.next_poll = None
+                try:
+                    await self._poll(entry)
+                except Exception:  # a bug in one poll must not stop the others
+                    logger.exception("polling job %s failed unexpectedly", entry.local_id)
+                    self.schedule_next(entry)
+            finally:
+                self._release_slot()
         finally:
-            self._release_slot()
+            # Here rather than in a done callback, which would cost a loop turn per poll.
+            self._tasks.discard(asyncio.current_task())

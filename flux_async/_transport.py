@@ -3,15 +3,23 @@
 Every aiohttp exception becomes a `TransportError` whose `Phase` says whether the request
 could have reached the provider. That phase is what keeps a paid create from being sent
 twice, so the mapping is a table (`phase_for_exception`) with a test of its own.
+
+Queries (GETs) are idempotent: a failed one is simply sent again later, so whether it
+reached the provider does not matter. They skip aiohttp's socket read timer, which is
+armed and cancelled twice per request (about 8 % of a poll's CPU), and share one
+`_Watchdog` timer instead, which cancels a query still unanswered after ``Timeouts.read``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from ._config import Limits, Timeouts
 from ._errors import Phase, TransportError
@@ -93,6 +101,98 @@ def client_timeout(timeouts: Timeouts, *, read: float) -> aiohttp.ClientTimeout:
     )
 
 
+#: The methods sent under the `_Watchdog` instead of aiohttp's read timer (idempotent ones).
+WATCHED_METHODS = frozenset({"GET", "HEAD"})
+
+# A query string made only of characters that need no quoting (what adapters send: they
+# quote ids themselves), which yarl may take as it stands.
+_ENCODED_QUERY = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*")
+_MAX_BASES = 64
+
+
+class _URLs:
+    """Turns request URLs into yarl URLs without parsing each one.
+
+    aiohttp parses every URL given as a string; yarl caches the last 128, but a poll's URL
+    names its job, so with more jobs in flight than that every poll parsed its URL again.
+    Here the part before ``?`` is parsed once and the (already encoded) query is attached.
+    """
+
+    __slots__ = ("_bases",)
+
+    def __init__(self) -> None:
+        self._bases: dict[str, tuple[str, str, str]] = {}
+
+    def __call__(self, url: str) -> URL | str:
+        base, mark, query = url.partition("?")
+        if not mark or _ENCODED_QUERY.fullmatch(query) is None:
+            return url  # no query (the same URL each time: yarl's cache has it), or unusual
+        parts = self._bases.get(base)
+        if parts is None:
+            parsed = URL(base)
+            if not parsed.absolute or parsed.raw_fragment:
+                return url
+            if len(self._bases) >= _MAX_BASES:
+                self._bases.clear()
+            parts = self._bases[base] = (parsed.scheme, parsed.raw_authority, parsed.raw_path)
+        scheme, authority, path = parts
+        return URL.build(
+            scheme=scheme, authority=authority, path=path, query_string=query, encoded=True
+        )
+
+
+class _Watchdog:
+    """One timer for every query in flight: cancels a query unanswered after ``limit`` s.
+
+    A query registers its task (`watch`) and unregisters it when it ends (`done`). While
+    any is in flight, a check runs every ``limit / 8`` seconds (at most 1 s), so a query
+    ends between ``limit`` and ``limit`` plus that tick after it started.
+    """
+
+    __slots__ = ("_expired", "_handle", "_inflight", "_limit", "_tick")
+
+    def __init__(self, limit: float) -> None:
+        self._limit = limit
+        self._tick = min(1.0, limit / 8)
+        self._inflight: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._inflight)
+
+    def watch(self, task: asyncio.Task[Any]) -> None:
+        loop = task.get_loop()
+        now = loop.time()
+        self._inflight[task] = now + self._limit
+        if self._handle is None:
+            self._handle = loop.call_at(now + self._tick, self._check, loop)
+
+    def done(self, task: asyncio.Task[Any]) -> bool:
+        """Unregister ``task``; return whether the watchdog cancelled it (and nobody else
+        did: a cancellation from elsewhere still pending makes this ``False``)."""
+        if self._inflight.pop(task, None) is not None or task not in self._expired:
+            return False
+        self._expired.discard(task)
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+        return uncancel is None or uncancel() == 0
+
+    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        inflight = self._inflight
+        late = [task for task, deadline in inflight.items() if deadline <= now]
+        for task in late:
+            del inflight[task]
+            self._expired.add(task)
+            task.cancel()
+        self._handle = loop.call_at(now + self._tick, self._check, loop) if inflight else None
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 class Transport:
     """Sends `HTTPRequest`s over one aiohttp session.
 
@@ -114,6 +214,13 @@ class Transport:
         self._owns_session = session is None
         self._timeout = client_timeout(timeouts, read=timeouts.read)
         self._timeout_sync = client_timeout(timeouts, read=timeouts.read_sync)
+        # Queries: the connect timeouts only (they cost nothing on a pooled connection);
+        # the watchdog bounds the rest.
+        self._timeout_query = aiohttp.ClientTimeout(
+            total=None, connect=timeouts.pool, sock_connect=timeouts.connect
+        )
+        self._watchdog = _Watchdog(timeouts.read)
+        self._urls = _URLs()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -138,6 +245,7 @@ class Transport:
 
     async def close(self) -> None:
         """Close the session if this transport created it."""
+        self._watchdog.close()
         if self._owns_session and self._session is not None:
             await self._session.close()
 
@@ -150,14 +258,24 @@ class Transport:
             TransportError: no usable response, with the phase it failed in.
         """
         session = self.session
+        task: asyncio.Task[Any] | None = None
+        if long_read:
+            timeout = self._timeout_sync
+        elif request.method in WATCHED_METHODS:
+            timeout = self._timeout_query
+            task = asyncio.current_task()
+            if task is not None:
+                self._watchdog.watch(task)
+        else:
+            timeout = self._timeout
         # map_aiohttp_errors written out: a context manager per request costs a generator.
         try:
             async with session.request(
                 request.method,
-                request.url,
+                self._urls(request.url),
                 headers=request.headers,
                 data=request.body,
-                timeout=self._timeout_sync if long_read else self._timeout,
+                timeout=timeout,
                 allow_redirects=False,
             ) as response:
                 length = response.content_length
@@ -171,6 +289,22 @@ class Transport:
                 return HTTPResponse(response.status, response.headers, body)
         except _AIOHTTP_ERRORS as exc:
             raise _transport_error(exc, provider, request.operation) from exc
+        except asyncio.CancelledError:
+            if task is not None and self._watchdog.done(task):
+                raise self._query_timed_out(provider, request.operation) from None
+            raise
+        finally:
+            if task is not None:
+                self._watchdog.done(task)
+
+    def _query_timed_out(self, provider: str, operation: str) -> TransportError:
+        return TransportError(
+            f"{provider} {operation}: timed out: no whole answer within "
+            f"{self._timeouts.read:g}s (the query may have been sent)",
+            provider=provider,
+            phase=Phase.AMBIGUOUS,
+            operation=operation,
+        )
 
 
 async def _read_capped(response: aiohttp.ClientResponse, provider: str, operation: str) -> bytes:

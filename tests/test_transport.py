@@ -4,7 +4,9 @@ and the timeouts, over real loopback HTTP against tiny aiohttp servers."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -141,6 +143,115 @@ async def test_redirects_are_not_followed(transport: Transport, serve_app: Serve
 
     response = await transport.send(request(await serve(serve_app, redirect)), provider="p")
     assert response.status == 307
+
+
+# -- queries: one watchdog instead of aiohttp's read timer -------------------------------------
+
+
+def query(url: str, job_id: str = "job-1") -> HTTPRequest:
+    return HTTPRequest(
+        "GET",
+        f"{url}/query?id={urllib.parse.quote(job_id, safe='')}",
+        operation="query",
+        headers={"Authorization": "Bearer sk-secret"},
+    )
+
+
+async def test_a_query_that_never_answers_times_out(
+    transport: Transport, serve_app: ServeApp
+) -> None:
+    async def never_answer(request: web.Request) -> web.StreamResponse:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    url = await serve(serve_app, never_answer)
+    with pytest.raises(TransportError) as info:
+        await transport.send(query(url), provider="fakeprov")
+    error = info.value
+    assert error.phase is Phase.AMBIGUOUS and error.operation == "query"
+    assert str(error) == (
+        "fakeprov query: timed out: no whole answer within 0.2s (the query may have been sent)"
+    )
+    assert "sk-secret" not in str(error)
+    assert len(transport._watchdog) == 0
+    current = asyncio.current_task()
+    cancelling = getattr(current, "cancelling", None)  # Python 3.11+
+    assert cancelling is None or cancelling() == 0  # the watchdog's cancel was taken back
+
+
+async def test_a_query_cancelled_from_outside_stays_cancelled(
+    transport: Transport, serve_app: ServeApp
+) -> None:
+    arrived = asyncio.Event()
+
+    async def never_answer(request: web.Request) -> web.StreamResponse:
+        arrived.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    url = await serve(serve_app, never_answer)
+    task = asyncio.ensure_future(transport.send(query(url), provider="p"))
+    await arrived.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(transport._watchdog) == 0
+
+
+async def test_a_query_cancelled_while_the_watchdog_ends_it_stays_cancelled(
+    transport: Transport, serve_app: ServeApp
+) -> None:
+    """Both at once (the watchdog's check and a caller's cancel): the caller's wins."""
+    arrived = asyncio.Event()
+
+    async def never_answer(request: web.Request) -> web.StreamResponse:
+        arrived.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    url = await serve(serve_app, never_answer)
+    task = asyncio.ensure_future(transport.send(query(url), provider="p"))
+    await arrived.wait()
+    watchdog = transport._watchdog
+    watchdog._inflight[task] = 0.0  # already late: the next check ends it
+    watchdog._check(asyncio.get_running_loop())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_an_answered_query_leaves_nothing_armed(
+    transport: Transport, serve_app: ServeApp
+) -> None:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        # The id arrives as the adapter quoted it, reserved characters and all.
+        return web.json_response({"id": request.query["id"], "raw": request.raw_path})
+
+    url = await serve(serve_app, answer)
+    for job_id in ("job-1", "a/b?c d&e=f", "ünï"):
+        response = await transport.send(query(url, job_id), provider="p")
+        body = json.loads(response.body)
+        assert body["id"] == job_id
+        assert body["raw"] == "/query?id=" + urllib.parse.quote(job_id, safe="")
+    watchdog = transport._watchdog
+    assert len(watchdog) == 0
+    assert watchdog._handle is not None  # armed while queries were in flight ...
+    await asyncio.sleep(0.2 / 8 + 0.05)
+    assert watchdog._handle is None  # ... and idle once none is
+
+
+async def test_a_slow_answer_within_the_limit_is_not_cut(
+    transport: Transport, serve_app: ServeApp
+) -> None:
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.05)
+        return web.json_response({"ok": True})
+
+    url = await serve(serve_app, slow)
+    responses = await asyncio.gather(
+        *(transport.send(query(url, f"job-{n}"), provider="p") for n in range(20))
+    )
+    assert all(response.status == 200 for response in responses)
 
 
 # -- the response cap -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ Wire format: providers.md section 1. ``POST /api/v1/job/create`` with
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from decimal import Decimal
 from fractions import Fraction
@@ -127,6 +128,8 @@ class _QueryEnvelope(msgspec.Struct):
     message: Any = None
 
 
+# An id that `urllib.parse.quote` would leave as it is (the usual case): not quoted again.
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_.~-]*")
 _create_decoder = msgspec.json.Decoder(_CreateEnvelope)
 _query_decoder = msgspec.json.Decoder(_QueryEnvelope)
 _encoder = msgspec.json.Encoder()
@@ -277,9 +280,11 @@ class ShortAPI(Provider):
 
     def build_query(self, job_id: str) -> HTTPRequest:
         """Return ``GET /api/v1/job/query?id=<job_id>``."""
+        if _PLAIN_ID.fullmatch(job_id) is None:
+            job_id = urllib.parse.quote(job_id, safe="")
         return HTTPRequest(
             "GET",
-            f"{self._query_url}{urllib.parse.quote(job_id, safe='')}",
+            f"{self._query_url}{job_id}",
             operation="query",
             headers=self._query_headers,
         )

@@ -1,0 +1,79 @@
+"""flux_async._scheduler: the poll tasks' bookkeeping (each poll task removes itself from
+the scheduler's set as it ends, without a done callback)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from flux_async import PollPolicy
+from flux_async._registry import Entry, Registry
+from flux_async._scheduler import PollScheduler
+
+pytestmark = pytest.mark.anyio
+
+
+def scheduler_for(slots: asyncio.Semaphore, polled: list[str]) -> PollScheduler:
+    async def poll(entry: Entry) -> None:
+        polled.append(entry.local_id)
+        await asyncio.sleep(0)
+
+    return PollScheduler(
+        policy=PollPolicy(wait_initial=0.005, wait_max=0.01, timeout=30.0),
+        first_wait=0.0,
+        polls_per_second=10_000.0,
+        acquire_slot=slots.acquire,
+        release_slot=slots.release,
+        poll=poll,
+        on_deadline=lambda entry: None,
+        rng=None,
+    )
+
+
+def accepted(registry: Registry, count: int) -> list[Entry]:
+    entries = []
+    for n in range(count):
+        entry = registry.allocate("shortapi", "flux")
+        registry.accept(entry, f"job-{n}")
+        entries.append(entry)
+    return entries
+
+
+async def test_finished_poll_tasks_are_forgotten() -> None:
+    slots = asyncio.Semaphore(4)
+    polled: list[str] = []
+    scheduler = scheduler_for(slots, polled)
+    scheduler.start()
+    try:
+        for entry in accepted(Registry(clock=time.time), 30):
+            scheduler.add(entry, first_wait=0.0)
+        for _ in range(200):
+            if len(polled) == 30 and not scheduler._tasks:
+                break
+            await asyncio.sleep(0.005)
+        assert len(polled) == 30
+        assert not scheduler._tasks  # each task took itself out as it ended
+        assert slots._value == 4  # and gave its slot back
+    finally:
+        await scheduler.stop()
+
+
+async def test_stop_cancels_polls_waiting_for_a_slot_and_forgets_them() -> None:
+    slots = asyncio.Semaphore(0)  # no slot: every poll task waits (or has not started yet)
+    polled: list[str] = []
+    scheduler = scheduler_for(slots, polled)
+    scheduler.start()
+    for entry in accepted(Registry(clock=time.time), 10):
+        scheduler.add(entry, first_wait=0.0)
+    for _ in range(200):
+        if len(scheduler._tasks) == 10:
+            break
+        await asyncio.sleep(0.005)
+    tasks = list(scheduler._tasks)
+    assert len(tasks) == 10
+    await scheduler.stop()
+    assert all(task.cancelled() for task in tasks)
+    assert not scheduler._tasks and not polled
+    assert slots._value == 0  # a slot never taken is never given back
