@@ -163,7 +163,7 @@ class Pace:
     #: After a decrease (and its pause): answers before the test window (requests still
     #: sent at the old rate), and the window's length, in seconds.
     SETTLE = 0.25
-    WINDOW = 2.0
+    WINDOW = 1.0
     #: The decrease helped when the share of throttles in the window fell to this share
     #: of what it was (a limit's throttles stop; random ones go on at about the same share).
     HELPED = 0.25
@@ -259,13 +259,16 @@ class Pace:
             return False
         started = rate is None
         if rate is None:
-            # Just under what the provider accepted over the last second.
-            start = share.answer_rate(now) * self.DECREASE
+            # Just under what the provider accepted over the last second: what was sent
+            # (or answered, if more: a pace dropped lately counts sends afresh), less the
+            # share refused.
+            sent = max(self.sent_rate(now), share.answer_rate(now, accepted=False))
+            start = sent * (1.0 - share.share()) * self.DECREASE
             blind = start <= 0.0
             if blind:
                 # It accepted nothing, which says nothing about its rate: half of what
                 # was sent, and back up by doubling once requests are accepted again.
-                start = 0.5 * max(self.sent_rate(now), share.answer_rate(now, accepted=False))
+                start = 0.5 * sent
             start = max(start, 2.0)
             # Never below 5 % of it: a limit that keeps shrinking slows a batch down but
             # cannot stall it.
@@ -313,7 +316,7 @@ class Pace:
         throttles = share.throttles - throttles
         # Enough answers that a share of throttles that went on unchanged shows (at least
         # 4 expected), unless that takes longer than ``LONGEST``.
-        enough = self.TEST_ANSWERS
+        enough: float = self.TEST_ANSWERS
         if self._test_share > 0.0:
             enough = min(self.MOST_ANSWERS, max(enough, 4.0 / self._test_share))
         if answers < enough and now < self._test_opened + self.LONGEST:
