@@ -184,4 +184,4 @@ async def test_random_429s_do_not_wear_the_rate_down(seed: int, offered: float) 
     start, began = len(provider.statuses), clock.now
     await drive(lane, clock, 20.0, offered=offered)
     jobs = (len(provider.statuses) - start) / 2 / (clock.now - began)
-    assert jobs > 0.8 * offered  # 31 of 32 seeds reach 0.9x
+    assert jobs > 0.8 * offered  # seeds 0-15: 31 of 32 runs above 0.8x, one at 0.65x
