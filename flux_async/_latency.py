@@ -14,14 +14,24 @@ moving the first check earlier. When the estimate has no mass in the interval (t
 changed) the sample goes to the interval's (geometric) midpoint. A small share of jobs get an
 earlier "probe" first check (see the planner), so a provider that sped up is noticed even
 though the normal first check finds everything already done.
+
+Weights by creation. Given ``now`` (the caller's clock at the observation), a finished job
+weighs what a sample weighed when the job was *created*, not when it ended: the estimate
+then describes the jobs created over its window (a cohort), whether they have ended or not.
+The ones still running are right-censored observations ("slower than its age"), which the
+planner adds at plan time (`cohort_weight` weighs them the same way; Kaplan-Meier style).
+Weighted by when they end instead, the first samples of a batch are its fastest jobs, and
+the slow ones look late (the first wave of a 200-job batch used ~1.5x the polls). The times
+of the last `MARKS` observations are kept to tell how many samples a job has lived through.
 """
 
 from __future__ import annotations
 
 import math
 import struct
+from array import array
 
-__all__ = ["BUCKETS", "LOW", "LatencyEstimate", "bucket_position", "bucket_seconds"]
+__all__ = ["BUCKETS", "LOW", "MARKS", "LatencyEstimate", "bucket_position", "bucket_seconds"]
 
 BUCKETS = 64
 LOW = 0.05  # seconds; faster jobs count as 50 ms
@@ -30,6 +40,7 @@ _LOG_LOW = math.log(LOW)
 _LOG_STEP = (math.log(HIGH) - _LOG_LOW) / BUCKETS  # each bucket is ~18 % wider than the last
 _EDGES = tuple(math.exp(_LOG_LOW + i * _LOG_STEP) for i in range(BUCKETS + 1))
 _RESCALE_AT = 1e100  # growing sample weights are folded back before they overflow
+MARKS = 1024  # observation times kept for weights by creation (see the module docstring)
 
 _MAGIC = b"FLXL"
 _VERSION = 1
@@ -69,6 +80,8 @@ class LatencyEstimate:
         "_decay",
         "_gain",
         "_half_life",
+        "_marked",
+        "_marks",
         "_prior",
         "_samples",
         "_total",
@@ -92,6 +105,8 @@ class LatencyEstimate:
         self._total: float = 0.0
         self._samples: float = 0.0
         self._prior: list[float] | None = None  # the prior's share of `_counts`, while kept
+        self._marks = array("d", bytes(8 * MARKS))  # a ring of the last observations' times
+        self._marked = 0  # observations given a time (the ring's next slot is this % MARKS)
         self.version = 0
         """Changes whenever the estimate does (planners cache on it)."""
         if typical is not None and prior_weight > 0:
@@ -212,8 +227,34 @@ class LatencyEstimate:
 
     # -- learning -----------------------------------------------------------------------
 
-    def _next_weight(self) -> float:
-        """Age every stored sample by one step and return the stored weight of a new one."""
+    def cohort_weight(self, created: float) -> float:
+        """Return the stored weight of a sample of a job created at ``created``.
+
+        ``created`` is on the clock of the ``now`` given to ``observe*``: the weight a new
+        sample had then (by the observations given a time since). Without such
+        observations, or for a job older than the last `MARKS` of them, as old as they go.
+        """
+        marks = self._marks
+        marked = self._marked
+        kept = marked if marked < MARKS else MARKS
+        # Binary search: how many of the kept observations came after ``created``.
+        low, high = 0, kept  # the answer is in [low, high]
+        oldest = marked - kept
+        while low < high:
+            middle = (low + high) >> 1
+            if marks[(oldest + kept - 1 - middle) % MARKS] > created:
+                low = middle + 1
+            else:
+                high = middle
+        return self._gain * self._decay**low
+
+    def _mark(self, now: float) -> None:
+        self._marks[self._marked % MARKS] = now
+        self._marked += 1
+
+    def _next_weight(self, created: float | None = None) -> float:
+        """Age every stored sample by one step and return the stored weight of a new one
+        (created at ``created``: see `cohort_weight`)."""
         gain = self._gain / self._decay
         if gain > _RESCALE_AT:
             counts = self._counts
@@ -224,31 +265,41 @@ class LatencyEstimate:
             self._samples /= gain
             gain = 1.0
         self._gain = gain
-        self._samples += gain
-        self._total += gain
+        weight = gain if created is None else self.cohort_weight(created)
+        self._samples += weight
+        self._total += weight
         self.version += 1
-        return gain
+        return weight
 
-    def observe(self, seconds: float) -> None:
-        """Learn one exact create-to-ready time (a webhook, a synchronous answer)."""
+    def observe(self, seconds: float, now: float | None = None) -> None:
+        """Learn one exact create-to-ready time (a webhook, a synchronous answer).
+
+        ``now``: the caller's clock (seconds, any origin): the sample is weighted by when
+        the job was created (see the module docstring); ``None``: as a new sample.
+        """
         if not math.isfinite(seconds):
             return
         if self._prior is not None:
             self._drop_prior_if_contradicted(seconds, seconds)
-        weight = self._next_weight()
+        weight = self._next_weight(None if now is None else now - seconds)
         self._counts[int(bucket_position(seconds))] += weight
+        if now is not None:
+            self._mark(now)
 
-    def observe_interval(self, not_ready_at: float, ready_at: float) -> None:
+    def observe_interval(
+        self, not_ready_at: float, ready_at: float, now: float | None = None
+    ) -> None:
         """Learn a job found running at ``not_ready_at`` and ready at ``ready_at`` (seconds).
 
         ``not_ready_at`` is 0 when the first poll found the job ready. The sample is spread
         over the interval as the current estimate spreads its own mass there (see the
         module docstring); where that is empty, it goes to the interval's midpoint.
+        ``now``: as for `observe` (the job was created at ``now - ready_at``).
         """
         if not (math.isfinite(ready_at) and math.isfinite(not_ready_at)):
             return
         if ready_at <= not_ready_at:
-            self.observe(ready_at)
+            self.observe(ready_at, now)
             return
         if self._prior is not None:
             self._drop_prior_if_contradicted(not_ready_at, ready_at)
@@ -261,7 +312,9 @@ class LatencyEstimate:
             overlap = min(end, i + 1.0) - max(start, float(i))
             if overlap > 0.0:
                 mass += counts[i] * overlap
-        weight = self._next_weight()
+        weight = self._next_weight(None if now is None else now - ready_at)
+        if now is not None:
+            self._mark(now)
         if mass <= 1e-9 * self._total:
             if not_ready_at > LOW:
                 middle = math.sqrt(not_ready_at * ready_at)

@@ -2,19 +2,21 @@
 jobs whose deadline passed.
 
 With the default (learned) `PollPolicy`, each job's polls come from a `PollPlanner` over a
-`LatencyEstimate` per model, whose prior is the provider's typical latency. Every job that
-succeeds teaches it: a polled one as the interval between the last poll that found it
-running and the one that found it ready (`Entry.running_age`), a webhook or synchronous
-one by its exact age. While a model has no finished job yet, a few "scout" jobs are polled
-at doubling ages from 0.15 s, so a provider much faster than its typical latency is found
-at once; when the estimate's first check then drops to less than half of what the jobs
-already waiting were planned with, their first polls are moved earlier.
+`LatencyEstimate` per model (a `_planner.ModelPlan`), whose prior is the provider's typical
+latency. Every job that succeeds teaches it: a polled one as the interval between the last
+poll that found it running and the one that found it ready (`Entry.running_age`), a webhook
+or synchronous one by its exact age; the jobs still waiting for a poll are censored
+observations of the plan (slower than the age at which a poll last found them running).
+While a model has no finished job yet, a few "scout" jobs are polled at doubling ages from
+0.15 s, so a provider much faster than its typical latency is found at once; when the
+estimate's first check then drops to less than half of what the jobs already waiting were
+planned with, their first polls are moved earlier.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from ._config import PollPolicy, Webhooks
@@ -23,7 +25,7 @@ from ._events import log_poll
 from ._lane import Lane, Tasks
 from ._latency import LatencyEstimate
 from ._models import JobStatus
-from ._planner import PollPlanner
+from ._planner import SCOUT_FIRST, SCOUTS, ModelPlan
 from ._registry import Entry, Registry
 from ._scheduler import PollScheduler
 from .providers._base import Provider
@@ -31,29 +33,14 @@ from .providers._base import Provider
 if TYPE_CHECKING:
     from ._store import JobStore
 
-__all__ = ["PollLane", "latency_key", "load_latency", "save_latency"]
+__all__ = ["SCOUTS", "SCOUT_FIRST", "PollLane", "latency_key", "load_latency", "save_latency"]
 
-#: Jobs polled early while a model has no finished job yet, and their first check.
-SCOUTS = 4
-SCOUT_FIRST = 0.15
 _SCOUT = -1  # `Entry.attempt` of a scout (a learned schedule uses no backoff step)
 
 
 def latency_key(provider: str, model: str) -> str:
     """The store key (`JobStore.save_meta`) of one provider/model's latency estimate."""
     return f"latency:{provider}:{model}"
-
-
-class _Model:
-    """What the lane learned about one model."""
-
-    __slots__ = ("estimate", "planned_first", "planner", "scouts")
-
-    def __init__(self, estimate: LatencyEstimate, cap: float) -> None:
-        self.estimate = estimate
-        self.planner = PollPlanner(estimate, cap=cap)
-        self.planned_first = self.planner.first_check
-        self.scouts = 0
 
 
 class PollLane:
@@ -90,7 +77,7 @@ class PollLane:
             rng = None
         self._rng = rng
         self._learned = policy.learned
-        self._models: dict[str, _Model] = {}
+        self._models: dict[str, ModelPlan] = {}
         self._answering: Entry | None = None  # the entry whose poll answer is being applied
         self._answer_age = 0.0
         self.on_timed_out: list[Callable[[Entry], None]] = []
@@ -217,24 +204,26 @@ class PollLane:
 
     # -- the learned schedule ----------------------------------------------------------
 
-    def _model(self, model: str) -> _Model:
+    def _model(self, model: str) -> ModelPlan:
         learned = self._models.get(model)
         if learned is None:
             estimate = LatencyEstimate(self._provider.typical_latency)
-            learned = self._models[model] = _Model(estimate, self._policy.wait_max)
+            learned = self._models[model] = self._new_model(model, estimate)
         return learned
+
+    def _new_model(self, name: str, estimate: LatencyEstimate) -> ModelPlan:
+        def census() -> Iterator[tuple[float, float]]:
+            started = self.scheduler.started
+            for entry in self.scheduler.waiting():
+                if entry.model == name and entry.running_age > 0.0:
+                    yield started(entry), entry.running_age
+
+        return ModelPlan(estimate, self._policy.wait_max, census)
 
     def _first_wait(self, entry: Entry) -> tuple[float, bool]:
         """The wait before a job's first poll, and whether the job scouts."""
-        model = self._model(entry.model)
         entry.running_age = 0.0
-        # Fewer samples than jobs waiting: the first of a batch, whose fast jobs end first.
-        model.planner.censored = model.estimate.samples < len(self.scheduler)
-        wait = model.planner.delay(0.0, 0, self._rng)
-        if model.estimate.samples < 1.0 and model.scouts < SCOUTS and wait > SCOUT_FIRST:
-            model.scouts += 1
-            return SCOUT_FIRST, True
-        return wait, False
+        return self._model(entry.model).first_wait(len(self.scheduler), self._rng)
 
     def _schedule_next(self, entry: Entry, at_least: float) -> None:
         if not self._learned or entry.attempt > 0:  # a fixed schedule, a safety net
@@ -242,9 +231,9 @@ class PollLane:
             return
         scheduler = self.scheduler
         age = scheduler.now() - scheduler.started(entry)
-        wait = self._model(entry.model).planner.delay(age, entry.polls, self._rng)
-        if entry.attempt == _SCOUT and age < wait:
-            wait = age if age > SCOUT_FIRST else SCOUT_FIRST  # the next at twice the age
+        model = self._model(entry.model)
+        model.planner.censored = model.estimate.samples < len(scheduler)
+        wait = model.next_wait(age, entry.polls, entry.attempt == _SCOUT, self._rng)
         scheduler.schedule_in(entry, wait if wait > at_least else at_least)
 
     def learn(self, entry: Entry) -> None:
@@ -254,32 +243,23 @@ class PollLane:
         if entry.deadline == float("inf"):
             return  # never tracked here (e.g. finished before its create was answered)
         model = self._model(entry.model)
+        now = self.scheduler.now()
         if entry is self._answering:
-            model.estimate.observe_interval(entry.running_age, self._answer_age)
+            model.estimate.observe_interval(entry.running_age, self._answer_age, now)
         else:
-            model.estimate.observe(self.scheduler.now() - self.scheduler.started(entry))
-        model.planner.censored = model.estimate.samples < len(self.scheduler)
-        first = model.planner.first_check
-        if first < 0.5 * model.planned_first:
-            model.planned_first = first
+            model.estimate.observe(now - self.scheduler.started(entry), now)
+        if model.learned(len(self.scheduler)):
             self._replan(entry.model, model)
-        elif first > model.planned_first:
-            model.planned_first = first
 
-    def _replan(self, name: str, model: _Model) -> None:
+    def _replan(self, name: str, model: ModelPlan) -> None:
         """Move the first polls of jobs waiting for one planned with a slower estimate."""
         scheduler = self.scheduler
         now = scheduler.now()
-        first = model.planner.first_check
-        spread = model.planner.lag_target
         rng = self._rng
         for entry in scheduler.waiting():
             if entry.model != name or entry.polls or entry.attempt > 0:
                 continue
-            due = scheduler.started(entry) + first
-            if due < now:
-                due = now + (spread * rng.random() if rng is not None else 0.0)
-            scheduler.replan(entry, due)
+            scheduler.replan(entry, model.moved_first(scheduler.started(entry), now, rng))
 
     def latency_state(self) -> dict[str, bytes]:
         """Every model's latency estimate, saved (`latency_key` -> `LatencyEstimate.to_bytes`)."""
@@ -300,7 +280,8 @@ class PollLane:
             estimate = LatencyEstimate.from_bytes(data)
         except ValueError:
             return False
-        self._models[key[len(prefix) :]] = _Model(estimate, self._policy.wait_max)
+        name = key[len(prefix) :]
+        self._models[name] = self._new_model(name, estimate)
         return True
 
     def estimate(self, model: str) -> LatencyEstimate | None:

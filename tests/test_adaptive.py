@@ -15,6 +15,7 @@ from flux_async import JobStatus, Limits, PollPolicy, RetryPolicy
 from flux_async._http import HTTPRequest, HTTPResponse
 from flux_async._lane import Lane, Tasks
 from flux_async._latency import LatencyEstimate
+from flux_async._planner import PollPlanner
 from flux_async._poll import SCOUT_FIRST, SCOUTS, PollLane, latency_key, load_latency, save_latency
 from flux_async._registry import Entry, Registry
 from flux_async._scheduler import COALESCE_SHARE
@@ -158,6 +159,33 @@ async def test_a_fixed_policy_keeps_its_exact_schedule() -> None:
     other = tracked(poll_lane, registry, "other")
     succeed_after(poll_lane, registry, other, 0.05)
     assert poll_lane.estimate(MODEL) is None  # a fixed schedule learns nothing
+
+
+async def test_jobs_waiting_for_a_poll_are_the_plans_censored_observations() -> None:
+    """The planner hears of the jobs still running, each with its creation time and the age
+    at which a poll last found it running; jobs not polled yet and other models' jobs are
+    left out."""
+    poll_lane, registry = poll_lane_for()
+    seen = [tracked(poll_lane, registry, f"seen-{n}") for n in range(3)]
+    unpolled = tracked(poll_lane, registry, "unpolled")
+    other = registry.allocate("shortapi", "other-model")
+    registry.accept(other, "other")
+    poll_lane.track(other)
+    for number, entry in enumerate(seen):
+        entry.running_age = 1.0 + number
+    other.running_age = 5.0
+    planner = poll_lane._model(MODEL).planner
+    assert planner.running is not None
+    census = sorted(planner.running())
+    scheduler = poll_lane.scheduler
+    assert census == sorted((scheduler.started(entry), entry.running_age) for entry in seen)
+    assert unpolled.running_age == 0.0
+    # One job ended in 0.2 s (the 8 s prior goes), three are known to take over 1-3 s: the
+    # plan's median is beyond a second, not the one sample's 0.2 s.
+    estimate = poll_lane._model(MODEL).estimate
+    estimate.observe(0.2, now=scheduler.now())
+    assert PollPlanner(estimate).lag_target == pytest.approx(0.1)  # an eighth of 0.2 s, floored
+    assert planner.lag_target >= 1.0 / 8
 
 
 async def test_webhook_and_synchronous_jobs_teach_their_exact_latency() -> None:
