@@ -1,7 +1,12 @@
 """When to poll a job: `PollPlanner` turns a `LatencyEstimate` into each job's next wait.
 
-Sans-IO: callers pass a job's age and a `random.Random`. `simulate_polling` replays a plan
-offline, deterministically, over a list of latencies (tests and tuning).
+Sans-IO: callers pass a job's age and a `random.Random`. The plan is computed from the
+estimate plus the jobs still running (a `Census`: right-censored observations, added
+Kaplan-Meier style), so a batch whose slow jobs have not ended yet is not planned from its
+fast ones alone. `ModelPlan` holds the poll lane's decisions around a planner (scouts,
+moving first polls earlier). `simulate_polling` replays a plan offline over jobs one after
+another, `replay_batch`/`simulate_batch` over a batch with jobs in flight, taking the lane's
+and its scheduler's decisions; both are deterministic for a seeded rng (tests and tuning).
 """
 
 from __future__ import annotations
@@ -58,15 +63,17 @@ class PollPlanner:
     3. past ``quantile(late)`` the job is slower than the estimate knows: the wait grows
        with its age (``tail_ratio * age``, i.e. exponentially), up to ``cap``.
 
-    So for a correct estimate the p99 detection lag is about ``D`` when ``early + (1 - late)
-    <= 1 %``. Each wait is at least ``min_gap`` and at most ``cap``. The first is shortened by
-    up to ``jitter`` (a fraction): jobs created together are checked apart, and stay apart,
-    as their later waits depend on their ages only; no check comes later than planned, so
-    the lag bound holds (full jitter, ``U(0, wait)``, would halve the waits and double the
-    requests; jittering every wait cost ~2 % more requests, and the scheduler already moves
-    polls up to 1/16 of their wait earlier to share wake-ups: `replay_batch`). A share
-    ``probe`` of jobs get their first check at 30-70 % of the planned time, which keeps a
-    provider that sped up from hiding behind a first check that finds everything done.
+    The quantiles are the plan's: the estimate's, plus the jobs still running when a
+    `running` census is set. So for a correct estimate the p99 detection lag is about ``D``
+    when ``early + (1 - late) <= 1 %``. Each wait is at least ``min_gap`` and at most
+    ``cap``. The first is shortened by up to ``jitter`` (a fraction): jobs created together
+    are checked apart, and stay apart, as their later waits depend on their ages only. No
+    check comes later than planned, so the lag bound holds (full jitter, ``U(0, wait)``,
+    would halve the waits and double the requests; jittering every wait cost ~2 % more
+    requests, on top of the scheduler moving polls up to 1/16 of their wait earlier to share
+    wake-ups: see `replay_batch`). A share ``probe`` of jobs get their first check at
+    30-70 % of the planned time, which keeps a provider that sped up from hiding behind a
+    first check that finds everything done.
 
     Ages are seconds since the create was sent. The plan (the estimate's quantiles and the
     gaps by age) is cached: it is computed again after every change of the estimate while it
