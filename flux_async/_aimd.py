@@ -40,6 +40,11 @@ class AIMDLimit:
             on, so once requests are accepted again the value doubles per window until
             the next throttle instead of creeping up from the guess by ``increase``; the
             first throttle after a success ends slow start as usual.
+        probe: seconds; without a decrease for that long (while the value binds), the
+            increase doubles, for twice as long triples, and so on (``None``: constant).
+        slow_start: ``False``: the initial value is already a measurement of the provider's
+            limit (what it accepted while refusing the rest), so growth is additive from
+            the start.
 
     Sans-IO: every call takes ``now`` from the caller's clock.
     """
@@ -54,6 +59,7 @@ class AIMDLimit:
         "floor",
         "increase",
         "peak",
+        "probe",
         "recovery",
         "throttles",
         "value",
@@ -69,7 +75,9 @@ class AIMDLimit:
         decrease: float = 0.9,
         cooldown: float = 1.0,
         recovery: float = 0.5,
+        probe: float | None = None,
         blind: bool = False,
+        slow_start: bool = True,
     ) -> None:
         if not floor > 0 or (ceiling is not None and ceiling < floor):
             raise ValueError(f"need 0 < floor <= ceiling, got {floor!r}, {ceiling!r}")
@@ -81,13 +89,14 @@ class AIMDLimit:
         self.decrease = decrease
         self.cooldown = cooldown
         self.recovery = recovery
+        self.probe = probe
         self.value = self._clamp(initial)
         self.peak = self.value
         """The value before the last decrease (recovery aims back at it)."""
         self.throttles = 0
         """Throttles that decreased the value."""
         self._cooldown_until = -math.inf
-        self._slow_start = True
+        self._slow_start = slow_start
         self._blind = blind  # no success counted yet, and throttles keep slow start
 
     def _clamp(self, value: float) -> float:
@@ -105,14 +114,24 @@ class AIMDLimit:
             step = self.increase
         else:
             step = self.increase
+            if self.probe is not None and now > self._cooldown_until:
+                # Calm since the last decrease: probe further by growing faster (a value
+                # started or lowered too far comes back within tens of seconds).
+                step *= 1.0 + (now - self._cooldown_until) / self.probe
             gap = self.peak - value
             if gap > 0.0 and self.recovery * gap > step:
                 step = self.recovery * gap
             step /= value
         self.value = self._clamp(value + step)
 
-    def on_throttle(self, now: float, sent_at: float | None = None) -> bool:
+    def on_throttle(
+        self, now: float, sent_at: float | None = None, accepted: float | None = None
+    ) -> bool:
         """Count one 429/503; decrease unless cooling down. Return whether it decreased.
+
+        ``accepted``: what the provider accepted lately (same unit as the value); the
+        decrease then starts from it when it is lower than the value (a limit that was not
+        reached, e.g. a rate the demand never filled, says nothing about the provider's).
 
         ``sent_at``: when the throttled request was sent; a request sent before the last
         decrease took effect is part of the burst already answered for.
@@ -124,7 +143,8 @@ class AIMDLimit:
         if not self._blind:
             self._slow_start = False
         self.peak = self.value
-        self.value = self._clamp(self.value * self.decrease)
+        base = self.value if accepted is None or accepted >= self.value else accepted
+        self.value = self._clamp(base * self.decrease)
         self._cooldown_until = now + self.cooldown
         self.throttles += 1
         return True
@@ -156,6 +176,8 @@ class AdaptiveRate:
     Args:
         limit: the rate, e.g. ``AIMDLimit(20.0, ceiling=user_cap)``.
         burst: requests allowed at once above the steady pace (1: strictly paced).
+        grain: seconds; turns are rounded to the nearest point of a grid this fine, so
+            requests due within it go together (fewer wake-ups; 0: every turn its own).
     """
 
     __slots__ = (
@@ -165,12 +187,14 @@ class AdaptiveRate:
         "_paused_until",
         "_released",
         "burst",
+        "grain",
         "limit",
     )
 
-    def __init__(self, limit: AIMDLimit, *, burst: float = 1.0) -> None:
+    def __init__(self, limit: AIMDLimit, *, burst: float = 1.0, grain: float = 0.0) -> None:
         self.limit = limit
         self.burst = max(1.0, burst)
+        self.grain = grain
         self._issued = 0.0  # tickets handed out
         self._released = 0.0  # requests the rate let go by `_at` (never beyond `_issued`)
         self._at = -math.inf
@@ -218,6 +242,11 @@ class AdaptiveRate:
             busy = start + (self._issued - self._released + 1.0) / rate
             if busy > self._busy_until:
                 self._busy_until = busy
+            grain = self.grain
+            if grain and delay > 0.0:
+                # Turns on a shared grid: the requests due around one of its points go
+                # together, one wake-up for several (the average rate is the same).
+                delay = math.floor((now + delay) / grain + 0.5) * grain - now
         return delay if delay > 1e-9 else 0.0  # not a rounding error's worth
 
     def reserve(self, now: float) -> float:
@@ -239,11 +268,16 @@ class AdaptiveRate:
             self.limit.on_success(now)
 
     def on_throttle(
-        self, now: float, retry_after: float | None = None, sent_at: float | None = None
+        self,
+        now: float,
+        retry_after: float | None = None,
+        sent_at: float | None = None,
+        accepted: float | None = None,
     ) -> None:
-        """Count one 429/503: slow down, and pause everything for ``retry_after`` seconds."""
+        """Count one 429/503: slow down (from ``accepted`` requests per second when that is
+        lower than the rate), and pause everything for ``retry_after`` seconds."""
         self._advance(now)
-        self.limit.on_throttle(now, sent_at)
+        self.limit.on_throttle(now, sent_at, accepted)
         self.pause(now, retry_after)
 
     def pause(self, now: float, retry_after: float | None) -> None:

@@ -4,13 +4,15 @@ pause, retries.
 Every number that limits how hard a client presses on its provider lives here. They are
 discovered, not guessed (DESIGN.md "Polling that learns"): jobs in flight and connections
 grow while they are what holds requests back and the provider answers, and shrink by 10 %
-when many answers at once are 503 (overloaded; scattered 5xx change nothing); creates and
-polls are not paced at all until the provider refuses enough of them with 429 (too many
-requests), then paced from just under the rate it accepted, by additive increase and
-multiplicative decrease (`_aimd.AIMDLimit`, at most one decrease per congestion epoch). A
-decrease after which the 429s go on just the same was not a limit and is undone
-(`_pace.Pace`).
-`Limits` fields are ceilings on all of that. `Tasks` is the set of background tasks a
+when many answers at once are 503 (overloaded; scattered 5xx change nothing). A provider's
+rate limit counts every request of an API key, so creates and polls share one request rate
+(`_pace.Pace`): not paced at all until the provider refuses enough requests with 429 (too
+many requests), then paced smoothly from just under the rate it accepted, by additive
+increase and multiplicative decrease to 90 % of what it accepted (`_aimd.AIMDLimit`, at most
+one decrease per congestion epoch); a 429's ``Retry-After`` pauses every request. A decrease
+after which the 429s go on just the same was not a limit and is undone.
+`Limits` fields are ceilings on all of that (``creates_per_second`` and ``polls_per_second``
+as fixed paces each kind of request also keeps to). `Tasks` is the set of background tasks a
 client owns (creates, verifications).
 """
 
@@ -23,7 +25,7 @@ from typing import Any
 from ._aimd import AdjustableSlots, AIMDLimit
 from ._config import Limits, RetryPolicy
 from ._http import HTTPRequest, HTTPResponse, parse_retry_after
-from ._pace import Pace
+from ._pace import CappedPace, Pace, fixed_rate
 from ._retry import RetryBudget, wait_table
 from ._transport import Transport
 
@@ -81,8 +83,15 @@ class Lane:
         # ~11 us per request even when a slot is free (benchmarks/README.md).
         self.http_slots = AdjustableSlots(_limit(INITIAL_CONNECTIONS, limits.max_connections))
         self.job_slots = AdjustableSlots(_limit(INITIAL_JOBS_IN_FLIGHT, limits.max_jobs_in_flight))
-        self.create_pace = Pace(limits.creates_per_second)
-        self.poll_pace = Pace(limits.polls_per_second)
+        self.request_pace = Pace()
+        """The discovered request rate of the provider key, creates and polls together."""
+        self.create_cap = fixed_rate(limits.creates_per_second)
+        poll_cap = fixed_rate(limits.polls_per_second)
+        # Creates and polls take their turns in the shared pace (and in their ceiling).
+        self.create_pace = self.request_pace
+        self.poll_pace: Pace | CappedPace = (
+            self.request_pace if poll_cap is None else CappedPace(self.request_pace, poll_cap)
+        )
         self.retry_budget = RetryBudget(ratio=retry.budget_ratio, reserve=retry.budget_reserve)
         self.retry_table = wait_table(retry.wait_initial, retry.wait_exp_base, retry.wait_max)
         self._creates_paused_until = -float("inf")
@@ -101,10 +110,14 @@ class Lane:
 
     def current_limits(self) -> dict[str, float | None]:
         """The limits in force now (``None``: not limited)."""
+        shared = self.request_pace.value
+        cap = self.create_cap
+        creates = shared if cap is None else cap.rate if shared is None else min(shared, cap.rate)
         return {
             "jobs_in_flight": self.job_slots.capacity,
             "connections": self.http_slots.capacity,
-            "creates_per_second": self.create_pace.value,
+            "requests_per_second": shared,
+            "creates_per_second": creates,
             "polls_per_second": self.poll_pace.value,
         }
 
@@ -128,7 +141,7 @@ class Lane:
             self._throttled(response, sent_at, create=True)
         else:
             now = self._clock()
-            self.create_pace.on_success(now)
+            self.request_pace.on_success(now)
             grew = slots.on_success(now)
             grew = self.job_slots.on_success(now) or grew
             if grew:
@@ -138,12 +151,13 @@ class Lane:
     async def send_in_slot(self, request: HTTPRequest, *, long_read: bool = False) -> HTTPResponse:
         """Send a query when the caller already holds an HTTP slot (the poll scheduler)."""
         assert self._transport is not None, "this lane has no transport"
+        sent_at = self._clock()
         response = await self._transport.send(request, provider=self.provider, long_read=long_read)
         if response.status in _THROTTLED:
-            self._throttled(response, None, create=False)
+            self._throttled(response, sent_at, create=False)
             return response
         now = self._clock()
-        self.poll_pace.on_success(now)
+        self.request_pace.on_success(now)
         if self.http_slots.on_success(now):
             self._maybe_report(False)
         return response
@@ -152,7 +166,7 @@ class Lane:
         self.throttled += 1
         now = self._clock()
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        pace = self.create_pace if create else self.poll_pace
+        pace = self.request_pace
         if response.status == 429:  # too many requests per second
             shrank = pace.on_throttle(now, retry_after, sent_at)
         else:
@@ -190,7 +204,12 @@ class Lane:
             if pause <= 0:
                 break
             await self._sleep(pause)
-        pace = self.create_pace
+        cap = self.create_cap
+        if cap is not None:
+            delay = cap.reserve(self._clock())
+            if delay > 0.0:
+                await self._sleep(delay)
+        pace = self.request_pace
         rate = pace.rate
         if rate is None:
             pace.reserve(self._clock())  # only counted

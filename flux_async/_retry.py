@@ -30,6 +30,7 @@ __all__ = [
     "wait_table",
 ]
 
+
 def is_resend_safe(operation: str, phase: Phase) -> bool:
     """Whether a request that failed in ``phase`` may be sent again.
 

@@ -47,8 +47,9 @@ def test_resend_safety(operation: str, phase: Phase, safe: bool) -> None:
     assert is_resend_safe(operation, phase) is safe
 
 
-def _error(cls: type[ProviderError] | type[TransportError], operation: str, phase: Phase,
-           **kw: object) -> ProviderError | TransportError:
+def _error(
+    cls: type[ProviderError] | type[TransportError], operation: str, phase: Phase, **kw: object
+) -> ProviderError | TransportError:
     return cls("x", provider="p", phase=phase, operation=operation, **kw)  # type: ignore[arg-type]
 
 
@@ -114,7 +115,10 @@ def test_token_bucket_bounds_the_rate() -> None:
 
 _TABLE = (0.25, 0.5, 1.0)
 R, A, U, F = (
-    CreateAction.RETRY, CreateAction.AWAIT_CALLBACK, CreateAction.UNKNOWN, CreateAction.FAILED
+    CreateAction.RETRY,
+    CreateAction.AWAIT_CALLBACK,
+    CreateAction.UNKNOWN,
+    CreateAction.FAILED,
 )
 
 
@@ -129,24 +133,54 @@ R, A, U, F = (
         # a read timeout after sending: never resent; the job may exist
         (_error(TransportError, "create", Phase.AMBIGUOUS), 1, 5.0, False, (U, None, None)),
         (_error(TransportError, "create", Phase.AMBIGUOUS), 1, 5.0, True, (A, None, None)),
-        (_error(ProviderUnavailableError, "create", Phase.AMBIGUOUS, status=502), 1, 5.0,
-         True, (A, None, None)),
+        (
+            _error(ProviderUnavailableError, "create", Phase.AMBIGUOUS, status=502),
+            1,
+            5.0,
+            True,
+            (A, None, None),
+        ),
         # a definitive no: the provider refused, no job exists
-        (_error(BadRequestError, "create", Phase.DEFINITIVE, status=400), 1, 5.0, True,
-         (F, None, None)),
+        (
+            _error(BadRequestError, "create", Phase.DEFINITIVE, status=400),
+            1,
+            5.0,
+            True,
+            (F, None, None),
+        ),
         # 429 with Retry-After: paced by the provider, so retried even with no budget, and
         # every create pauses for as long
-        (_error(RateLimitedError, "create", Phase.REFUSED, status=429, retry_after=3.0), 1, 0.0,
-         False, (R, 3.0, 3.0)),
+        (
+            _error(RateLimitedError, "create", Phase.REFUSED, status=429, retry_after=3.0),
+            1,
+            0.0,
+            False,
+            (R, 3.0, 3.0),
+        ),
         # 429 without Retry-After: the first backoff step, from the budget
-        (_error(RateLimitedError, "create", Phase.REFUSED, status=429), 2, 5.0, False,
-         (R, 0.5, 0.5)),
+        (
+            _error(RateLimitedError, "create", Phase.REFUSED, status=429),
+            2,
+            5.0,
+            False,
+            (R, 0.5, 0.5),
+        ),
         # 429 asking for longer than retry_after_max: given up, creates still paused
-        (_error(RateLimitedError, "create", Phase.REFUSED, status=429, retry_after=600.0), 1,
-         5.0, False, (F, None, 0.25)),
+        (
+            _error(RateLimitedError, "create", Phase.REFUSED, status=429, retry_after=600.0),
+            1,
+            5.0,
+            False,
+            (F, None, 0.25),
+        ),
         # 503: refused, retried
-        (_error(ProviderUnavailableError, "create", Phase.REFUSED, status=503), 1, 5.0, False,
-         (R, 0.25, None)),
+        (
+            _error(ProviderUnavailableError, "create", Phase.REFUSED, status=503),
+            1,
+            5.0,
+            False,
+            (R, 0.25, None),
+        ),
     ],
 )
 def test_decide_create_failure(
@@ -158,8 +192,13 @@ def test_decide_create_failure(
 ) -> None:
     tokens = RetryBudget(ratio=0.2, reserve=budget)
     decision = decide_create_failure(
-        error, attempt=attempt, policy=RetryPolicy(attempts=6), table=_TABLE, rng=None,
-        budget=tokens, callbacks=callbacks,
+        error,
+        attempt=attempt,
+        policy=RetryPolicy(attempts=6),
+        table=_TABLE,
+        rng=None,
+        budget=tokens,
+        callbacks=callbacks,
     )
     assert decision == CreateDecision(*expected)
     # A retry the provider did not pace spends one token of the shared budget.

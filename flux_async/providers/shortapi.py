@@ -128,6 +128,8 @@ class _QueryEnvelope(msgspec.Struct):
     message: Any = None
 
 
+# The answer of most polls, built once: the job is still going and nothing else was said.
+_PLAIN_UPDATES = {status: Update(status=status) for status in (JobStatus.QUEUED, JobStatus.RUNNING)}
 # An id that `urllib.parse.quote` would leave as it is (the usual case): not quoted again.
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_.~-]*")
 _create_decoder = msgspec.json.Decoder(_CreateEnvelope)
@@ -320,6 +322,13 @@ class ShortAPI(Provider):
 
     def _update(self, data: _QueryData, response: HTTPResponse) -> Update:
         status = _status(data.status)
+        if (
+            status in _PLAIN_UPDATES
+            and data.amount is None
+            and data.seed is None
+            and data.refunded is not True
+        ):
+            return _PLAIN_UPDATES[status]  # still going, nothing else said (most polls)
         if status is None:
             # The operation is "query" for callbacks too: the same answer, pushed.
             detail = f"unknown job status {data.status!r}"
