@@ -458,7 +458,9 @@ class FluxClient:
     @property
     def limits(self) -> dict[str, float | None]:
         """The limits the client discovered and applies now (``None``: not limited):
-        ``jobs_in_flight``, ``connections``, ``creates_per_second``, ``polls_per_second``.
+        ``jobs_in_flight``, ``connections``, ``requests_per_second`` (the discovered rate
+        shared by creates and polls), ``creates_per_second`` and ``polls_per_second`` (what
+        each kind may use: the shared rate under its `Limits` ceiling).
         A ``limits`` event reports each notable change to subscribers asking for that kind."""
         return self._parts.lane.current_limits() if self._parts is not None else {}
 

@@ -29,10 +29,13 @@ def _positive(owner: str, name: str, value: float | None, *, allow_none: bool = 
 class Limits:
     """Ceilings on how hard one client may push its provider.
 
-    Jobs in flight, connections, polls per second and creates per second are discovered:
-    each starts modestly, grows while the provider answers, and shrinks on 429/503 (a
-    ``Retry-After`` pauses every create). The numbers here are only ceilings on that
-    discovery; ``None`` (the default) means no ceiling but what the provider allows.
+    Jobs in flight and connections are discovered (they grow while the provider answers
+    and shrink on bursts of 503), and so is the provider's request rate: one rate per API
+    key shared by creates and polls, unlimited until the provider refuses with 429, then
+    paced smoothly just under what it accepted (a ``Retry-After`` pauses every request).
+    The numbers here are only ceilings on that discovery (``polls_per_second`` and
+    ``creates_per_second`` are fixed ceilings each kind of request keeps to on top of the
+    shared rate); ``None`` (the default) means no ceiling but what the provider allows.
 
     Attributes:
         max_jobs_in_flight: jobs submitted and not yet finished; `submit` waits for a slot.
