@@ -252,7 +252,9 @@ class PollLane:
             model.estimate.observe_interval(entry.running_age, self._answer_age, now)
         else:
             model.estimate.observe(now - self.scheduler.started(entry), now)
-        if model.learned(len(self.scheduler)):
+        # With callbacks, polls are a safety net a grace after the create, never planned
+        # from the estimate: keep learning (it is saved), but do not refresh a plan per job.
+        if self._webhooks is None and model.learned(len(self.scheduler)):
             self._replan(entry.model, model)
 
     def _replan(self, name: str, model: ModelPlan) -> None:
