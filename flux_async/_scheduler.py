@@ -2,9 +2,8 @@
 
 There is no sleeping task per job. Each outstanding job sits in one heap keyed by its next
 poll time, behind one event-loop timer (no task of its own): when the timer fires, every poll
-due by then (or within `EARLY` of it) is started, in order, each handed to a "runner" task
-(a waiting one, or a new one) that takes a free HTTP slot and polls; polls that fall due
-together share one wake-up. The poll rate, when one
+due by then (or within `EARLY` of it) is started, in order, each in a task that takes a free
+HTTP slot and polls; polls that fall due together share one wake-up. The poll rate, when one
 is set, is taken in order too: a poll that must wait for it holds back the ones behind it
 until its turn. Every job also has a deadline: no poll is scheduled at or after it, and when
 it passes the job ends ``timed_out``.
@@ -38,8 +37,6 @@ EARLY = 0.003
 #: grid, so polls that fall due close together share one wake-up.
 COALESCE_SHARE = 1.0 / 16.0
 COALESCE_MAX = 0.0625
-#: Runners (the tasks that run polls) kept waiting for the next poll when none is due.
-IDLE_RUNNERS = 32
 
 
 class PollScheduler:
@@ -93,9 +90,7 @@ class PollScheduler:
         self._timer_at = float("inf")
         # A poll waiting for its turn in the poll rate: (its turn, its due time, the job).
         self._held: tuple[float, float, Entry] | None = None
-        # The runners (see `_run`), and the futures of those waiting for a poll.
         self._tasks: set[asyncio.Task[None]] = set()
-        self._idle: list[asyncio.Future[tuple[Entry, float]]] = []
         self._started = False
 
     def __len__(self) -> int:
@@ -120,7 +115,6 @@ class PollScheduler:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()  # a task cancelled before its first step never removed itself
-        self._idle.clear()
         self._heap.clear()
         self._held = None
 
@@ -244,51 +238,27 @@ class PollScheduler:
             self._start_poll(entry, due)
 
     def _start_poll(self, entry: Entry, due: float) -> None:
-        """Hand a due poll to an idle runner, or start a runner for it."""
-        idle = self._idle
-        while idle:
-            waiter = idle.pop()
-            if not waiter.done():  # (a runner being cancelled leaves its waiter done)
-                waiter.set_result((entry, due))
-                return
         assert self._loop is not None
-        self._tasks.add(self._loop.create_task(self._run(entry, due)))
+        self._tasks.add(self._loop.create_task(self._poll_and_release(entry, due)))
 
-    async def _run(self, entry: Entry, due: float) -> None:
-        """A runner: polls one job after another, as they are handed to it.
-
-        A task per poll would cost its creation, its bookkeeping and a lookup of the
-        current task as it ends; a runner that waits between polls costs one future. Up
-        to `IDLE_RUNNERS` wait; a runner that finds that many already waiting ends.
-        """
-        loop = self._loop
-        assert loop is not None
-        idle = self._idle
+    async def _poll_and_release(self, entry: Entry, due: float) -> None:
         try:
-            while True:
-                await self._poll_one(entry, due)
-                if len(idle) >= IDLE_RUNNERS or not self._started:
-                    return
-                waiter: asyncio.Future[tuple[Entry, float]] = loop.create_future()
-                idle.append(waiter)
-                entry, due = await waiter
-        finally:
-            self._tasks.discard(asyncio.current_task())  # once per runner, not per poll
-
-    async def _poll_one(self, entry: Entry, due: float) -> None:
-        await self._acquire_slot()
-        try:
-            if entry.status.is_terminal or entry.next_poll != due:
-                return  # finished, or rescheduled, while it waited for a slot
-            if self._now() >= entry.deadline:
-                entry.next_poll = None
-                self._on_deadline(entry)
-                return
-            entry.next_poll = None
+            await self._acquire_slot()
             try:
-                await self._poll(entry)
-            except Exception:  # a bug in one poll must not stop the others
-                logger.exception("polling job %s failed unexpectedly", entry.local_id)
-                self.schedule_next(entry)
+                if entry.status.is_terminal or entry.next_poll != due:
+                    return  # finished, or rescheduled, while it waited for a slot
+                if self._now() >= entry.deadline:
+                    entry.next_poll = None
+                    self._on_deadline(entry)
+                    return
+                entry.next_poll = None
+                try:
+                    await self._poll(entry)
+                except Exception:  # a bug in one poll must not stop the others
+                    logger.exception("polling job %s failed unexpectedly", entry.local_id)
+                    self.schedule_next(entry)
+            finally:
+                self._release_slot()
         finally:
-            self._release_slot()
+            # Here rather than in a done callback, which would cost a loop turn per poll.
+            self._tasks.discard(asyncio.current_task())
