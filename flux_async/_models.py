@@ -362,6 +362,8 @@ REQUEST_FIELDS = tuple(name for name in GenerationRequest.__struct_fields__ if n
 
 def build_request(provider: str, prompt: Any, params: dict[str, Any]) -> GenerationRequest:
     """Build a `GenerationRequest`, turning unknown names and wrong types into errors."""
+    if not params and type(prompt) is str:
+        return GenerationRequest(prompt=prompt)  # a bare prompt (most batch inputs)
     unknown = sorted(set(params) - set(REQUEST_FIELDS))
     if unknown:
         raise ValidationError(

@@ -175,6 +175,8 @@ class ShortAPI(Provider):
         # Built once: every poll sends the same headers to the same path.
         self._query_url = f"{self.base_url}/api/v1/job/query?id="
         self._query_headers = {"Authorization": f"Bearer {self._api_key}"}
+        self._create_url = f"{self.base_url}/api/v1/job/create"
+        self._create_headers = {**self._query_headers, "Content-Type": "application/json"}
 
     def prepare(self, request: GenerationRequest) -> Prepared:
         """Validate a request against ShortAPI's documented FLUX arguments (providers.md 1.2)."""
@@ -267,12 +269,9 @@ class ShortAPI(Provider):
             body["callback_url"] = callback_url
         return HTTPRequest(
             "POST",
-            f"{self.base_url}/api/v1/job/create",
+            self._create_url,
             operation="create",
-            headers={
-                "Authorization": f"Bearer {self._api_key}",
-                "Content-Type": "application/json",
-            },
+            headers=self._create_headers,
             body=_encoder.encode(body),
         )
 
