@@ -19,6 +19,7 @@ client owns (creates, verifications).
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from typing import Any
@@ -102,6 +103,10 @@ class Lane:
         self.retry_table = wait_table(retry.wait_initial, retry.wait_exp_base, retry.wait_max)
         self._creates_paused_until = -float("inf")
         self._reported: tuple[float, float] = (self.http_slots.capacity, self.job_slots.capacity)
+        # The request rate last reported (None: not paced) and the rate that is reported
+        # again when reached (growth by `_REPORT_GROWTH`; a pace dropped is reported too).
+        self._reported_rate: float | None = None
+        self._report_rate_at = math.inf
         self.throttled = 0
         """429/503 answers received (creates and polls)."""
 
@@ -159,10 +164,16 @@ class Lane:
             self._throttled(response, sent_at, create=True)
         else:
             now = self._clock()
-            self.request_pace.on_success(now)
+            pace = self.request_pace
+            pace.on_success(now)
             grew = slots.on_success(now)
             grew = self.job_slots.on_success(now) or grew
-            if grew:
+            rate = pace.rate
+            if grew or (
+                rate.limit.value >= self._report_rate_at
+                if rate is not None
+                else self._reported_rate is not None
+            ):
                 self._maybe_report(False)
         return response
 
@@ -175,8 +186,14 @@ class Lane:
             self._throttled(response, sent_at, create=False)
             return response
         now = self._clock()
-        self.request_pace.on_success(now)
-        if self.http_slots.on_success(now):
+        pace = self.request_pace
+        pace.on_success(now)
+        rate = pace.rate
+        if self.http_slots.on_success(now) or (
+            rate.limit.value >= self._report_rate_at
+            if rate is not None
+            else self._reported_rate is not None
+        ):
             self._maybe_report(False)
         return response
 
@@ -203,13 +220,23 @@ class Lane:
         if self._report is None:
             return
         sizes = (self.http_slots.capacity, self.job_slots.capacity)
+        rate, reported = self.request_pace.value, self._reported_rate
         grown = any(
             size >= before * _REPORT_GROWTH
             for size, before in zip(sizes, self._reported, strict=True)
         )
+        if rate is None or reported is None:
+            grown = grown or rate is not reported  # a pace started or dropped
+        else:
+            grown = grown or rate >= reported * _REPORT_GROWTH
         if shrank or grown:
             self._reported = sizes
+            self._reported_rate = rate
             self._report(self.describe_limits())
+        # Reached again only by growth (a decrease is reported as it happens).
+        self._report_rate_at = (
+            math.inf if self._reported_rate is None else self._reported_rate * _REPORT_GROWTH
+        )
 
     def _stale_turn(self) -> bool:
         """Whether the current create task's turn was taken before a pause or a pace that
