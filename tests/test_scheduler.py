@@ -104,3 +104,29 @@ async def test_finished_jobs_do_not_stay_in_the_heap_until_their_safety_net_poll
         assert not polled
     finally:
         await scheduler.stop()
+
+
+def test_learned_polls_due_within_an_eighth_of_their_wait_share_a_wake_up() -> None:
+    """With ``coalesce``, 1 s waits land on a 125 ms grid: polls due within it share one
+    wake-up (each a wake-up costs far more than a request on a loaded machine); none
+    comes later than planned, nor earlier than an eighth of its wait."""
+    scheduler = PollScheduler(
+        policy=PollPolicy(timeout=300.0),
+        first_wait=1.0,
+        acquire_slot=asyncio.Semaphore(1).acquire,
+        release_slot=lambda: None,
+        poll=lambda entry: asyncio.sleep(0),
+        on_deadline=lambda entry: None,
+        rng=None,
+        coalesce=True,
+    )
+    dues = set()
+    for step in range(100):
+        now = 1000.0 + step * 0.00125  # due times spread over one 125 ms grid step
+        due = scheduler._due(now, 1.0)
+        assert now + 1.0 - 0.125 <= due <= now + 1.0
+        dues.add(due)
+    assert dues == {1001.0}
+    # Short waits keep a grid of an eighth of their wait (a 0.2 s wait: 25 ms or less).
+    due = scheduler._due(1000.01, 0.2)
+    assert 1000.01 + 0.2 - 0.025 <= due <= 1000.01 + 0.2
