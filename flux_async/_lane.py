@@ -36,6 +36,10 @@ __all__ = ["Lane", "Tasks"]
 #: Starting points of the discovered limits (each then grows while it binds).
 INITIAL_JOBS_IN_FLIGHT = 256
 INITIAL_CONNECTIONS = 64
+#: Connections at most double in this many seconds before the first 503 burst: requests
+#: in flight when a provider's hidden rate limit is first hit are all refused (a fast
+#: provider's answers would otherwise grow 64 connections to hundreds within 0.2 s).
+_CONNECTIONS_DOUBLING = 0.25
 #: A limit that grew by this factor since the last ``limits`` event is reported again.
 _REPORT_GROWTH = 1.25
 _THROTTLED = frozenset({429, 503})
@@ -88,7 +92,9 @@ class Lane:
         # and given back by the poll's own task. asyncio's, not anyio's, on this per-request
         # path: anyio's acquire always yields to the event loop, an extra loop turn and
         # ~11 us per request even when a slot is free (benchmarks/README.md).
-        self.http_slots = AdjustableSlots(_limit(INITIAL_CONNECTIONS, limits.max_connections))
+        self.http_slots = AdjustableSlots(
+            _limit(INITIAL_CONNECTIONS, limits.max_connections, doubling=_CONNECTIONS_DOUBLING)
+        )
         self.job_slots = AdjustableSlots(_limit(INITIAL_JOBS_IN_FLIGHT, limits.max_jobs_in_flight))
         self.request_pace = Pace()
         """The discovered request rate of the provider key, creates and polls together."""
@@ -294,9 +300,9 @@ class Lane:
         return pause
 
 
-def _limit(initial: int, ceiling: int | None) -> AIMDLimit:
+def _limit(initial: int, ceiling: int | None, doubling: float = 0.0) -> AIMDLimit:
     start = initial if ceiling is None else min(initial, ceiling)
-    return AIMDLimit(start, ceiling=ceiling, decrease=0.9, cooldown=1.0)
+    return AIMDLimit(start, ceiling=ceiling, decrease=0.9, cooldown=1.0, doubling=doubling)
 
 
 class Tasks:
