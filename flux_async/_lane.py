@@ -26,6 +26,7 @@ from typing import Any
 
 from ._aimd import AdjustableSlots, AIMDLimit
 from ._config import Limits, RetryPolicy
+from ._errors import Phase, TransportError
 from ._http import HTTPRequest, HTTPResponse, parse_retry_after
 from ._pace import CappedPace, Pace, fixed_rate
 from ._retry import RetryBudget, wait_table
@@ -108,6 +109,7 @@ class Lane:
         self.retry_budget = RetryBudget(ratio=retry.budget_ratio, reserve=retry.budget_reserve)
         self.retry_table = wait_table(retry.wait_initial, retry.wait_exp_base, retry.wait_max)
         self._creates_paused_until = -float("inf")
+        self._creates_stopped = False
         self._reported: tuple[float, float] = (self.http_slots.capacity, self.job_slots.capacity)
         # The request rate last reported (None: not paced) and the rate that is reported
         # again when reached (growth by `_REPORT_GROWTH`; a pace dropped is reported too).
@@ -158,6 +160,14 @@ class Lane:
                 await self.wait_for_create_turn()
                 await slots.acquire()
             _TURN.set(_NO_TURN)  # a turn is for one request
+            if self._creates_stopped:
+                slots.release()
+                raise TransportError(
+                    f"{self.provider} create not sent: the client is closing",
+                    provider=self.provider,
+                    phase=Phase.NOT_SENT,
+                    operation="create",
+                )
         try:
             assert self._transport is not None, "this lane has no transport"
             sent_at = self._clock()
@@ -291,6 +301,12 @@ class Lane:
             # looked at again halfway.
             await self._sleep(delay if delay <= _RECHECK else max(_RECHECK, 0.5 * delay))
         _TURN.set(pace.rate)
+
+    def stop_creates(self) -> None:
+        """No create is sent from now on: one that has not reached the wire yet (waiting
+        for an HTTP slot or for its turn again) fails with a `TransportError` of phase
+        ``NOT_SENT`` (the client is closing; creates already sent are answered as usual)."""
+        self._creates_stopped = True
 
     def pause_creates(self, seconds: float | None) -> float:
         """Hold every create of this provider for ``seconds`` (the first backoff step when
