@@ -198,6 +198,10 @@ class PollLane:
                 self._registry.apply(entry, update)
             finally:
                 self._answering = None
+            if entry.polls == 1:  # a first poll: what it found (see `PollPlanner.probed`)
+                self._model(entry.model).planner.probed(
+                    self._answer_age, entry.status is JobStatus.SUCCEEDED
+                )
             if not entry.status.is_terminal:
                 entry.running_age = self._answer_age
                 self._schedule_next(entry, 0.0)
