@@ -44,6 +44,9 @@ __all__ = [
 SCOUTS = 12
 SCOUT_FIRST = 0.15
 
+#: The share by which waits from a job's third poll on may come early (see `delay`).
+LATER_JITTER = 0.05
+
 #: A probe's first check, as a share of the planned first check's age (see `PollPlanner`).
 PROBE_START, PROBE_END = 0.3, 0.7
 #: First polls below this share of the planned first check are probes (`PollPlanner.probed`).
@@ -82,14 +85,16 @@ class PollPlanner:
     The quantiles are the plan's: the estimate's, plus the jobs still running when a
     `running` census is set. So for a correct estimate the p99 detection lag is about ``D``
     when ``early + (1 - late) <= 1 %``. Each wait is at least ``min_gap`` and at most
-    ``cap``. The first is shortened by up to ``jitter`` (a fraction): jobs created together
-    are checked apart, and stay apart, as their later waits depend on their ages only. No
-    check comes later than planned, so the lag bound holds (full jitter, ``U(0, wait)``,
-    would halve the waits and double the requests; jittering every wait cost ~2 % more
-    requests, on top of the scheduler moving polls up to 1/16 of their wait earlier to share
-    wake-ups: see `replay_batch`). A share ``probe`` of jobs get their first check at
-    30-70 % of the planned time, which keeps a provider that sped up from hiding behind a
-    first check that finds everything done.
+    ``cap``. The first is shortened by up to ``jitter`` (a fraction; of the lag target at
+    most once the start is fitted to the probes): jobs created together are checked apart,
+    and stay apart, as their later waits depend on their ages only. From the third poll
+    on, waits are shortened by up to `LATER_JITTER`, a margin on the p99 lag. No check
+    comes later than planned, so the lag bound holds (full jitter, ``U(0, wait)``, would
+    halve the waits and double the requests; on top of this, the scheduler moves polls up
+    to 1/16 of their wait earlier to share wake-ups: see `replay_batch`). A share ``probe``
+    of jobs get their first check at 30-70 % of the planned time: they keep a provider that
+    sped up from hiding behind a first check that finds everything done, and they tell
+    where the jobs that first check finds ready ended (`probed`, `_low_end`).
 
     Ages are seconds since the create was sent. The plan (the estimate's quantiles and the
     gaps by age) is cached: it is computed again after every change of the estimate while it
@@ -488,6 +493,11 @@ class PollPlanner:
             # is a confidence bound (`_low_end`), which needs no margin from the jitter.
             span = gap if self._fitted and gap < wait else wait
             wait -= self.jitter * span * rng.random()
+        elif rng is not None and polls_so_far > 1:
+            # From the third poll on, up to `LATER_JITTER` earlier: a margin on the lag
+            # target where the loop polls at the same interval (a tie at its p99 otherwise);
+            # not the second, which a fast job's first check leaves at the end of its range.
+            wait *= 1.0 - LATER_JITTER * rng.random()
         return wait if wait > self.min_gap else self.min_gap
 
 
