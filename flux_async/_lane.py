@@ -19,7 +19,9 @@ client owns (creates, verifications).
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import ContextVar
 from typing import Any
 
 from ._aimd import AdjustableSlots, AIMDLimit
@@ -39,6 +41,11 @@ _REPORT_GROWTH = 1.25
 _THROTTLED = frozenset({429, 503})
 #: A create waiting longer than this for its turn in the create rate looks again halfway.
 _RECHECK = 1.0
+_NO_TURN = object()
+#: The request rate a create task took its turn in (`Lane.wait_for_create_turn`; ``None``:
+#: not paced then), read when it has an HTTP slot (`Lane.send`). Per task: a context
+#: variable lives as long as the create's task, with nothing to clean up.
+_TURN: ContextVar[object] = ContextVar("flux_async_turn", default=_NO_TURN)
 
 
 def _show(value: float | None) -> str:
@@ -96,6 +103,10 @@ class Lane:
         self.retry_table = wait_table(retry.wait_initial, retry.wait_exp_base, retry.wait_max)
         self._creates_paused_until = -float("inf")
         self._reported: tuple[float, float] = (self.http_slots.capacity, self.job_slots.capacity)
+        # The request rate last reported (None: not paced) and the rate that is reported
+        # again when reached (growth by `_REPORT_GROWTH`; a pace dropped is reported too).
+        self._reported_rate: float | None = None
+        self._report_rate_at = math.inf
         self.throttled = 0
         """429/503 answers received (creates and polls)."""
 
@@ -126,9 +137,21 @@ class Lane:
         return " ".join(f"{name}={_show(value)}" for name, value in self.current_limits().items())
 
     async def send(self, request: HTTPRequest, *, long_read: bool = False) -> HTTPResponse:
-        """Send a create in one of the provider's HTTP slots; learn from its answer."""
+        """Send a create in one of the provider's HTTP slots; learn from its answer.
+
+        A create that took its turn (`wait_for_create_turn`) before a 429 pause or before
+        the request rate was paced waits its turn again once it has a slot, without it:
+        hundreds of creates may be queued for a slot when the provider's first 429s come
+        back, and none of them has been sent (nor paid for) yet.
+        """
         slots = self.http_slots
         await slots.acquire()
+        if request.operation == "create":
+            while self._stale_turn():
+                slots.release()
+                await self.wait_for_create_turn()
+                await slots.acquire()
+            _TURN.set(_NO_TURN)  # a turn is for one request
         try:
             assert self._transport is not None, "this lane has no transport"
             sent_at = self._clock()
@@ -141,10 +164,16 @@ class Lane:
             self._throttled(response, sent_at, create=True)
         else:
             now = self._clock()
-            self.request_pace.on_success(now)
+            pace = self.request_pace
+            pace.on_success(now)
             grew = slots.on_success(now)
             grew = self.job_slots.on_success(now) or grew
-            if grew:
+            rate = pace.rate
+            if grew or (
+                rate.limit.value >= self._report_rate_at
+                if rate is not None
+                else self._reported_rate is not None
+            ):
                 self._maybe_report(False)
         return response
 
@@ -157,8 +186,14 @@ class Lane:
             self._throttled(response, sent_at, create=False)
             return response
         now = self._clock()
-        self.request_pace.on_success(now)
-        if self.http_slots.on_success(now):
+        pace = self.request_pace
+        pace.on_success(now)
+        rate = pace.rate
+        if self.http_slots.on_success(now) or (
+            rate.limit.value >= self._report_rate_at
+            if rate is not None
+            else self._reported_rate is not None
+        ):
             self._maybe_report(False)
         return response
 
@@ -185,13 +220,38 @@ class Lane:
         if self._report is None:
             return
         sizes = (self.http_slots.capacity, self.job_slots.capacity)
+        rate, reported = self.request_pace.value, self._reported_rate
         grown = any(
             size >= before * _REPORT_GROWTH
             for size, before in zip(sizes, self._reported, strict=True)
         )
+        if rate is None or reported is None:
+            grown = grown or rate is not reported  # a pace started or dropped
+        else:
+            grown = grown or rate >= reported * _REPORT_GROWTH
         if shrank or grown:
             self._reported = sizes
+            self._reported_rate = rate
             self._report(self.describe_limits())
+        # Reached again only by growth (a decrease is reported as it happens).
+        self._report_rate_at = (
+            math.inf if self._reported_rate is None else self._reported_rate * _REPORT_GROWTH
+        )
+
+    def _stale_turn(self) -> bool:
+        """Whether the current create task's turn was taken before a pause or a pace that
+        holds it now (a create that took no turn here is never held)."""
+        turn = _TURN.get()
+        if turn is _NO_TURN:
+            return False
+        now = self._clock()
+        if now < self._creates_paused_until:
+            return True
+        rate = self.request_pace.rate
+        if rate is None:
+            return False
+        # (A pause's last microsecond is a rounding error's worth: `wait` lets it go.)
+        return rate is not turn or now < rate.paused_until - 1e-6
 
     def poll_delay(self) -> float:
         """Take a poll's place in the poll rate; return the seconds to wait first."""
@@ -213,15 +273,18 @@ class Lane:
         rate = pace.rate
         if rate is None:
             pace.reserve(self._clock())  # only counted
+            _TURN.set(None)
             return
         ticket = rate.take(self._clock())
         while pace.rate is rate:  # a pace dropped (or started anew) lets its line go
             delay = rate.wait(ticket, self._clock())
             if delay <= 0.0:
+                _TURN.set(rate)
                 return
             # The rate may recover meanwhile (and move this create up): a long wait is
             # looked at again halfway.
             await self._sleep(delay if delay <= _RECHECK else max(_RECHECK, 0.5 * delay))
+        _TURN.set(pace.rate)
 
     def pause_creates(self, seconds: float | None) -> float:
         """Hold every create of this provider for ``seconds`` (the first backoff step when

@@ -33,6 +33,10 @@ class ThrottleShare:
     #: A share of throttles this high is a limit, whatever else happens.
     HEAVY = 0.25
     NOISE_MEMORY = 60.0
+    #: The weight of the latest answer in `recent`.
+    RECENT = 0.1
+    #: `recent` at or above this: the provider refuses (nearly) every request now.
+    WALL = 0.25
 
     __slots__ = (
         "_answers",
@@ -42,6 +46,7 @@ class ThrottleShare:
         "_start",
         "_throttles",
         "answers",
+        "recent",
         "throttles",
     )
 
@@ -56,6 +61,10 @@ class ThrottleShare:
         """Every answer counted (throttles included)."""
         self.throttles = 0
         """Every throttle counted."""
+        self.recent = 0.0
+        """The share of throttles among about the last ``1 / RECENT`` answers (a moving
+        average): near 1 when the provider refuses nearly everything (a limit was hit:
+        a wall), near the noise when throttles are scattered."""
 
     def _roll(self, now: float) -> None:
         elapsed = now - self._start
@@ -69,6 +78,7 @@ class ThrottleShare:
             self._roll(now)
         self._answers += 1
         self.answers += 1
+        self.recent -= self.RECENT * self.recent
 
     def throttled(self, now: float) -> None:
         self._roll(now)
@@ -76,6 +86,7 @@ class ThrottleShare:
         self._throttles += 1
         self.answers += 1
         self.throttles += 1
+        self.recent += self.RECENT * (1.0 - self.recent)
 
     def share(self) -> float:
         """Throttles among the answers of the current and the previous second."""
@@ -259,16 +270,25 @@ class Pace:
             return False
         started = rate is None
         if rate is None:
-            # Just under what the provider accepted over the last second: what was sent
-            # (or answered, if more: a pace dropped lately counts sends afresh), less the
-            # share refused.
-            sent = max(self.sent_rate(now), share.answer_rate(now, accepted=False))
-            start = sent * (1.0 - share.share()) * self.DECREASE
+            if share.recent >= share.WALL:
+                # The provider refuses (nearly) everything now: a limit was hit, and what
+                # it accepted over the last second is about that limit. Not what was sent:
+                # a batch's first turns are taken all at once (hundreds of creates queued
+                # for a connection), far more than the provider has answered yet.
+                accepted = share.answer_rate(now)
+            else:
+                # Scattered throttles (a limit just touched, or noise): what was sent (or
+                # answered, if more: a pace dropped lately counts sends afresh), less the
+                # share refused; a rate the provider may never have limited.
+                sent = max(self.sent_rate(now), share.answer_rate(now, accepted=False))
+                accepted = sent * (1.0 - share.share())
+            start = accepted * self.DECREASE
             blind = start <= 0.0
             if blind:
                 # It accepted nothing, which says nothing about its rate: half of what
-                # was sent, and back up by doubling once requests are accepted again.
-                start = 0.5 * sent
+                # was sent (or answered, if more: a pace dropped lately counts sends
+                # afresh), and back up by doubling once requests are accepted again.
+                start = 0.5 * max(self.sent_rate(now), share.answer_rate(now, accepted=False))
             start = max(start, 2.0)
             # Never below 5 % of it: a limit that keeps shrinking slows a batch down but
             # cannot stall it.

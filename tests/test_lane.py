@@ -187,3 +187,40 @@ async def test_after_a_storm_of_429s_the_create_pace_recovers_within_seconds() -
     assert transport.sent == 15 + 8
     assert lane.create_pace.value is not None  # the storm did start a pace
     assert clock.now - 100.0 < 4.0
+
+
+async def test_limits_reports_tell_a_growing_request_rate_not_only_decreases() -> None:
+    """The ``limits`` report came when the rate decreased (or connections grew), never when
+    the discovered request rate grew back: a batch's progress showed the lowest rate it had
+    had. Now a rate grown by a quarter since the last report is reported too."""
+    clock = FakeClock()
+    reports: list[str] = []
+    transport = RefusingFirst(0)
+    lane = Lane(
+        provider="shortapi",
+        limits=Limits(max_connections=10**6),
+        retry=RetryPolicy(),
+        transport=transport,  # type: ignore[arg-type]
+        clock=clock,
+        sleep=clock.sleep,
+        report=reports.append,
+    )
+    query = HTTPRequest("GET", "http://x/query", operation="query", headers={})
+    for _ in range(100):  # a second of answers, then a wall of 429s
+        await lane.send_in_slot(query)
+        clock.now += 0.01
+    transport.refused, transport.sent = 10**9, 0
+    for _ in range(10):
+        await lane.send_in_slot(query)
+    transport.refused = 0
+    started = lane.request_pace.value
+    assert started is not None and reports
+    assert reports[-1].split()[2] == f"requests_per_second={started:.0f}"
+    reports.clear()
+    clock.now += 2.0
+    while clock.now < 200.0 and lane.request_pace.value < 1.3 * started:
+        clock.now += lane.poll_delay()
+        await lane.send_in_slot(query)
+    assert lane.request_pace.value >= 1.3 * started  # it grew ...
+    rates = [float(report.split()[2].split("=")[1]) for report in reports]
+    assert rates and rates[0] >= 1.25 * started - 1  # ... and said so

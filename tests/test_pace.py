@@ -185,3 +185,17 @@ async def test_random_429s_do_not_wear_the_rate_down(seed: int, offered: float) 
     await drive(lane, clock, 20.0, offered=offered)
     jobs = (len(provider.statuses) - start) / 2 / (clock.now - began)
     assert jobs > 0.8 * offered  # seeds 0-15: 31 of 32 runs above 0.8x, one at 0.65x
+
+
+def test_a_pace_starts_from_what_the_provider_accepted_not_from_the_turns_taken() -> None:
+    """A batch's creates take their (unpaced) turns all at once, far more than are sent and
+    answered before the first 429s: the pace starts under the rate the provider accepted
+    (200 in the last second here), not from the turns (it started at ~850/s)."""
+    pace = Pace()
+    for _ in range(1000):
+        pace.reserve(100.0)
+    for i in range(200):
+        pace.on_success(100.0 + i * 0.001)
+    for i in range(10):
+        pace.on_throttle(100.2 + i * 0.001, 1.0, 100.1)
+    assert pace.value is not None and pace.value <= 200.0
