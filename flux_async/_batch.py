@@ -20,6 +20,7 @@ from collections.abc import (
     Iterable,
 )
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,6 +37,7 @@ from ._config import Limits
 from ._create import JournalContext
 from ._errors import BudgetExceededError, FluxError, JobError
 from ._images import Uploader
+from ._job import outcome_of, when_finished
 from ._journal_latency import load_journal_latency, poll_lane_of, save_journal_latency
 from ._models import (
     Generation,
@@ -283,12 +285,88 @@ async def generate_many(
         finally:
             slots.release()
 
+    async def start_one(
+        index: int,
+        item: Any,
+        request: GenerationRequest,
+        prepared: Any,
+        estimate: Decimal | None,
+        started: float,
+        plan: Plan | None,
+        fingerprint: str | None,
+    ) -> None:
+        # `run_one` for the usual job (new, nothing to download) without a task of its
+        # own: launched here, its outcome queued by `ended` when the job ends.
+        try:
+            entry = await launch(index, request, prepared, plan, fingerprint)
+        except FluxError as exc:
+            if money is not None:
+                money.settle(estimate, None)
+            try:
+                await finish(
+                    Outcome(
+                        index=index,
+                        request=item,
+                        status=outcome_status(JobStatus.FAILED),
+                        error=exc,
+                        started_at=started,
+                        finished_at=time.monotonic(),
+                    )
+                )
+            finally:
+                slots.release()
+            return
+        except BaseException:
+            slots.release()
+            raise
+        when_finished(entry, partial(ended, index, item, entry, estimate, started))
+
+    def ended(
+        index: int, item: Any, entry: Entry, estimate: Decimal | None, started: float
+    ) -> None:
+        entries.pop(index, None)
+        journaled.discard(entry)
+        if money is not None:
+            money.settle(estimate, entry)
+        if closing:
+            return  # the batch loop was left: nobody reads outcomes any more
+        generation: Generation | None = None
+        error: FluxError | None = None
+        try:
+            generation = outcome_of(entry)
+        except FluxError as exc:
+            error = exc
+        job = entry.snapshot()
+        outcome = Outcome(
+            index=index,
+            request=item,
+            status=outcome_status(job.status),
+            generation=generation,
+            error=error,
+            job=job,
+            cost=job.cost,
+            started_at=started,
+            finished_at=time.monotonic(),
+        )
+        if queue.full():  # a slow consumer: the slot stays taken until there is room
+            spawn(queue_later(outcome))
+        else:
+            queue.put_nowait(outcome)
+            slots.release()
+
+    async def queue_later(outcome: Outcome) -> None:
+        try:
+            await finish(outcome)
+        finally:
+            slots.release()
+
     def spawn(coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
     stop: BudgetExceededError | None = None
+    closing = False
 
     async def take(index: int, item: Any, taken: Taken | None = None) -> None:
         nonlocal stop
@@ -328,7 +406,10 @@ async def generate_many(
                 )
                 await finish(_outcome(index, item, "skipped", stop, started))
                 return
-        spawn(run_one(index, item, request, prepared, estimate, started, plan, fingerprint))
+        if download_to is None and (plan is None or plan.kind == "new"):
+            await start_one(index, item, request, prepared, estimate, started, plan, fingerprint)
+        else:
+            spawn(run_one(index, item, request, prepared, estimate, started, plan, fingerprint))
 
     async def produce() -> None:
         try:
@@ -352,6 +433,9 @@ async def generate_many(
                     break
                 index += 1
                 await take(index, item)
+            for _ in range(concurrency):
+                # Every job holds a slot until its outcome is queued (`ended` has no task).
+                await slots.acquire()
             while tasks:
                 await asyncio.wait(list(tasks))
         except Exception as exc:  # the caller's iterable failed: hand it over to re-raise
@@ -364,7 +448,7 @@ async def generate_many(
     next_save = time.monotonic() + _SAVE_LATENCY_EVERY
     try:
         while True:
-            outcome = await queue.get()
+            outcome = queue.get_nowait() if queue.qsize() else await queue.get()
             if outcome is _DONE:
                 break
             if isinstance(outcome, _Failed):
@@ -375,6 +459,7 @@ async def generate_many(
                 next_save = time.monotonic() + _SAVE_LATENCY_EVERY
         await producer
     finally:
+        closing = True
         if not producer.done():
             producer.cancel()
         for entry in list(entries.values()):

@@ -150,11 +150,16 @@ def parse_callback_path(path: str) -> tuple[str, str, str] | None:
     """
     if not isinstance(path, str) or len(path) > 2048:
         return None
-    path = path.split("?", 1)[0]
-    parts = [part for part in path.split("/") if part]
-    if len(parts) < 3:
-        return None
-    provider, local_id, token = parts[-3:]
+    if "?" in path:
+        path = path.split("?", 1)[0]
+    tail = path.rsplit("/", 3)
+    if len(tail) == 4 and tail[1] and tail[2] and tail[3]:
+        provider, local_id, token = tail[1:]  # the usual path: no empty segment at the end
+    else:
+        parts = [part for part in path.split("/") if part]
+        if len(parts) < 3:
+            return None
+        provider, local_id, token = parts[-3:]
     if not (0 < len(local_id) <= 64 and 0 < len(token) <= 128):
         return None
     return provider, local_id, token
@@ -320,7 +325,7 @@ class CallbackRouter:
     def _handle(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes
     ) -> WebhookResponse:
-        if not isinstance(method, str) or method.upper() != "POST":
+        if method != "POST" and (not isinstance(method, str) or method.upper() != "POST"):
             return _METHOD
         parsed = parse_callback_path(path)
         if parsed is None:

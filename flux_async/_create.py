@@ -8,6 +8,7 @@ run (attach, re-attach, recovery, task history) in `_reattach.py` (`Reattaching`
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import random
@@ -17,7 +18,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from ._callbacks import new_secret
+from ._callbacks import digest, new_secret
 from ._cancel import Cancelling
 from ._config import RetryPolicy, Webhooks
 from ._errors import ClientStateError, Phase, RequestError
@@ -122,13 +123,21 @@ class CreateLane(Cancelling, Reattaching):
         provider = self.provider
         callback_url = webhook_secret = None
         token_hash = secret_hash = None
-        local_id = self._registry.new_local_id()
-        if self.callback_base is not None:
-            token, token_hash = new_secret()
+        registry = self._registry
+        if self.callback_base is None:
+            local_id = registry.new_local_id()
+        else:
+            # The local id (64 bits) and the callback token (256 bits) from one draw.
+            drawn = os.urandom(40)
+            local_id = drawn[:8].hex()
+            if registry.get(local_id) is not None:  # pragma: no cover - 64 random bits
+                local_id = registry.new_local_id()
+            token = base64.urlsafe_b64encode(drawn[8:]).rstrip(b"=").decode("ascii")
+            token_hash = digest(token)
             callback_url = f"{self.callback_base}/{provider.name}/{local_id}/{token}"
             if provider.callback_secret_header is not None:
                 webhook_secret, secret_hash = new_secret()
-        entry = self._registry.allocate(
+        entry = registry.allocate(
             provider.name,
             prepared.model,
             request=request,

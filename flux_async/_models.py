@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, cast
 
 import msgspec
 
@@ -31,12 +31,21 @@ __all__ = [
 ]
 
 
+_TERMINAL_VALUES = frozenset({"succeeded", "failed", "timed_out", "cancelled", "unknown"})
+_RANK_OF_VALUE = {"allocated": 0, "submitted": 1, "queued": 2, "running": 3}
+
+
 class JobStatus(str, enum.Enum):
     """Where a job is in its life.
 
     ``allocated → submitted → queued → running → (succeeded | failed | timed_out | cancelled |
     unknown)``. The last five are terminal and absorbing: nothing changes them afterwards.
     """
+
+    is_terminal: bool
+    """Whether the job has ended (nothing will change it any more)."""
+    rank: int
+    """Order of progress; a job never moves to a lower rank."""
 
     ALLOCATED = "allocated"
     """Known locally (local id, callback token); the create request may be on its way."""
@@ -52,33 +61,14 @@ class JobStatus(str, enum.Enum):
     UNKNOWN = "unknown"
     """The create may or may not have reached the provider; it was not resent."""
 
-    @property
-    def is_terminal(self) -> bool:
-        """Whether the job has ended (nothing will change it any more)."""
-        return self in _TERMINAL
-
-    @property
-    def rank(self) -> int:
-        """Order of progress; a job never moves to a lower rank."""
-        return _RANK[self]
+    def __init__(self, value: str) -> None:
+        # Plain attributes, not properties: read several times per poll and callback.
+        self.is_terminal = value in _TERMINAL_VALUES
+        self.rank = 4 if self.is_terminal else _RANK_OF_VALUE[value]
 
 
-_TERMINAL = frozenset(
-    {
-        JobStatus.SUCCEEDED,
-        JobStatus.FAILED,
-        JobStatus.TIMED_OUT,
-        JobStatus.CANCELLED,
-        JobStatus.UNKNOWN,
-    }
-)
-_RANK = {
-    JobStatus.ALLOCATED: 0,
-    JobStatus.SUBMITTED: 1,
-    JobStatus.QUEUED: 2,
-    JobStatus.RUNNING: 3,
-    **{status: 4 for status in _TERMINAL},
-}
+_TERMINAL = frozenset(status for status in JobStatus if status.is_terminal)
+_RANK = {status: status.rank for status in JobStatus}
 
 
 class GenerationRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -318,7 +308,12 @@ error (``--strict-equality``) while comparing with strings keeps working."""
 
 def outcome_status(status: JobStatus) -> OutcomeStatus:
     """Return a job status as an `Outcome.status` value."""
-    return status.value
+    return _OUTCOME_STATUSES[status]
+
+
+_OUTCOME_STATUSES: dict[JobStatus, OutcomeStatus] = {
+    status: cast("OutcomeStatus", status.value) for status in JobStatus
+}
 
 
 def _builtins(value: msgspec.Struct) -> dict[str, Any]:
@@ -367,6 +362,8 @@ REQUEST_FIELDS = tuple(name for name in GenerationRequest.__struct_fields__ if n
 
 def build_request(provider: str, prompt: Any, params: dict[str, Any]) -> GenerationRequest:
     """Build a `GenerationRequest`, turning unknown names and wrong types into errors."""
+    if not params and type(prompt) is str:
+        return GenerationRequest(prompt=prompt)  # a bare prompt (most batch inputs)
     unknown = sorted(set(params) - set(REQUEST_FIELDS))
     if unknown:
         raise ValidationError(

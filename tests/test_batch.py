@@ -314,3 +314,44 @@ async def test_a_zero_budget_skips_everything_and_sends_nothing() -> None:
             outcomes = [o async for o in client.generate_many(["a", "b"], budget=0)]
     assert [o.status for o in outcomes] == ["skipped", "skipped"]
     assert fake.create_attempts == 0
+
+
+async def test_a_job_waiting_for_its_end_holds_no_task_of_the_batch() -> None:
+    before = asyncio.all_tasks()
+    async with FakeProvider(latency=2, seed=12) as fake:
+        async with client_for(fake, poll=PollPolicy(wait_first=5, timeout=30)) as client:
+            batch = client.generate_many((f"t{i}" for i in range(20)), concurrency=20)
+            first = asyncio.ensure_future(batch.__anext__())
+            try:
+                await wait_until(lambda: fake.create_attempts == 20)
+                await wait_until(
+                    lambda: not any("_create" in _name(t) for t in tasks_from(besides=before))
+                )
+                names = [_name(t) for t in tasks_from(besides=before) if t is not first]
+                # Each job's outcome is taken when it ends (a callback), not by a task
+                # waiting for it: 20 jobs in flight, and the batch's only task is the one
+                # reading the inputs.
+                assert [name for name in names if "generate_many" in name] == [
+                    "generate_many.<locals>.produce"
+                ], names
+            finally:
+                first.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await first
+                await batch.aclose()
+
+
+async def test_a_slow_consumer_still_gets_every_outcome() -> None:
+    async with FakeProvider(latency=0.01, seed=13) as fake:
+        async with client_for(fake) as client:
+            indexes = []
+            async for outcome in client.generate_many((f"s{i}" for i in range(30)), concurrency=3):
+                await asyncio.sleep(0.02)  # outcomes pile up beyond the queue's room
+                assert outcome.ok
+                indexes.append(outcome.index)
+    assert sorted(indexes) == list(range(30))
+    assert fake.create_attempts == 30
+
+
+def _name(task: asyncio.Task[object]) -> str:
+    return str(task.get_coro().__qualname__)  # type: ignore[union-attr]

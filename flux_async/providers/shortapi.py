@@ -42,6 +42,7 @@ from ._validate import (
 from ._wire import (
     WireImage,
     convert,
+    decode,
     decode_json,
     failure_reason,
     images_from,
@@ -128,12 +129,21 @@ class _QueryEnvelope(msgspec.Struct):
     message: Any = None
 
 
+class _CallbackEnvelope(msgspec.Struct):
+    """The usual callback body: the query envelope, the job id inside ``data`` or beside it."""
+
+    data: _QueryData
+    job_id: Any = None
+    id: Any = None
+
+
 # The answer of most polls, built once: the job is still going and nothing else was said.
 _PLAIN_UPDATES = {status: Update(status=status) for status in (JobStatus.QUEUED, JobStatus.RUNNING)}
 # An id that `urllib.parse.quote` would leave as it is (the usual case): not quoted again.
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_.~-]*")
 _create_decoder = msgspec.json.Decoder(_CreateEnvelope)
 _query_decoder = msgspec.json.Decoder(_QueryEnvelope)
+_callback_decoder = msgspec.json.Decoder(_CallbackEnvelope)
 _encoder = msgspec.json.Encoder()
 
 
@@ -165,6 +175,8 @@ class ShortAPI(Provider):
         # Built once: every poll sends the same headers to the same path.
         self._query_url = f"{self.base_url}/api/v1/job/query?id="
         self._query_headers = {"Authorization": f"Bearer {self._api_key}"}
+        self._create_url = f"{self.base_url}/api/v1/job/create"
+        self._create_headers = {**self._query_headers, "Content-Type": "application/json"}
 
     def prepare(self, request: GenerationRequest) -> Prepared:
         """Validate a request against ShortAPI's documented FLUX arguments (providers.md 1.2)."""
@@ -257,12 +269,9 @@ class ShortAPI(Provider):
             body["callback_url"] = callback_url
         return HTTPRequest(
             "POST",
-            f"{self.base_url}/api/v1/job/create",
+            self._create_url,
             operation="create",
-            headers={
-                "Authorization": f"Bearer {self._api_key}",
-                "Content-Type": "application/json",
-            },
+            headers=self._create_headers,
             body=_encoder.encode(body),
         )
 
@@ -307,20 +316,31 @@ class ShortAPI(Provider):
         ``{code, data}`` or a bare data object, with the job id in ``job_id`` or ``id`` at
         either level.
         """
-        raw = decode_json(body)
-        if not isinstance(raw, dict):
-            raise ValueError("callback body is not a JSON object")
-        inner = raw.get("data") if isinstance(raw.get("data"), dict) else raw
-        data = convert(inner, _QueryData)
+        try:
+            # The usual shape, {"code", "data": {...}}, in one typed decode.
+            envelope = decode(_callback_decoder, body)
+        except msgspec.MsgspecError:
+            # Anything else (a bare data object, odd types, bad JSON) the general way,
+            # which also raises the errors a body that cannot be read deserves.
+            raw = decode_json(body)
+            if not isinstance(raw, dict):
+                raise ValueError("callback body is not a JSON object") from None
+            inner = raw.get("data") if isinstance(raw.get("data"), dict) else raw
+            data = convert(inner, _QueryData)
+            outer = (raw.get("job_id"), raw.get("id"))
+        else:
+            data = envelope.data
+            outer = (envelope.job_id, envelope.id)
         job_id = None
-        for candidate in (data.job_id, data.id, raw.get("job_id"), raw.get("id")):
+        for candidate in (data.job_id, data.id, *outer):
             if isinstance(candidate, str) and candidate:
                 job_id = candidate
                 break
-        response = HTTPResponse(200, {}, body)
-        return CallbackUpdate(job_id=job_id, update=self._update(data, response))
+        return CallbackUpdate(job_id=job_id, update=self._update(data, None, body))
 
-    def _update(self, data: _QueryData, response: HTTPResponse) -> Update:
+    def _update(self, data: _QueryData, response: HTTPResponse | None, body: bytes = b"") -> Update:
+        """The update ``data`` says; errors carry ``response`` (a callback's: a 200 with
+        ``body``, built only for an error)."""
         status = _status(data.status)
         if (
             status in _PLAIN_UPDATES
@@ -332,7 +352,7 @@ class ShortAPI(Provider):
         if status is None:
             # The operation is "query" for callbacks too: the same answer, pushed.
             detail = f"unknown job status {data.status!r}"
-            raise self._unknown_status(response, "query", detail)
+            raise self._unknown_status(response or HTTPResponse(200, {}, body), "query", detail)
         # A failed job "is also flagged with refunded: true" (providers.md 1.4, [I]), and the
         # status string "refunded" says the same: ShortAPI gave the charge back, so the job
         # costs 0 whatever `amount` it still carries. A succeeded job is paid whatever flag
@@ -349,7 +369,9 @@ class ShortAPI(Provider):
             images = images_from(data.result.images if data.result else None)
             if not images:
                 detail = "status succeeded but result.images holds no URL"
-                raise self._undecodable(response, "query", detail, phase=Phase.DEFINITIVE)
+                raise self._undecodable(
+                    response or HTTPResponse(200, {}, body), "query", detail, phase=Phase.DEFINITIVE
+                )
         return Update(
             status=status,
             images=images,

@@ -7,6 +7,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flux_async import (
     BadRequestError,
@@ -21,7 +23,11 @@ from flux_async import (
     ValidationError,
 )
 from flux_async.providers import ShortAPI
-from flux_async.providers._base import HTTPResponse
+from flux_async.providers._base import CallbackUpdate, HTTPResponse
+from flux_async.providers._wire import convert, decode_json
+from flux_async.providers.shortapi import _QueryData
+
+from .hostile import FUZZ, JSON_VALUES, spoiled
 
 KEY = "sk-secret-key-123"
 
@@ -52,8 +58,12 @@ def test_text_to_image_request(api: ShortAPI) -> None:
     assert request.headers["Content-Type"] == "application/json"
     assert json.loads(request.body or b"") == {
         "model": "shortapi/flux-1.0/text-to-image",
-        "args": {"prompt": "a fox", "aspect_ratio": "16:9", "num_images": 4,
-                 "performance": "schnell"},
+        "args": {
+            "prompt": "a fox",
+            "aspect_ratio": "16:9",
+            "num_images": 4,
+            "performance": "schnell",
+        },
         "callback_url": "https://cb/x",
     }
 
@@ -77,11 +87,12 @@ def test_query_request(api: ShortAPI) -> None:
 
 
 @pytest.mark.parametrize(
-    ("width", "height", "ratio"), [(1024, 1024, "1:1"), (1344, 768, "16:9"), (768, 1024, "3:4"),
-                                   (2100, 900, "21:9")]
+    ("width", "height", "ratio"),
+    [(1024, 1024, "1:1"), (1344, 768, "16:9"), (768, 1024, "3:4"), (2100, 900, "21:9")],
 )
-def test_sizes_map_to_exact_aspect_ratios(api: ShortAPI, width: int, height: int,
-                                          ratio: str) -> None:
+def test_sizes_map_to_exact_aspect_ratios(
+    api: ShortAPI, width: int, height: int, ratio: str
+) -> None:
     prepared = api.prepare(GenerationRequest(prompt="p", width=width, height=height))
     assert prepared.args["aspect_ratio"] == ratio
 
@@ -132,20 +143,24 @@ def test_every_documented_value_is_accepted(api: ShortAPI, n: int, ratio: str) -
 
 
 def test_create_response_from_the_docs(api: ShortAPI) -> None:
-    accepted = api.parse_create(ok({"code": 0, "data": {"amount": "0.02",
-                                                         "job_id": "6a2753bc6797e45ded9f3025"}}))
+    accepted = api.parse_create(
+        ok({"code": 0, "data": {"amount": "0.02", "job_id": "6a2753bc6797e45ded9f3025"}})
+    )
     assert accepted.job_id == "6a2753bc6797e45ded9f3025"
     assert accepted.cost == Decimal("0.02")
 
 
 @pytest.mark.parametrize(
     ("data", "cost"),
-    [({"amount": 0.002, "job_id": "j"}, Decimal("0.002")),
-     ({"id": "j"}, None),  # data.id fallback (providers.md 1.3)
-     ({"amount": "n/a", "job_id": "j"}, None)],  # an unreadable charge never loses the job
+    [
+        ({"amount": 0.002, "job_id": "j"}, Decimal("0.002")),
+        ({"id": "j"}, None),  # data.id fallback (providers.md 1.3)
+        ({"amount": "n/a", "job_id": "j"}, None),
+    ],  # an unreadable charge never loses the job
 )
-def test_create_response_variants(api: ShortAPI, data: dict[str, Any],
-                                  cost: Decimal | None) -> None:
+def test_create_response_variants(
+    api: ShortAPI, data: dict[str, Any], cost: Decimal | None
+) -> None:
     accepted = api.parse_create(ok({"code": 0, "data": data}))
     assert accepted.job_id == "j" and accepted.cost == cost
 
@@ -154,12 +169,17 @@ def test_create_response_variants(api: ShortAPI, data: dict[str, Any],
     ("response", "kind", "phase"),
     [
         (ok({"code": 1, "info": "invalid model: x"}), BadRequestError, Phase.DEFINITIVE),
-        (ok({"code": 3000, "message": "upstream unstable"}), ProviderUnavailableError,
-         Phase.REFUSED),
-        (ok({"code": 7, "info": "insufficient balance"}), InsufficientCreditsError,
-         Phase.DEFINITIVE),
-        (ok({"message": "slow down"}, 429, {"Retry-After": "3"}), RateLimitedError,
-         Phase.REFUSED),
+        (
+            ok({"code": 3000, "message": "upstream unstable"}),
+            ProviderUnavailableError,
+            Phase.REFUSED,
+        ),
+        (
+            ok({"code": 7, "info": "insufficient balance"}),
+            InsufficientCreditsError,
+            Phase.DEFINITIVE,
+        ),
+        (ok({"message": "slow down"}, 429, {"Retry-After": "3"}), RateLimitedError, Phase.REFUSED),
         (ok(b"<html>bad gateway</html>", 502), ProviderUnavailableError, Phase.AMBIGUOUS),
         (ok({"code": 0, "data": {}}), UnexpectedResponseError, Phase.AMBIGUOUS),
         (ok(b"{not json"), UnexpectedResponseError, Phase.AMBIGUOUS),
@@ -211,15 +231,20 @@ def test_query_statuses(api: ShortAPI, status: Any, expected: JobStatus) -> None
 
 @pytest.mark.parametrize("status", [2, "2", "succeeded", "completed", "success", "SUCCESS "])
 def test_query_success_spellings(api: ShortAPI, status: Any) -> None:
-    update = api.parse_query(query({"status": status, "result": {"images": [
-        {"url": "https://cdn/1.png"}, {"url": "https://cdn/2.png"}]}}))
+    update = api.parse_query(
+        query(
+            {
+                "status": status,
+                "result": {"images": [{"url": "https://cdn/1.png"}, {"url": "https://cdn/2.png"}]},
+            }
+        )
+    )
     assert update.status is JobStatus.SUCCEEDED
     assert [image.url for image in update.images] == ["https://cdn/1.png", "https://cdn/2.png"]
 
 
 def test_refunded_means_failed_with_reason(api: ShortAPI) -> None:
-    update = api.parse_query(query({"status": 1, "refunded": True,
-                                    "error": {"message": "nsfw"}}))
+    update = api.parse_query(query({"status": 1, "refunded": True, "error": {"message": "nsfw"}}))
     assert update.status is JobStatus.FAILED and update.error == "nsfw"
     assert api.parse_query(query({"status": 3, "error": "boom"})).error == "boom"
 
@@ -235,8 +260,13 @@ REFUNDS = [
     (b'{"code":0,"data":{"status":3,"amount":"0.02"}}', FAILED, "0.02", False),
     (b'{"code":0,"data":{"status":3,"refunded":false,"amount":"0.02"}}', FAILED, "0.02", False),
     (b'{"code":0,"data":{"status":3,"refunded":"yes","amount":"0.02"}}', FAILED, "0.02", False),
-    (b'{"code":0,"data":{"status":2,"refunded":true,"amount":"0.02",'
-     b'"result":{"images":[{"url":"https://r/1.png"}]}}}', SUCCEEDED, "0.02", False),
+    (
+        b'{"code":0,"data":{"status":2,"refunded":true,"amount":"0.02",'
+        b'"result":{"images":[{"url":"https://r/1.png"}]}}}',
+        SUCCEEDED,
+        "0.02",
+        False,
+    ),
     (b'{"code":0,"data":{"status":0,"amount":"0.02"}}', QUEUED, "0.02", False),
 ]
 
@@ -275,11 +305,13 @@ def test_unknown_status_is_a_typed_error_with_the_payload(api: ShortAPI, status:
 
 @pytest.mark.parametrize(
     "response",
-    [ok({"code": 0, "data": {"status": 2, "result": {"images": []}}}),
-     ok({"code": 0, "data": {"status": 2}}),
-     ok({"code": 0}),
-     ok(b"[]"),
-     ok({"code": 0, "data": "nope"})],
+    [
+        ok({"code": 0, "data": {"status": 2, "result": {"images": []}}}),
+        ok({"code": 0, "data": {"status": 2}}),
+        ok({"code": 0}),
+        ok(b"[]"),
+        ok({"code": 0, "data": "nope"}),
+    ],
 )
 def test_unusable_query_answers_are_typed(api: ShortAPI, response: HTTPResponse) -> None:
     with pytest.raises(UnexpectedResponseError):
@@ -297,8 +329,14 @@ def test_query_nonzero_code(api: ShortAPI) -> None:
 @pytest.mark.parametrize(
     "body",
     [
-        {"code": 0, "data": {"job_id": "j1", "status": 2,
-                             "result": {"images": [{"url": "https://x/1.png"}]}}},
+        {
+            "code": 0,
+            "data": {
+                "job_id": "j1",
+                "status": 2,
+                "result": {"images": [{"url": "https://x/1.png"}]},
+            },
+        },
         {"job_id": "j1", "status": 2, "result": {"images": [{"url": "https://x/1.png"}]}},
         {"id": "j1", "data": {"status": 2, "result": {"images": [{"url": "https://x/1.png"}]}}},
     ],
@@ -307,3 +345,71 @@ def test_callback_shapes(api: ShortAPI, body: dict[str, Any]) -> None:
     callback = api.parse_callback(json.dumps(body).encode())
     assert callback.job_id == "j1"
     assert callback.update.status is JobStatus.SUCCEEDED
+
+
+# -- callbacks: the one-decode path reads every body as the general path does ------------------
+
+_IMAGES = {"images": [{"url": "https://x/1.png"}]}
+_CALLBACK_BODIES = st.sampled_from(
+    [
+        {"code": 0, "data": {"job_id": "j1", "status": 2, "result": _IMAGES, "amount": 0.02}},
+        {"code": 0, "data": {"status": 3, "error": "nsfw", "refunded": True}, "job_id": "j1"},
+        {"job_id": "j1", "status": "succeeded", "result": _IMAGES, "seed": 7},
+        {"id": "j1", "data": {"status": 1, "amount": "0.01"}},
+    ]
+)
+
+
+def _general_parse_callback(api: ShortAPI, body: bytes) -> CallbackUpdate:
+    """The way every callback was read before the typed fast path (the reference)."""
+    raw = decode_json(body)
+    if not isinstance(raw, dict):
+        raise ValueError("callback body is not a JSON object")
+    inner = raw.get("data") if isinstance(raw.get("data"), dict) else raw
+    data = convert(inner, _QueryData)
+    job_id = None
+    for candidate in (data.job_id, data.id, raw.get("job_id"), raw.get("id")):
+        if isinstance(candidate, str) and candidate:
+            job_id = candidate
+            break
+    update = api._update(data, HTTPResponse(200, {}, body))
+    return CallbackUpdate(job_id=job_id, update=update)
+
+
+def _outcome(parse: Any, api: ShortAPI, body: bytes) -> Any:
+    try:
+        return parse(api, body)
+    except Exception as exc:  # the same refusal, with the same words and payload
+        payload = getattr(exc, "payload", None)
+        return type(exc), str(exc), payload
+
+
+def _same_reading(api: ShortAPI, body: bytes) -> None:
+    fast = _outcome(ShortAPI.parse_callback, api, body)
+    assert fast == _outcome(_general_parse_callback, api, body)
+
+
+@FUZZ
+@given(document=spoiled(_CALLBACK_BODIES) | JSON_VALUES)
+def test_callbacks_read_in_one_decode_as_the_general_path_reads_them(document: Any) -> None:
+    api = ShortAPI(KEY, base_url="https://api.example.test/")
+    _same_reading(api, json.dumps(document).encode())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"data": "x", "data": {"job_id": "j1", "status": 2, "result": {"images": []}}}',
+        b'{"data": {"status": 2, "result": {"images": [{"url": "https://x/1.png"}]}},'
+        b' "data": null, "job_id": "j1"}',
+        b'{"data": {"status": 2, "status": 9}, "job_id": 5, "job_id": "j2"}',
+        b'{"data": {"status": 2}',
+        b"[1, 2]",
+        b"not json",
+        b"",
+        b"[" * 5000 + b"]" * 5000,
+        b'{"data": ' * 3000 + b"1" + b"}" * 3000,
+    ],
+)
+def test_odd_callback_bodies_read_as_the_general_path_reads_them(body: bytes) -> None:
+    _same_reading(ShortAPI(KEY, base_url="https://api.example.test/"), body)
