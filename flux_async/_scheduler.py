@@ -34,9 +34,17 @@ _DEADLINE = 1
 EARLY = 0.003
 #: With ``coalesce``, a poll due in ``wait`` seconds may come up to this share of ``wait``
 #: early (and never more than `COALESCE_MAX` seconds): its due time is rounded down onto a
-#: grid, so polls that fall due close together share one wake-up.
+#: grid, so polls that fall due close together share one wake-up. A wake-up is what a
+#: spread-out schedule pays for: on a 2-core VM, the same 200 requests a second cost a
+#: client ~640 µs each sent one at a time and ~250 µs each sent 25 at a time (the fake
+#: ~415 vs ~170).
 COALESCE_SHARE = 1.0 / 16.0
 COALESCE_MAX = 0.0625
+#: The heap is rebuilt without its stale items (jobs finished or rescheduled since they were
+#: pushed) once it holds twice as many items as after the last rebuild, and at least this
+#: many: a job a callback ended keeps its safety-net item until that is due (a minute or
+#: more), which kept every finished job alive that long.
+COMPACT_MIN = 1024
 
 
 class PollScheduler:
@@ -84,6 +92,7 @@ class PollScheduler:
         self._on_deadline = on_deadline
         self._rng = rng
         self._heap: list[tuple[float, int, int, Entry]] = []
+        self._compact_at = COMPACT_MIN
         self._seq = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -185,9 +194,21 @@ class PollScheduler:
         if due >= entry.deadline:
             due, kind = entry.deadline, _DEADLINE
         entry.next_poll = due
-        heapq.heappush(self._heap, (due, next(self._seq), kind, entry))
+        heap = self._heap
+        heapq.heappush(heap, (due, next(self._seq), kind, entry))
+        if len(heap) >= self._compact_at:
+            self._compact()
         if due < self._timer_at:
             self._arm(due)
+
+    def _compact(self) -> None:
+        """Drop the stale items (see `COMPACT_MIN`); in place, as `_wake` may be iterating."""
+        heap = self._heap
+        heap[:] = [
+            item for item in heap if item[3].next_poll == item[0] and not item[3].status.is_terminal
+        ]
+        heapq.heapify(heap)
+        self._compact_at = max(COMPACT_MIN, 2 * len(heap))
 
     def _arm(self, due: float) -> None:
         """Make the timer fire at ``due`` (instead of a later time it was set for)."""

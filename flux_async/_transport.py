@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -141,19 +142,27 @@ class _URLs:
         )
 
 
+#: The watchdog's checks fall on multiples of this many seconds (the poll scheduler's
+#: coarsest grid), so that a check shares the event loop's wake-up with the polls due then
+#: instead of waking the process on its own.
+_TICK_GRID = 0.125
+
+
 class _Watchdog:
     """One timer for every query in flight: cancels a query unanswered after ``limit`` s.
 
     A query registers its task (`watch`) and unregisters it when it ends (`done`). While
-    any is in flight, a check runs every ``limit / 8`` seconds (at most 1 s), so a query
-    ends between ``limit`` and ``limit`` plus that tick after it started.
+    any is in flight, a check runs every ``limit / 8`` seconds (at most 1 s), rounded up
+    onto the `_TICK_GRID` (or onto the tick, if shorter), so a query ends between ``limit``
+    and ``limit`` plus two ticks after it started.
     """
 
-    __slots__ = ("_expired", "_handle", "_inflight", "_limit", "_tick")
+    __slots__ = ("_expired", "_grid", "_handle", "_inflight", "_limit", "_tick")
 
     def __init__(self, limit: float) -> None:
         self._limit = limit
         self._tick = min(1.0, limit / 8)
+        self._grid = min(_TICK_GRID, self._tick)
         self._inflight: dict[asyncio.Task[Any], float] = {}
         self._expired: set[asyncio.Task[Any]] = set()
         self._handle: asyncio.TimerHandle | None = None
@@ -166,7 +175,7 @@ class _Watchdog:
         now = loop.time()
         self._inflight[task] = now + self._limit
         if self._handle is None:
-            self._handle = loop.call_at(now + self._tick, self._check, loop)
+            self._handle = loop.call_at(self._next_check(now), self._check, loop)
 
     def done(self, task: asyncio.Task[Any]) -> bool:
         """Unregister ``task``; return whether the watchdog cancelled it (and nobody else
@@ -185,7 +194,12 @@ class _Watchdog:
             del inflight[task]
             self._expired.add(task)
             task.cancel()
-        self._handle = loop.call_at(now + self._tick, self._check, loop) if inflight else None
+        self._handle = loop.call_at(self._next_check(now), self._check, loop) if inflight else None
+
+    def _next_check(self, now: float) -> float:
+        """The time of the next check: a tick from ``now``, rounded up onto the grid."""
+        grid = self._grid
+        return math.ceil((now + self._tick) / grid) * grid
 
     def close(self) -> None:
         if self._handle is not None:

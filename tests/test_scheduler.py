@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from flux_async import PollPolicy
+from flux_async import FluxError, JobStatus, PollPolicy, _scheduler
 from flux_async._registry import Entry, Registry
 from flux_async._scheduler import PollScheduler
 
@@ -77,3 +77,30 @@ async def test_stop_cancels_polls_waiting_for_a_slot_and_forgets_them() -> None:
     assert all(task.cancelled() for task in tasks)
     assert not scheduler._tasks and not polled
     assert slots._value == 0  # a slot never taken is never given back
+
+
+async def test_finished_jobs_do_not_stay_in_the_heap_until_their_safety_net_poll(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With callbacks, each job's only heap item is its safety-net poll a minute away; jobs
+    a callback ended are dropped once stale items pile up, not kept alive until then."""
+    monkeypatch.setattr(_scheduler, "COMPACT_MIN", 64)
+    polled: list[str] = []
+    scheduler = scheduler_for(asyncio.Semaphore(4), polled)
+    scheduler._compact_at = 64
+    scheduler.start()
+    registry = Registry(clock=time.time)
+    try:
+        entries = accepted(registry, 1000)
+        for n, entry in enumerate(entries):
+            scheduler.add(entry, first_wait=60.0, slow=True)
+            if n % 10:  # 9 in 10 end by callback soon after
+                registry.finish(entry, JobStatus.CANCELLED, FluxError("ended"))
+        open_jobs = [entry for entry in entries if not entry.status.is_terminal]
+        assert len(open_jobs) == 100
+        in_heap = [item[3] for item in scheduler._heap]
+        assert len(in_heap) < 2 * 64 + 100  # not all 1,000
+        assert {id(entry) for entry in open_jobs} <= {id(entry) for entry in in_heap}
+        assert not polled
+    finally:
+        await scheduler.stop()

@@ -4,6 +4,7 @@ and the timeouts, over real loopback HTTP against tiny aiohttp servers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import urllib.parse
@@ -17,8 +18,10 @@ from support import ServeApp
 from flux_async import Limits, Phase, Timeouts, TransportError
 from flux_async._http import HTTPRequest
 from flux_async._transport import (
+    _TICK_GRID,
     MAX_RESPONSE_BYTES,
     Transport,
+    _Watchdog,
     client_timeout,
     map_aiohttp_errors,
     phase_for_exception,
@@ -374,3 +377,32 @@ async def test_an_unopened_transport_says_so() -> None:
     transport = Transport(limits=Limits(), timeouts=Timeouts())
     with pytest.raises(RuntimeError, match="not open"):
         transport.session  # noqa: B018
+
+
+# -- the watchdog's wake-ups ------------------------------------------------------------------
+
+
+async def test_watchdog_checks_fall_on_the_scheduler_grid() -> None:
+    """A check shares the wake-up of the polls due at the same grid time: it is armed at a
+    multiple of the grid, a tick or a little more after the query started."""
+    loop = asyncio.get_running_loop()
+    watchdog = _Watchdog(60.0)  # the default read timeout: a tick of 1 s
+    task = asyncio.ensure_future(asyncio.sleep(10))
+    try:
+        for _ in range(5):
+            now = loop.time()
+            watchdog.watch(task)
+            handle = watchdog._handle
+            assert handle is not None
+            when = handle.when()
+            steps = when / _TICK_GRID
+            assert abs(steps - round(steps)) < 1e-6  # on the grid
+            assert now + 1.0 <= when < now + 1.0 + _TICK_GRID + 1e-6
+            watchdog.done(task)
+            watchdog.close()
+            await asyncio.sleep(0.013)  # another start, another phase of the grid
+    finally:
+        watchdog.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
