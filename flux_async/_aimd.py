@@ -45,6 +45,10 @@ class AIMDLimit:
         slow_start: ``False``: the initial value is already a measurement of the provider's
             limit (what it accepted while refusing the rest), so growth is additive from
             the start.
+        doubling: seconds; slow start at most doubles the value within this time (0: no
+            bound, it doubles per window of successes however fast they come). Slow start
+            is clocked by answers: against a fast provider they come back within
+            milliseconds and the value would grow tenfold before any refusal can answer.
 
     Sans-IO: every call takes ``now`` from the caller's clock.
     """
@@ -52,10 +56,13 @@ class AIMDLimit:
     __slots__ = (
         "_blind",
         "_cooldown_until",
+        "_doubled_from",
+        "_doubling_until",
         "_slow_start",
         "ceiling",
         "cooldown",
         "decrease",
+        "doubling",
         "floor",
         "increase",
         "peak",
@@ -78,6 +85,7 @@ class AIMDLimit:
         probe: float | None = None,
         blind: bool = False,
         slow_start: bool = True,
+        doubling: float = 0.0,
     ) -> None:
         if not floor > 0 or (ceiling is not None and ceiling < floor):
             raise ValueError(f"need 0 < floor <= ceiling, got {floor!r}, {ceiling!r}")
@@ -98,6 +106,9 @@ class AIMDLimit:
         self._cooldown_until = -math.inf
         self._slow_start = slow_start
         self._blind = blind  # no success counted yet, and throttles keep slow start
+        self.doubling = doubling
+        self._doubling_until = -math.inf  # the end of the current doubling period
+        self._doubled_from = self.value  # the value at its start
 
     def _clamp(self, value: float) -> float:
         if self.ceiling is not None and value > self.ceiling:
@@ -112,6 +123,12 @@ class AIMDLimit:
         value = self.value
         if self._slow_start:
             step = self.increase
+            if self.doubling:
+                if now >= self._doubling_until:
+                    self._doubling_until = now + self.doubling
+                    self._doubled_from = value
+                if value + step > 2.0 * self._doubled_from:
+                    return  # doubled already in this period
         else:
             step = self.increase
             if self.probe is not None and now > self._cooldown_until:

@@ -324,35 +324,22 @@ async def generate_many(
     def ended(
         index: int, item: Any, entry: Entry, estimate: Decimal | None, started: float
     ) -> None:
-        entries.pop(index, None)
-        journaled.discard(entry)
-        if money is not None:
-            money.settle(estimate, entry)
-        if closing:
-            return  # the batch loop was left: nobody reads outcomes any more
-        generation: Generation | None = None
-        error: FluxError | None = None
         try:
-            generation = outcome_of(entry)
-        except FluxError as exc:
-            error = exc
-        job = entry.snapshot()
-        outcome = Outcome(
-            index=index,
-            request=item,
-            status=outcome_status(job.status),
-            generation=generation,
-            error=error,
-            job=job,
-            cost=job.cost,
-            started_at=started,
-            finished_at=time.monotonic(),
-        )
-        if queue.full():  # a slow consumer: the slot stays taken until there is room
-            spawn(queue_later(outcome))
-        else:
+            entries.pop(index, None)
+            journaled.discard(entry)
+            if money is not None:
+                money.settle(estimate, entry)
+            # Left (closing): nobody reads outcomes any more.
+            outcome = None if closing else _job_outcome(index, item, entry, started)
+        except BaseException:
+            slots.release()  # as in `run_one`: whatever happens, the slot is given back
+            raise
+        if outcome is not None and queue.full():
+            spawn(queue_later(outcome))  # a slow consumer: the slot stays taken until room
+            return
+        if outcome is not None:
             queue.put_nowait(outcome)
-            slots.release()
+        slots.release()
 
     async def queue_later(outcome: Outcome) -> None:
         try:
@@ -477,6 +464,28 @@ async def generate_many(
                 await store.aclose()
             else:
                 await store.flush()
+
+
+def _job_outcome(index: int, item: Any, entry: Entry, started: float) -> Outcome:
+    """The outcome of a job that ended (`run_one`'s, for a job with nothing to download)."""
+    generation: Generation | None = None
+    error: FluxError | None = None
+    try:
+        generation = outcome_of(entry)
+    except FluxError as exc:
+        error = exc
+    job = entry.snapshot()
+    return Outcome(
+        index=index,
+        request=item,
+        status=outcome_status(job.status),
+        generation=generation,
+        error=error,
+        job=job,
+        cost=job.cost,
+        started_at=started,
+        finished_at=time.monotonic(),
+    )
 
 
 def _outcome(

@@ -221,6 +221,9 @@ class CreateLane(Cancelling, Reattaching):
         """Let creates already sent settle for up to ``grace`` seconds, then cancel every job
         still open. No create is sent or resent once this started."""
         self._closing = True
+        # A create not yet on the wire (waiting for an HTTP slot, or for its turn again) is
+        # not sent any more: it fails NOT_SENT and its job is cancelled below, uncharged.
+        self._lane.stop_creates()
         for entry in self._registry.entries():
             if entry.accepted is not None and not entry.accepted.done():
                 # The receiver has stopped: an orphan cannot call home any more.
@@ -278,6 +281,9 @@ class CreateLane(Cancelling, Reattaching):
                 accepted = provider.parse_create(response)
             except RequestError as error:
                 if entry.status.is_terminal:
+                    return
+                if self._closing and error.phase is Phase.NOT_SENT:
+                    self._sent.discard(entry.local_id)  # never sent: the close cancels it
                     return
                 decision = decide_create_failure(
                     error,

@@ -26,6 +26,7 @@ from typing import Any
 
 from ._aimd import AdjustableSlots, AIMDLimit
 from ._config import Limits, RetryPolicy
+from ._errors import Phase, TransportError
 from ._http import HTTPRequest, HTTPResponse, parse_retry_after
 from ._pace import CappedPace, Pace, fixed_rate
 from ._retry import RetryBudget, wait_table
@@ -36,6 +37,10 @@ __all__ = ["Lane", "Tasks"]
 #: Starting points of the discovered limits (each then grows while it binds).
 INITIAL_JOBS_IN_FLIGHT = 256
 INITIAL_CONNECTIONS = 64
+#: Connections at most double in this many seconds before the first 503 burst: requests
+#: in flight when a provider's hidden rate limit is first hit are all refused (a fast
+#: provider's answers would otherwise grow 64 connections to hundreds within 0.2 s).
+_CONNECTIONS_DOUBLING = 0.25
 #: A limit that grew by this factor since the last ``limits`` event is reported again.
 _REPORT_GROWTH = 1.25
 _THROTTLED = frozenset({429, 503})
@@ -88,7 +93,9 @@ class Lane:
         # and given back by the poll's own task. asyncio's, not anyio's, on this per-request
         # path: anyio's acquire always yields to the event loop, an extra loop turn and
         # ~11 us per request even when a slot is free (benchmarks/README.md).
-        self.http_slots = AdjustableSlots(_limit(INITIAL_CONNECTIONS, limits.max_connections))
+        self.http_slots = AdjustableSlots(
+            _limit(INITIAL_CONNECTIONS, limits.max_connections, doubling=_CONNECTIONS_DOUBLING)
+        )
         self.job_slots = AdjustableSlots(_limit(INITIAL_JOBS_IN_FLIGHT, limits.max_jobs_in_flight))
         self.request_pace = Pace()
         """The discovered request rate of the provider key, creates and polls together."""
@@ -102,6 +109,7 @@ class Lane:
         self.retry_budget = RetryBudget(ratio=retry.budget_ratio, reserve=retry.budget_reserve)
         self.retry_table = wait_table(retry.wait_initial, retry.wait_exp_base, retry.wait_max)
         self._creates_paused_until = -float("inf")
+        self._creates_stopped = False
         self._reported: tuple[float, float] = (self.http_slots.capacity, self.job_slots.capacity)
         # The request rate last reported (None: not paced) and the rate that is reported
         # again when reached (growth by `_REPORT_GROWTH`; a pace dropped is reported too).
@@ -152,6 +160,14 @@ class Lane:
                 await self.wait_for_create_turn()
                 await slots.acquire()
             _TURN.set(_NO_TURN)  # a turn is for one request
+            if self._creates_stopped:
+                slots.release()
+                raise TransportError(
+                    f"{self.provider} create not sent: the client is closing",
+                    provider=self.provider,
+                    phase=Phase.NOT_SENT,
+                    operation="create",
+                )
         try:
             assert self._transport is not None, "this lane has no transport"
             sent_at = self._clock()
@@ -286,6 +302,12 @@ class Lane:
             await self._sleep(delay if delay <= _RECHECK else max(_RECHECK, 0.5 * delay))
         _TURN.set(pace.rate)
 
+    def stop_creates(self) -> None:
+        """No create is sent from now on: one that has not reached the wire yet (waiting
+        for an HTTP slot or for its turn again) fails with a `TransportError` of phase
+        ``NOT_SENT`` (the client is closing; creates already sent are answered as usual)."""
+        self._creates_stopped = True
+
     def pause_creates(self, seconds: float | None) -> float:
         """Hold every create of this provider for ``seconds`` (the first backoff step when
         ``None``); a longer pause already running is kept. Returns the pause applied."""
@@ -294,9 +316,9 @@ class Lane:
         return pause
 
 
-def _limit(initial: int, ceiling: int | None) -> AIMDLimit:
+def _limit(initial: int, ceiling: int | None, doubling: float = 0.0) -> AIMDLimit:
     start = initial if ceiling is None else min(initial, ceiling)
-    return AIMDLimit(start, ceiling=ceiling, decrease=0.9, cooldown=1.0)
+    return AIMDLimit(start, ceiling=ceiling, decrease=0.9, cooldown=1.0, doubling=doubling)
 
 
 class Tasks:

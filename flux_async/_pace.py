@@ -212,7 +212,7 @@ class Pace:
         self.rate: AdaptiveRate | None = None
         self._window_start = -math.inf
         self._count = 0
-        self._previous = 0
+        self._previous = -1  # the previous window's count (-1: none, idle before)
         self.share = ThrottleShare()
         self._test_at = math.inf  # the next step of a running decrease test
         self._test_end = -math.inf
@@ -234,7 +234,7 @@ class Pace:
             return rate.reserve(now)
         elapsed = now - self._window_start
         if elapsed >= 1.0:
-            self._previous = self._count if elapsed < 2.0 else 0
+            self._previous = self._count if elapsed < 2.0 else -1
             self._window_start = now
             self._count = 0
         self._count += 1
@@ -247,6 +247,10 @@ class Pace:
             return 0.0
         if elapsed >= 1.0:
             return self._count / elapsed
+        if self._previous < 0:
+            # The first window after a start or a pause: its count so far is not a
+            # second's worth (a fraction of a second is, up to a quarter second).
+            return self._count / max(elapsed, 0.25)
         return self._previous * (1.0 - elapsed) + self._count
 
     def on_success(self, now: float) -> None:

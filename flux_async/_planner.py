@@ -40,9 +40,28 @@ __all__ = [
 
 #: Jobs polled early while a model has no finished job yet, and the first check of the first
 #: of them (the k-th checks first at ``SCOUT_FIRST * 2 ** (k / SCOUTS)``, then each at
-#: twice its age: together they check at ages ~9 % apart).
-SCOUTS = 8
+#: twice its age: together they check at ages ~6 % apart).
+SCOUTS = 12
 SCOUT_FIRST = 0.15
+
+#: The share by which waits from a job's third poll on may come early (see `delay`).
+LATER_JITTER = 0.05
+
+#: A probe's first check, as a share of the planned first check's age (see `PollPlanner`).
+PROBE_START, PROBE_END = 0.3, 0.7
+#: First polls below this share of the planned first check are probes (`PollPlanner.probed`).
+PROBE_LIMIT = 0.8
+#: The probes' memory: a probe counts half after this many newer ones.
+PROBE_HALF_LIFE = 128.0
+#: The start is taken from the probes when they reject the estimate's low end by this much
+#: log-likelihood, and then the earliest onset within `LOW_END_SLACK` of the best (see
+#: `PollPlanner._low_end`).
+LOW_END_REJECT = 2.0
+LOW_END_SLACK = 0.25
+_ONSETS = 12  # candidate onsets tried, evenly over [0, 2/3) of the first check's age
+_REFINE = 6  # then as many between the two around the earliest one within the slack
+_PROBE_BINS = 2 * BUCKETS  # probes' ages, binned twice as finely as the estimate
+_PROBE_GROWTH = 2.0 ** (1.0 / PROBE_HALF_LIFE)
 
 
 class PollPlanner:
@@ -66,14 +85,16 @@ class PollPlanner:
     The quantiles are the plan's: the estimate's, plus the jobs still running when a
     `running` census is set. So for a correct estimate the p99 detection lag is about ``D``
     when ``early + (1 - late) <= 1 %``. Each wait is at least ``min_gap`` and at most
-    ``cap``. The first is shortened by up to ``jitter`` (a fraction): jobs created together
-    are checked apart, and stay apart, as their later waits depend on their ages only. No
-    check comes later than planned, so the lag bound holds (full jitter, ``U(0, wait)``,
-    would halve the waits and double the requests; jittering every wait cost ~2 % more
-    requests, on top of the scheduler moving polls up to 1/16 of their wait earlier to share
-    wake-ups: see `replay_batch`). A share ``probe`` of jobs get their first check at
-    30-70 % of the planned time, which keeps a provider that sped up from hiding behind a
-    first check that finds everything done.
+    ``cap``. The first is shortened by up to ``jitter`` (a fraction; of the lag target at
+    most once the start is fitted to the probes): jobs created together are checked apart,
+    and stay apart, as their later waits depend on their ages only. From the third poll
+    on, waits are shortened by up to `LATER_JITTER`, a margin on the p99 lag. No check
+    comes later than planned, so the lag bound holds (full jitter, ``U(0, wait)``, would
+    halve the waits and double the requests; on top of this, the scheduler moves polls up
+    to 1/16 of their wait earlier to share wake-ups: see `replay_batch`). A share ``probe``
+    of jobs get their first check at 30-70 % of the planned time: they keep a provider that
+    sped up from hiding behind a first check that finds everything done, and they tell
+    where the jobs that first check finds ready ended (`probed`, `_low_end`).
 
     Ages are seconds since the create was sent. The plan (the estimate's quantiles and the
     gaps by age) is cached: it is computed again after every change of the estimate while it
@@ -94,8 +115,15 @@ class PollPlanner:
         "_cumulative",
         "_due",
         "_first",
+        "_fitted",
         "_gap",
         "_plan",
+        "_probe_age",
+        "_probe_fit",
+        "_probe_gain",
+        "_probe_ready",
+        "_probe_weight",
+        "_probes",
         "cap",
         "censored",
         "early",
@@ -164,6 +192,15 @@ class PollPlanner:
         self._body_gaps = [0.0] * BUCKETS
         self._due = -1  # the estimate's version at which the plan is computed again
         self._first = self._gap = self._body_end = 0.0
+        # Probes (first polls well before the first check: see `probed`), binned by age:
+        # weight, weight found ready, weighted age sum; a new probe weighs `_probe_gain`.
+        self._probe_weight = [0.0] * _PROBE_BINS
+        self._probe_ready = [0.0] * _PROBE_BINS
+        self._probe_age = [0.0] * _PROBE_BINS
+        self._probe_gain = 1.0
+        self._probes = 0.0  # their total weight, in units of a new probe
+        self._probe_fit = (-1.0, -1.0)  # (`_probe_gain` when fitted, the onset or -1: none)
+        self._fitted = False  # whether the plan's start is the probes' (`_low_end`)
 
     def _refresh(self) -> None:
         estimate = self.estimate
@@ -186,6 +223,9 @@ class PollPlanner:
         start = self._quantile(self.early)
         end = self._quantile(self.late)
         gap = max(self.lag_floor, self.lag_ratio * self._quantile(0.5), self.min_gap)
+        self._fitted = False
+        if self._probes >= 8.0:
+            start = self._low_end(start, gap)
         first = start + gap
         if end - first > gap * self.max_body_polls:
             gap = (end - first) / self.max_body_polls
@@ -212,6 +252,105 @@ class PollPlanner:
             fraction = (target - cumulative[j]) / count if count > 0.0 else 0.0
             running_median = bucket_seconds(j + min(fraction, 1.0))
             gaps[i] = min(self.cap, max(gap, ratio * running_median))
+
+    def probed(self, age: float, ready: bool) -> None:
+        """Learn a job's first poll: at ``age`` seconds it found the job ``ready`` or not.
+
+        Only first polls well before the planned first check count (the probes, and scouts
+        before the first finished job): the estimate cannot tell where below the first
+        check the jobs it finds ready ended, and these are the only polls that can.
+        """
+        if age >= PROBE_LIMIT * self._first or age <= 0.0:
+            return
+        gain = self._probe_gain * _PROBE_GROWTH
+        if gain > 1e100:  # fold the weights back before they overflow
+            for bins in (self._probe_weight, self._probe_ready, self._probe_age):
+                for i in range(_PROBE_BINS):
+                    bins[i] /= gain
+            gain = 1.0
+        self._probe_gain = gain
+        i = int(2.0 * bucket_position(age)) if age > LOW else 0
+        self._probe_weight[i] += gain
+        self._probe_age[i] += gain * age
+        if ready:
+            self._probe_ready[i] += gain
+        self._probes = self._probes / _PROBE_GROWTH + 1.0
+
+    def _low_end(self, start: float, gap: float) -> float:
+        """The plan's start (the age before which only the ``early`` share of jobs end),
+        checked against the probes.
+
+        The estimate's start comes from where it spread the jobs that their first check
+        found ready, which only probes can tell, and ~100 of them cannot place a 0.3 %
+        quantile. So the start is the estimate's unless the probes reject its low end
+        (current-status likelihood: each probe a Bernoulli of the cdf at its age) by
+        `LOW_END_REJECT` against the best of a family of low ends: a cdf rising linearly
+        from an onset ``c`` to the estimate's own value at the first check (a uniform
+        distribution's low end). Then the start is that family's ``early`` quantile for
+        the earliest onset within `LOW_END_SLACK` of the best: conservative, but no longer
+        held early by where the first samples happened to put the low end (one-step EM
+        keeps that mass there for good; at the arithmetic midpoint of the first scout's
+        interval, half the first check early).
+        """
+        first = start + gap
+        total = self._cumulative[BUCKETS]
+        anchor = self._cdf(first) / total
+        if not 0.01 < anchor < 0.99:
+            return start
+        fitted_at, onset = self._probe_fit
+        if fitted_at != self._probe_gain:  # new probes since the last fit
+            onset = self._fit_onset(first, anchor, total)
+            self._probe_fit = (self._probe_gain, onset)
+        if onset < 0.0 or onset >= first:
+            return start
+        self._fitted = True
+        return onset + self.early * (first - onset) / anchor
+
+    def _fit_onset(self, first: float, anchor: float, total: float) -> float:
+        """The onset `_low_end` takes, or -1 when the probes do not reject the estimate."""
+        weights, readies, ages = self._probe_weight, self._probe_ready, self._probe_age
+        observed: list[tuple[float, float, float]] = []
+        log = math.log
+        fitted = 0.0  # the estimate's log-likelihood
+        for i in range(min(_PROBE_BINS, int(2.0 * bucket_position(first)) + 1)):
+            weight = weights[i]
+            if weight <= 0.0:
+                continue
+            age = ages[i] / weight
+            if age >= first:
+                break
+            ready = readies[i] / weight
+            observed.append((age, ready, weight))
+            cdf = min(max(self._cdf(age) / total, 1e-4), 1.0 - 1e-4)
+            fitted += weight * (ready * log(cdf) + (1.0 - ready) * log(1.0 - cdf))
+        if not observed:
+            return -1.0
+
+        def score(onset: float) -> float:
+            slope = anchor / (first - onset)
+            loglik = 0.0
+            for age, ready, weight in observed:
+                cdf = (age - onset) * slope if age > onset else 0.0
+                cdf = 1e-4 if cdf < 1e-4 else 1.0 - 1e-4 if cdf > 1.0 - 1e-4 else cdf
+                loglik += weight * (ready * log(cdf) + (1.0 - ready) * log(1.0 - cdf))
+            return loglik
+
+        # Onsets over [0, 2/3 of the first check): a coarse pass, then the step before the
+        # earliest one within the slack, finer.
+        step = first / (1.5 * _ONSETS)
+        scores = [score(j * step) for j in range(_ONSETS)]
+        best = max(scores)
+        scale = self._probe_gain  # the weights are in units of a new probe's
+        if (best - fitted) / scale < LOW_END_REJECT:
+            return -1.0
+        j = next(j for j, value in enumerate(scores) if (best - value) / scale <= LOW_END_SLACK)
+        if j == 0:
+            return 0.0
+        for k in range(1, _REFINE):
+            onset = (j - 1 + k / _REFINE) * step
+            if (best - score(onset)) / scale <= LOW_END_SLACK:
+                return onset
+        return j * step
 
     def _censor(self) -> None:
         """Add the jobs still running to `_plan`: each, weighted as a sample of its creation
@@ -330,8 +469,8 @@ class PollPlanner:
         if polls_so_far == 0 and age < first:
             wait = first - age
             if rng is not None and rng.random() < self.probe:
-                wait *= rng.uniform(0.3, 0.7)
-        elif age < first * (1.0 - self.jitter):
+                wait *= rng.uniform(PROBE_START, PROBE_END)
+        elif age < PROBE_LIMIT * first:
             wait = first - age  # after a probe, the planned first check
         elif age < self._body_end:
             gap = self._body_gaps[int(bucket_position(age))] if age > LOW else gap
@@ -350,7 +489,15 @@ class PollPlanner:
         if wait > self.cap:
             wait = self.cap
         if rng is not None and self.jitter and polls_so_far == 0:
-            wait *= 1.0 - self.jitter * rng.random()
+            # Up to `jitter` of the wait earlier; of the lag target at most once the start
+            # is a confidence bound (`_low_end`), which needs no margin from the jitter.
+            span = gap if self._fitted and gap < wait else wait
+            wait -= self.jitter * span * rng.random()
+        elif rng is not None and polls_so_far > 1:
+            # From the third poll on, up to `LATER_JITTER` earlier: a margin on the lag
+            # target where the loop polls at the same interval (a tie at its p99 otherwise);
+            # not the second, which a fast job's first check leaves at the end of its range.
+            wait *= 1.0 - LATER_JITTER * rng.random()
         return wait if wait > self.min_gap else self.min_gap
 
 
@@ -360,12 +507,14 @@ class ModelPlan:
     Sans-IO, shared by `_poll.PollLane` and `simulate_batch` so the replay takes the lane's
     decisions. While the model has no finished job, the first `SCOUTS` jobs are "scouts",
     polled at doubling ages from `SCOUT_FIRST` (staggered, so that between them the ages
-    they check are ~9 % apart), so a provider much faster than its typical latency is found
+    they check are ~6 % apart), so a provider much faster than its typical latency is found
     at once; when the first check then drops below half of what the jobs already waiting
     were planned with, `learned` says to move their first polls earlier (`moved_first`).
     Before the scouts were staggered, a batch of 0.1-0.3 s jobs whose four scouts all took
     longer than 0.15 s learned nothing until 0.3 s, and its first wave was found up to 0.3 s
-    late (a tenth of a 2,000-job batch: its p99 lag).
+    late (a tenth of a 2,000-job batch: its p99 lag). With 8 staggered scouts that still
+    happened to about one batch in 40 (their first 6 checks, up to 0.23 s, all too early);
+    with 12, to about one in 300.
     """
 
     __slots__ = ("estimate", "planned_first", "planner", "scouts")
@@ -588,6 +737,8 @@ def replay_batch(
         start, latency, previous = job[1], job[2], job[4]
         age = now - start
         job[3] += 1
+        if model is not None and job[3] == 1:
+            model.planner.probed(age, age >= latency)
         if age >= latency:
             del running[number]
             ended[number] = ReplayedJob(latency, age - latency, int(job[3]), job[6], start)

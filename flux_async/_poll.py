@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["SCOUTS", "SCOUT_FIRST", "PollLane", "latency_key", "load_latency", "save_latency"]
 
 _SCOUT = -1  # `Entry.attempt` of a scout (a learned schedule uses no backoff step)
+_UNPLANNED = -2  # `Entry.attempt` of a job whose first poll was not planned (e.g. attached)
 
 
 def latency_key(provider: str, model: str) -> str:
@@ -118,6 +119,8 @@ class PollLane:
         if self._webhooks is None or not callbacks:
             if first_wait is not None or not self._learned:
                 self.scheduler.add(entry, first_wait=first_wait)
+                if self._learned:
+                    entry.attempt = _UNPLANNED  # its first poll is no probe of the plan
                 return
             wait, scout = self._first_wait(entry)
             self.scheduler.add(entry, first_wait=wait)
@@ -198,6 +201,11 @@ class PollLane:
                 self._registry.apply(entry, update)
             finally:
                 self._answering = None
+            if entry.polls == 1 and entry.attempt != _UNPLANNED:
+                # A planned first poll: what it found (see `PollPlanner.probed`).
+                self._model(entry.model).planner.probed(
+                    self._answer_age, entry.status is JobStatus.SUCCEEDED
+                )
             if not entry.status.is_terminal:
                 entry.running_age = self._answer_age
                 self._schedule_next(entry, 0.0)

@@ -222,6 +222,42 @@ async def test_a_poll_teaches_the_age_it_was_sent_at_not_the_age_of_its_answer()
     await poll_lane.aclose()
 
 
+class ReadyAnswers:
+    """A ShortAPI that answers every query "succeeded" (with one image)."""
+
+    async def send(self, request: HTTPRequest, *, provider: str, long_read: bool) -> HTTPResponse:
+        body = b'{"code": 0, "data": {"status": 2, "result": {"images": [{"url": "https://x/i.png"}]}}}'
+        return HTTPResponse(200, {}, body)
+
+
+async def test_planned_first_polls_are_probes_and_an_attached_jobs_first_poll_is_not() -> None:
+    """A job attached by id is first polled at once, whatever its real age: what that poll
+    finds says nothing about when jobs end, so it must not teach the plan's low end."""
+    registry = Registry(clock=time.time)
+    lane = Lane(provider="shortapi", limits=Limits(), retry=RetryPolicy(), transport=ReadyAnswers())
+    poll_lane = PollLane(
+        provider=ShortAPI("sk-test"),
+        lane=lane,
+        registry=registry,
+        policy=PollPolicy(),
+        webhooks=None,
+        tasks=Tasks(),
+        rng=None,
+    )
+    planner = poll_lane._model(MODEL).planner
+    attached = registry.allocate("shortapi", MODEL)
+    registry.accept(attached, "attached")
+    poll_lane.track(attached, first_wait=0.0, callbacks=False)
+    await poll_lane.poll(attached)
+    assert attached.status is JobStatus.SUCCEEDED
+    assert planner._probes == 0.0
+    planned = tracked(poll_lane, registry, "planned")  # a scout, polled early on purpose
+    await poll_lane.poll(planned)
+    assert planned.status is JobStatus.SUCCEEDED
+    assert planner._probes == 1.0
+    await poll_lane.aclose()
+
+
 async def test_webhook_and_synchronous_jobs_teach_their_exact_latency() -> None:
     poll_lane, registry = poll_lane_for()
     entry = tracked(poll_lane, registry, "hooked")

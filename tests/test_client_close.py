@@ -63,7 +63,9 @@ class SlowCreates:
             if key.lower() in ("authorization", "content-type")
         }
         async with self._session.request(
-            request.method, self.target + request.path_qs, headers=headers,
+            request.method,
+            self.target + request.path_qs,
+            headers=headers,
             data=await request.read(),
         ) as answer:
             body, status = await answer.read(), answer.status
@@ -103,9 +105,7 @@ async def test_close_waits_for_creates_in_flight_and_names_every_paid_job(
             seed=0,
         )
         async with client:
-            submits = [
-                asyncio.ensure_future(client.submit(f"prompt {n}")) for n in range(30)
-            ]
+            submits = [asyncio.ensure_future(client.submit(f"prompt {n}")) for n in range(30)]
             # 22 creates are at the fake, their answers held back; 8 wait for a job slot.
             await _until(lambda: len(fake.jobs) == 22, "22 jobs created at the fake")
         results = await asyncio.gather(*submits, return_exceptions=True)
@@ -151,3 +151,36 @@ async def test_close_grace_zero_cancels_at_once_and_is_validated() -> None:
     for bad in (-1.0, float("inf"), True, "5"):
         with pytest.raises(ConfigurationError, match=r"Timeouts\.close_grace"):
             Timeouts(close_grace=bad)  # type: ignore[arg-type]
+
+
+async def test_creates_waiting_for_a_connection_at_close_are_not_sent(
+    fake: FakeProvider,
+) -> None:
+    async with SlowCreates(fake.url, delay=0.3) as proxy:
+        client = FluxClient(
+            ShortAPI("test-key", base_url=proxy.url),
+            limits=Limits(max_jobs_in_flight=10, max_connections=2),
+            poll=PollPolicy(wait_first=60, timeout=600),
+            timeouts=Timeouts(close_grace=10.0),
+            seed=0,
+        )
+        async with client:
+            submits = [asyncio.ensure_future(client.submit(f"prompt {n}")) for n in range(6)]
+            # 2 creates hold the 2 connections (their answers held back); 4 wait for one.
+            await _until(lambda: len(fake.jobs) == 2, "2 jobs created at the fake")
+            await asyncio.sleep(0.05)
+            assert len(fake.jobs) == 2
+        results = await asyncio.gather(*submits, return_exceptions=True)
+    # The close let the 2 creates on the wire be answered, and sent none of the others
+    # (before, each took a freed connection during the close grace and created a job).
+    assert len(fake.jobs) == 2
+    assert not [result for result in results if isinstance(result, BaseException)]
+    jobs = [result for result in results if not isinstance(result, BaseException)]
+    assert sorted(job.id for job in jobs if job.id) == sorted(fake.jobs)
+    unsent = [job for job in jobs if job.id is None]
+    assert len(unsent) == 4
+    for job in unsent:
+        assert job.status is JobStatus.CANCELLED
+        with pytest.raises(JobCancelledError) as info:
+            await job
+        assert info.value.job is not None and info.value.job.id is None

@@ -224,3 +224,52 @@ async def test_limits_reports_tell_a_growing_request_rate_not_only_decreases() -
     assert lane.request_pace.value >= 1.3 * started  # it grew ...
     rates = [float(report.split()[2].split("=")[1]) for report in reports]
     assert rates and rates[0] >= 1.25 * started - 1  # ... and said so
+
+
+class Held:
+    """A transport whose answers wait until `release` (a create on the wire)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.gate = asyncio.Event()
+
+    async def send(self, request: HTTPRequest, *, provider: str, long_read: bool) -> HTTPResponse:
+        self.sent += 1
+        await self.gate.wait()
+        return HTTPResponse(200, {}, b"{}")
+
+
+async def test_once_creates_are_stopped_one_waiting_for_a_connection_is_not_sent() -> None:
+    """Closing: a create already on the wire is answered; one still waiting for a
+    connection fails as never sent (it used to be sent once a connection was free)."""
+    from flux_async._errors import Phase, TransportError
+
+    clock = FakeClock()
+    transport = Held()
+    lane = Lane(
+        provider="shortapi",
+        limits=Limits(max_connections=1),
+        retry=RetryPolicy(),
+        transport=transport,  # type: ignore[arg-type]
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    request = HTTPRequest("POST", "http://x/create", operation="create", headers={})
+
+    async def create() -> HTTPResponse:
+        await lane.wait_for_create_turn()
+        return await lane.send(request)
+
+    on_the_wire = asyncio.ensure_future(create())
+    waiting = asyncio.ensure_future(create())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert transport.sent == 1
+    lane.stop_creates()
+    transport.gate.set()
+    assert (await on_the_wire).status == 200
+    with pytest.raises(TransportError) as caught:
+        await waiting
+    assert caught.value.phase is Phase.NOT_SENT and caught.value.operation == "create"
+    assert transport.sent == 1
+    assert not lane.http_slots.locked()

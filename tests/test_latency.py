@@ -13,7 +13,7 @@ import pytest
 
 from flux_async._aimd import AdaptiveRate, AIMDLimit
 from flux_async._latency import LatencyEstimate
-from flux_async._planner import PollPlanner, simulate_batch, simulate_polling
+from flux_async._planner import LATER_JITTER, PollPlanner, simulate_batch, simulate_polling
 
 Sampler = Callable[[random.Random], float]
 
@@ -330,9 +330,15 @@ def test_jitter_never_delays_a_check_and_spreads_a_burst() -> None:
     assert min(waits) >= (1 - jitter) * planned
     assert sum(waits) / len(waits) == pytest.approx((1 - jitter / 2) * planned, rel=0.01)
     assert len({round(wait, 3) for wait in waits}) > 50
-    # Apart once, jobs stay apart: later waits depend on the age only, and are not shortened.
+    # Apart once, jobs stay apart: later waits depend on the age only. The second is not
+    # shortened; from the third on, by up to `LATER_JITTER` (a margin on the p99 lag).
+    second = planner.delay(5.5, 1, None)
+    assert {planner.delay(5.5, 1, rng) for _ in range(100)} == {second}
     later = planner.delay(6.0, 2, None)
-    assert {planner.delay(6.0, 2, rng) for _ in range(100)} == {later}
+    waits = [planner.delay(6.0, 2, rng) for _ in range(1000)]
+    assert max(waits) <= later
+    assert min(waits) >= (1 - LATER_JITTER) * later
+    assert min(waits) < (1 - 0.9 * LATER_JITTER) * later
 
 
 def test_planner_caches_between_observations() -> None:

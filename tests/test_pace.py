@@ -172,7 +172,7 @@ class RandomRefusals:
         return HTTPResponse(status, {"Retry-After": "0"} if status == 429 else {}, b"{}")
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("offered", [30.0, 150.0])
 async def test_random_429s_do_not_wear_the_rate_down(seed: int, offered: float) -> None:
     """3 % of requests refused at random (above the 2 % threshold): decreases are tried,
@@ -184,7 +184,10 @@ async def test_random_429s_do_not_wear_the_rate_down(seed: int, offered: float) 
     start, began = len(provider.statuses), clock.now
     await drive(lane, clock, 20.0, offered=offered)
     jobs = (len(provider.statuses) - start) / 2 / (clock.now - began)
-    assert jobs > 0.8 * offered  # seeds 0-15: 31 of 32 runs above 0.8x, one at 0.65x
+    # Seeds 0-63: 127 of 128 runs above 0.8x, one at 0.67x (150/s); before paces started
+    # in a young batch's first second started from its count so far, 10 of 64 runs at
+    # 150/s were under 0.8x (seed 5: 0.65x).
+    assert jobs > 0.8 * offered
 
 
 def test_a_pace_starts_from_what_the_provider_accepted_not_from_the_turns_taken() -> None:
@@ -199,3 +202,19 @@ def test_a_pace_starts_from_what_the_provider_accepted_not_from_the_turns_taken(
     for i in range(10):
         pace.on_throttle(100.2 + i * 0.001, 1.0, 100.1)
     assert pace.value is not None and pace.value <= 200.0
+
+
+def test_a_pace_started_by_scattered_429s_starts_near_the_demand_of_a_young_batch() -> None:
+    """Three stray 429s among a batch's first 100 answers (500 requests a second, 0.2 s in):
+    not a wall, so the pace starts from what was sent, which is a rate, not the count of a
+    second not yet over (it started at ~90/s, a sixth of the demand, and a stray 3 % of 429s
+    kept it there: one seeded run in ten at 150 jobs/s stayed under 0.8x its offered rate)."""
+    pace = Pace()
+    for i in range(100):
+        at = 100.0 + i / 500
+        pace.reserve(at)
+        if i % 30 == 29:
+            pace.on_throttle(at, None, at)
+        else:
+            pace.on_success(at)
+    assert pace.value is not None and pace.value >= 250.0
