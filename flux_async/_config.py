@@ -300,8 +300,11 @@ class Webhooks:
             raise ConfigurationError(f"Webhooks.port must be 0-65535, got {self.port!r}")
         _positive("Webhooks", "max_body_bytes", self.max_body_bytes)
         _positive("Webhooks", "read_timeout", self.read_timeout)
-        if not (isinstance(self.backlog, int) and not isinstance(self.backlog, bool)
-                and 1 <= self.backlog <= 65535):
+        if not (
+            isinstance(self.backlog, int)
+            and not isinstance(self.backlog, bool)
+            and 1 <= self.backlog <= 65535
+        ):
             raise ConfigurationError(f"Webhooks.backlog must be 1-65535, got {self.backlog!r}")
         if not isinstance(self.trust_payload, bool):
             raise ConfigurationError(

@@ -134,8 +134,9 @@ async def load_image(value: Any, *, provider: str, max_bytes: int) -> tuple[byte
         shown = f"<{len(data)} bytes>"
         _check_size(provider, len(data), max_bytes, shown)
     elif isinstance(value, os.PathLike):
-        return await load_image(image_url_text(provider, value), provider=provider,
-                                max_bytes=max_bytes)
+        return await load_image(
+            image_url_text(provider, value), provider=provider, max_bytes=max_bytes
+        )
     elif isinstance(value, str):
         if value[:5].lower() == "data:":
             shown = _short(value)
@@ -221,8 +222,7 @@ async def _upload(
         url = await uploader(data, content_type)
     except Exception as exc:
         raise UploadError(
-            f"{provider}: the uploader failed for image_url={shown}: "
-            f"{type(exc).__name__}: {exc}",
+            f"{provider}: the uploader failed for image_url={shown}: {type(exc).__name__}: {exc}",
             provider=provider,
             field="image_url",
             value=shown,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from ._latency import BUCKETS, LOW, LatencyEstimate, bucket_position, bucket_seconds
-from ._scheduler import COALESCE_MAX, COALESCE_SHARE, EARLY
+from ._scheduler import coalesced_due
 
 #: The jobs still running, for censoring: for each, its creation time (on the clock of the
 #: ``now`` given to the estimate's ``observe*``) and its age at the last poll that found it
@@ -657,17 +657,6 @@ def simulate_batch(
     )
 
 
-def _coalesced(now: float, wait: float) -> float:
-    """`PollScheduler`'s due time for a learned schedule's poll (``coalesce``): rounded down
-    onto a power-of-two grid of at most 1/16 of the wait, so that polls share wake-ups."""
-    due = now + wait
-    grid = wait * COALESCE_SHARE
-    if grid < EARLY:
-        return due
-    grid = math.ldexp(1.0, math.frexp(grid if grid < COALESCE_MAX else COALESCE_MAX)[1] - 1)
-    return math.floor(due / grid) * grid
-
-
 def replay_batch(
     planner: PollPlanner | float,
     latencies: Iterable[float],
@@ -682,7 +671,7 @@ def replay_batch(
     that have ended, as a client does: its first samples are the batch's fastest jobs. The
     replay takes `PollLane`'s decisions (a `ModelPlan` over the planner's estimate: scouts,
     first polls moved earlier, the jobs still running as censored observations) and its
-    scheduler's (polls a little early, to share wake-ups: `_coalesced`).
+    scheduler's (polls a little early, to share wake-ups: `coalesced_due`).
     ``planner`` a float: the hand-written loop's interval. Simulated time; deterministic
     for a seeded ``rng``.
 
@@ -724,7 +713,7 @@ def replay_batch(
             wait, scout = model.first_wait(len(running), rng)
         job = [0.0, now, latency, 0.0, 0.0, 1.0 if scout else 0.0, wait]
         running[created] = job
-        push(created, job, now + wait if model is None else _coalesced(now, wait))
+        push(created, job, now + wait if model is None else coalesced_due(now, wait))
 
     for _ in range(concurrency):
         create()
@@ -761,5 +750,5 @@ def replay_batch(
         if wait > job[6]:
             job[6] = wait
         job[4] = age
-        push(number, job, now + wait if model is None else _coalesced(now, wait))
+        push(number, job, now + wait if model is None else coalesced_due(now, wait))
     return [ended[number] for number in sorted(ended)]

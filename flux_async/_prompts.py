@@ -100,7 +100,9 @@ class PromptFile:
     """
 
     def __init__(
-        self, source: str | os.PathLike[str] | IO[str] | IO[bytes], *,
+        self,
+        source: str | os.PathLike[str] | IO[str] | IO[bytes],
+        *,
         format: PromptFormat = "auto",
     ) -> None:
         if format not in ("auto", "text", "jsonl"):
@@ -239,9 +241,7 @@ def _parse_jsonl(number: int, text: str) -> PromptLine:
         return PromptLine(number, None, None, f'line {number}: missing "prompt"')
     prompt = value["prompt"]
     if not isinstance(prompt, str) or not prompt.strip():
-        return PromptLine(
-            number, None, None, f'line {number}: "prompt" must be a non-empty string'
-        )
+        return PromptLine(number, None, None, f'line {number}: "prompt" must be a non-empty string')
     prompt = prompt.strip()
     unknown = sorted(key for key in value if key not in REQUEST_FIELDS)
     if unknown:

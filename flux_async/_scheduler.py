@@ -23,7 +23,7 @@ from ._config import PollPolicy
 from ._registry import Entry
 from ._retry import TokenBucket, jittered, wait_table
 
-__all__ = ["PollScheduler"]
+__all__ = ["PollScheduler", "coalesced_due"]
 
 logger = logging.getLogger("flux_async")
 
@@ -32,15 +32,33 @@ _DEADLINE = 1
 #: Polls due within this many seconds of a wake-up go with it (a little early) instead of
 #: each taking an event-loop wake-up of its own; deadlines are never early.
 EARLY = 0.003
-#: With ``coalesce``, a poll due in ``wait`` seconds may come up to this share of ``wait``
+#: With ``coalesce``, a poll due in ``wait`` seconds may come up to a share of ``wait``
 #: early (and never more than `COALESCE_MAX` seconds): its due time is rounded down onto a
 #: grid, so polls that fall due close together share one wake-up. A wake-up is what a
 #: spread-out schedule pays for: on a 2-core VM, the same 200 requests a second cost a
 #: client ~640 µs each sent one at a time and ~250 µs each sent 25 at a time (the fake
-#: ~415 vs ~170), so a grid of an eighth (was a sixteenth) trades ~2 % more polls for
-#: about half the wake-ups.
-COALESCE_SHARE = 1.0 / 8.0
+#: ~415 vs ~170). Waits of `COALESCE_LONG_WAIT` or more take an eighth (~2 % more polls
+#: for about half the wake-ups); shorter ones, where a few ms early is a wasted request
+#: (jobs done in a fraction of a second), take a sixteenth.
+COALESCE_SHARE = 1.0 / 16.0
+COALESCE_LONG_SHARE = 1.0 / 8.0
+COALESCE_LONG_WAIT = 0.5
 COALESCE_MAX = 0.125
+
+
+def coalesced_due(now: float, wait: float) -> float:
+    """The due time of a learned schedule's poll ``wait`` seconds from ``now``: rounded down
+    onto a power-of-two grid of at most a share of the wait (see `COALESCE_SHARE`), so that
+    polls due close together share one wake-up. Shared by `PollScheduler` and the replay."""
+    due = now + wait
+    grid = wait * (COALESCE_LONG_SHARE if wait >= COALESCE_LONG_WAIT else COALESCE_SHARE)
+    if grid < EARLY or due == math.inf:
+        return due
+    # A power of two, so polls with similar waits land on the same grid.
+    grid = math.ldexp(1.0, math.frexp(grid if grid < COALESCE_MAX else COALESCE_MAX)[1] - 1)
+    return math.floor(due / grid) * grid
+
+
 #: The heap is rebuilt without its stale items (jobs finished or rescheduled since they were
 #: pushed) once it holds twice as many items as after the last rebuild, and at least this
 #: many: a job a callback ended keeps its safety-net item until that is due (a minute or
@@ -177,15 +195,7 @@ class PollScheduler:
 
     def _due(self, now: float, wait: float) -> float:
         """The due time of a poll ``wait`` seconds from ``now`` (see ``coalesce``)."""
-        due = now + wait
-        if not self._coalesce:
-            return due
-        grid = wait * COALESCE_SHARE
-        if grid < EARLY or due == math.inf:
-            return due
-        # A power of two, so polls with similar waits land on the same grid.
-        grid = math.ldexp(1.0, math.frexp(grid if grid < COALESCE_MAX else COALESCE_MAX)[1] - 1)
-        return math.floor(due / grid) * grid
+        return coalesced_due(now, wait) if self._coalesce else now + wait
 
     def _push(self, entry: Entry, due: float) -> None:
         if entry.status.is_terminal:

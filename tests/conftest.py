@@ -45,8 +45,7 @@ async def serve_app() -> AsyncIterator[ServeApp]:
     runners: list[web.AppRunner] = []
 
     async def serve(app: web.Application) -> str:
-        runner = web.AppRunner(app, shutdown_timeout=0.1, handle_signals=False,
-                               access_log=None)
+        runner = web.AppRunner(app, shutdown_timeout=0.1, handle_signals=False, access_log=None)
         await runner.setup()
         runners.append(runner)
         await web.TCPSite(runner, "127.0.0.1", 0).start()

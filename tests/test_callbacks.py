@@ -42,8 +42,9 @@ class Harness:
     def headers(self) -> dict[str, str]:
         return {"X-Webhook-Secret": self.secret} if self.secret else {}
 
-    def post(self, body: bytes, path: str | None = None,
-             headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    def post(
+        self, body: bytes, path: str | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
         answer = self.router.handle(
             "POST", path or self.path, self.headers() if headers is None else headers, body
         )
@@ -64,17 +65,30 @@ def harness(name: str, **config: Any) -> Harness:
         applied.append(update)
         registry.apply(target, update)
 
-    router = CallbackRouter(provider=provider, registry=registry,
-                            config=Webhooks(**config), apply=apply, verify=verified.append)
+    router = CallbackRouter(
+        provider=provider,
+        registry=registry,
+        config=Webhooks(**config),
+        apply=apply,
+        verify=verified.append,
+    )
     return Harness(provider, router, registry, entry, token, secret, applied, verified)
 
 
 def terminal(name: str, image: str = f"{API}/img/1.png", job_id: str = "job-1") -> bytes:
     if name == "shortapi":
-        return json.dumps({"code": 0, "data": {"job_id": job_id, "status": 2,
-                                               "result": {"images": [{"url": image}]}}}).encode()
-    return json.dumps({"timestamp": 1, "data": {
-        "task_id": job_id, "status": "completed", "output": {"image_url": image}}}).encode()
+        return json.dumps(
+            {
+                "code": 0,
+                "data": {"job_id": job_id, "status": 2, "result": {"images": [{"url": image}]}},
+            }
+        ).encode()
+    return json.dumps(
+        {
+            "timestamp": 1,
+            "data": {"task_id": job_id, "status": "completed", "output": {"image_url": image}},
+        }
+    ).encode()
 
 
 @pytest.fixture(params=["shortapi", "piapi"])
@@ -92,11 +106,11 @@ def test_unknown_and_wrong_tokens_get_one_uniform_404(h: Harness) -> None:
     body = terminal(h.provider.name)
     name, local = h.provider.name, h.entry.local_id
     forged = [
-        f"/flux-webhooks/{name}/{'0' * 16}/{h.token}",          # unknown job
+        f"/flux-webhooks/{name}/{'0' * 16}/{h.token}",  # unknown job
         f"/flux-webhooks/{name}/{local}/{'A' * len(h.token)}",  # wrong token
-        f"/flux-webhooks/{name}/{local}/{h.token[:-1]}",        # truncated token
-        f"/flux-webhooks/other/{local}/{h.token}",              # another provider
-        f"/{local}/{h.token}",                                  # too short
+        f"/flux-webhooks/{name}/{local}/{h.token[:-1]}",  # truncated token
+        f"/flux-webhooks/other/{local}/{h.token}",  # another provider
+        f"/{local}/{h.token}",  # too short
         "/" + "x" * 5000,
     ]
     answers = {h.post(body, path) for path in forged}
@@ -129,16 +143,28 @@ def test_remembered_jobs_are_bounded() -> None:
 def test_piapi_secret_missing_or_wrong_is_401() -> None:
     h = harness("piapi")
     body = terminal("piapi")
-    for headers in ({}, {"x-webhook-secret": "wrong"}, {"x-webhook-secret": "ünïcödé"},
-                    {"x-webhook-secret": (h.secret or "") + "x"}):
+    for headers in (
+        {},
+        {"x-webhook-secret": "wrong"},
+        {"x-webhook-secret": "ünïcödé"},
+        {"x-webhook-secret": (h.secret or "") + "x"},
+    ):
         assert h.post(body, headers=headers) == (401, b"missing or wrong webhook secret\n")
     assert h.verified == []
     assert h.post(body, headers={"X-WEBHOOK-SECRET": h.secret or ""})[0] == 200
 
 
 def test_undecodable_bodies_are_400(h: Harness) -> None:
-    for body in (b"", b"{not json", b"\xff\xfe\x00", b"[1,2]", b'"text"', b"null",
-                 b'{"data":' * 3000, b'[' * 50_000):
+    for body in (
+        b"",
+        b"{not json",
+        b"\xff\xfe\x00",
+        b"[1,2]",
+        b'"text"',
+        b"null",
+        b'{"data":' * 3000,
+        b"[" * 50_000,
+    ):
         status, _ = h.post(body)
         assert status == 400, body[:20]
     assert h.verified == [] and h.applied == []
@@ -157,9 +183,11 @@ def test_method_other_job_and_unknown_status(h: Harness) -> None:
     assert answer.status == 405
     assert h.post(terminal(h.provider.name, job_id="someone-else"))[0] == 409
     assert h.verified == []
-    unknown = (b'{"code": 0, "data": {"job_id": "job-1", "status": "exploded"}}'
-               if h.provider.name == "shortapi"
-               else b'{"data": {"task_id": "job-1", "status": "exploded"}}')
+    unknown = (
+        b'{"code": 0, "data": {"job_id": "job-1", "status": "exploded"}}'
+        if h.provider.name == "shortapi"
+        else b'{"data": {"task_id": "job-1", "status": "exploded"}}'
+    )
     assert h.post(unknown)[0] == 422
     assert h.verified == [h.entry]  # undocumented status: the provider is asked
 
@@ -243,15 +271,22 @@ def test_trusted_image_url(url: Any, hosts: frozenset[str] | None, expected: boo
 
 # -- redaction -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
-        ("/flux-webhooks/shortapi/0123456789abcdef/{token}",
-         "/flux-webhooks/shortapi/0123456789abcdef/<token>"),
-        ("/flux-webhooks/shortapi/0123456789abcdef/{token}/x",
-         "/flux-webhooks/shortapi/0123456789abcdef/<token>/x"),
-        ("/p/shortapi/0123456789abcdef/{token}?x=1",
-         "/p/shortapi/0123456789abcdef/<token>?<query>"),
+        (
+            "/flux-webhooks/shortapi/0123456789abcdef/{token}",
+            "/flux-webhooks/shortapi/0123456789abcdef/<token>",
+        ),
+        (
+            "/flux-webhooks/shortapi/0123456789abcdef/{token}/x",
+            "/flux-webhooks/shortapi/0123456789abcdef/<token>/x",
+        ),
+        (
+            "/p/shortapi/0123456789abcdef/{token}?x=1",
+            "/p/shortapi/0123456789abcdef/<token>?<query>",
+        ),
         ("//{token}", "//<token>"),
         ("/{token}.png", "/<token>.png"),
         ("/a/{token}/{token}/b", "/a/<token>/<token>/b"),

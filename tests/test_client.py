@@ -46,8 +46,9 @@ from flux_async.testing._shortapi import FAILURE_MESSAGE as SHORTAPI_FAILURE
 pytestmark = pytest.mark.anyio
 
 # No jitter: a job still scheduled is polled at least every wait_max (0.05 s).
-STEADY_POLL = PollPolicy(wait_first=0.02, wait_initial=0.02, wait_max=0.05, wait_jitter=False,
-                         timeout=0.4)
+STEADY_POLL = PollPolicy(
+    wait_first=0.02, wait_initial=0.02, wait_max=0.05, wait_jitter=False, timeout=0.4
+)
 # A short close grace where the grace is not the subject (test_client_close.py tests it).
 QUICK_CLOSE = Timeouts(close_grace=0.1)
 
@@ -103,8 +104,9 @@ async def test_image_to_image(provider_name: str, fake: FakeProvider) -> None:
 
 async def test_shortapi_image_to_image_model_and_price(fake: FakeProvider) -> None:
     async with client_for("shortapi", fake) as client:
-        job = await client.submit("a bear", image_url="https://example.com/bear.jpg",
-                                  model="schnell")
+        job = await client.submit(
+            "a bear", image_url="https://example.com/bear.jpg", model="schnell"
+        )
         assert job.id is not None and job.status is JobStatus.SUBMITTED
         assert job.cost == Decimal("0.002")
         generation = await job
@@ -250,8 +252,7 @@ async def test_refused_creates_are_retried_then_fail_without_a_job() -> None:
 async def test_never_finishing_job_times_out_and_is_not_polled_again(
     provider_name: str, fake: FakeProvider
 ) -> None:
-    async with client_for(provider_name, fake, poll=STEADY_POLL, timeouts=QUICK_CLOSE
-                          ) as client:
+    async with client_for(provider_name, fake, poll=STEADY_POLL, timeouts=QUICK_CLOSE) as client:
         job = await client.submit("[fault:never-finish] slow")
         with pytest.raises(JobTimeoutError) as info:
             await job.result(timeout=5)
@@ -293,8 +294,9 @@ async def test_failed_job_carries_the_reason(provider_name: str, fake: FakeProvi
 
 
 async def test_query_faults_are_retried() -> None:
-    async with FakeProvider(latency=0.03, faults=Faults(query_5xx=0.4, query_reset=0.2,
-                                                        retry_after=0), seed=5) as flaky:
+    async with FakeProvider(
+        latency=0.03, faults=Faults(query_5xx=0.4, query_reset=0.2, retry_after=0), seed=5
+    ) as flaky:
         async with client_for("shortapi", flaky) as client:
             generations = await asyncio.gather(*(client.generate(f"q{i}") for i in range(8)))
     assert len(generations) == 8
@@ -385,8 +387,7 @@ async def test_creates_per_second_paces_creates_end_to_end() -> None:
     async with FakeProvider(latency=0.01, seed=6) as fake:
         limits = Limits(creates_per_second=20)
         async with client_for("shortapi", fake, limits=limits) as client:
-            generations = await asyncio.gather(*(client.generate(f"paced {i}")
-                                                 for i in range(30)))
+            generations = await asyncio.gather(*(client.generate(f"paced {i}") for i in range(30)))
     assert len(generations) == 30
     created = sorted(job.created_at for job in fake.jobs.values())
     # One second's burst (20) may go at once; the other 10 follow at 20 a second, so the
@@ -408,8 +409,9 @@ async def test_close_while_a_create_is_in_flight(serve_app: ServeApp) -> None:
     app.router.add_post("/api/v1/job/create", create)
     url = await serve_app(app)
     before = asyncio.all_tasks()
-    async with FluxClient(ShortAPI("k", base_url=url), timeouts=QUICK_CLOSE,
-                          retry=FAST_RETRY) as client:
+    async with FluxClient(
+        ShortAPI("k", base_url=url), timeouts=QUICK_CLOSE, retry=FAST_RETRY
+    ) as client:
         pending = asyncio.ensure_future(client.submit("stuck"))
         await arrived.wait()
     with pytest.raises(JobCancelledError, match="may have created it"):

@@ -118,8 +118,9 @@ def test_policies_are_frozen() -> None:
 # -- Webhooks ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", ["ftp://example.com/hooks", "example.com/hooks", "https://",
-                                 "/hooks"])
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/hooks", "example.com/hooks", "https://", "/hooks"]
+)
 def test_public_url_must_be_an_http_url(url: str) -> None:
     with pytest.raises(ConfigurationError, match=re.escape("Webhooks.public_url must be an http")):
         Webhooks(public_url=url)
@@ -132,8 +133,9 @@ def test_public_url_accepts_http_and_https() -> None:
 
 @pytest.mark.parametrize("prefix", ["hooks", "", "/hooks/{id}"])
 def test_path_prefix_must_be_an_absolute_plain_path(prefix: str) -> None:
-    with pytest.raises(ConfigurationError,
-                       match=re.escape("Webhooks.path_prefix must start with '/'")):
+    with pytest.raises(
+        ConfigurationError, match=re.escape("Webhooks.path_prefix must start with '/'")
+    ):
         Webhooks(path_prefix=prefix)
 
 
@@ -161,22 +163,34 @@ def test_backlog_must_be_1_to_65535(backlog: Any) -> None:
 
 @pytest.mark.parametrize("value", [1, "yes", None])
 def test_trust_payload_must_be_a_bool(value: Any) -> None:
-    with pytest.raises(ConfigurationError,
-                       match=re.escape("Webhooks.trust_payload must be True or False")):
+    with pytest.raises(
+        ConfigurationError, match=re.escape("Webhooks.trust_payload must be True or False")
+    ):
         Webhooks(trust_payload=value)
 
 
 @pytest.mark.parametrize("hosts", ["img.example.com", ["img.example.com"]])
 def test_result_hosts_must_be_a_tuple(hosts: Any) -> None:
-    with pytest.raises(ConfigurationError,
-                       match=re.escape("Webhooks.result_hosts must be a tuple")):
+    with pytest.raises(
+        ConfigurationError, match=re.escape("Webhooks.result_hosts must be a tuple")
+    ):
         Webhooks(result_hosts=hosts)
 
 
 @pytest.mark.parametrize(
     "host",
-    ["https://img.example.com", "img.example.com:443", "img.example.com/x", "", ".", "a..b",
-     "user@host", "a b", "x" * 254, 5],
+    [
+        "https://img.example.com",
+        "img.example.com:443",
+        "img.example.com/x",
+        "",
+        ".",
+        "a..b",
+        "user@host",
+        "a b",
+        "x" * 254,
+        5,
+    ],
 )
 def test_result_hosts_entries_must_be_bare_host_names(host: Any) -> None:
     with pytest.raises(ConfigurationError, match="entries must be bare host names"):

@@ -22,8 +22,13 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 
 
 def _generation(*urls: str) -> Generation:
-    return Generation(images=tuple(Image(url=url) for url in urls), provider="aimlapi",
-                      model="m", job_id="job/../1", local_id="l")
+    return Generation(
+        images=tuple(Image(url=url) for url in urls),
+        provider="aimlapi",
+        model="m",
+        job_id="job/../1",
+        local_id="l",
+    )
 
 
 def _data_url(data: bytes, content_type: str = "image/png") -> str:
@@ -64,8 +69,12 @@ async def test_bad_data_urls_are_download_errors(
 async def test_aimlapi_b64_results_are_saved_by_a_batch(tmp_path: Path) -> None:
     async with FakeProvider(latency=0.01, seed=11) as fake:
         async with client_for("aimlapi", fake) as client:
-            outcomes = [o async for o in client.generate_many(
-                [f"b64 {i}" for i in range(6)], download_to=tmp_path)]
+            outcomes = [
+                o
+                async for o in client.generate_many(
+                    [f"b64 {i}" for i in range(6)], download_to=tmp_path
+                )
+            ]
     inline = 0
     for outcome in outcomes:
         assert outcome.ok and outcome.generation is not None
@@ -108,7 +117,6 @@ async def image_host(serve_app: ServeApp) -> tuple[str, list[dict[str, str]]]:
     return await serve_app(app), seen
 
 
-
 async def test_download_never_sends_the_key_and_checks_type_and_size(
     image_host: tuple[str, list[dict[str, str]]], tmp_path: Path
 ) -> None:
@@ -130,7 +138,6 @@ async def test_download_never_sends_the_key_and_checks_type_and_size(
     for headers in seen:
         assert "Authorization" not in headers and KEY not in str(headers)
     assert not list(tmp_path.rglob("*.part")) and not list((tmp_path / "b").glob("*"))
-
 
 
 async def test_cancelling_a_download_leaves_no_partial_file(

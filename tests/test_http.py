@@ -50,8 +50,11 @@ def test_parse_retry_after(value: str | None, expected: float | None) -> None:
 
 def test_request_repr_never_shows_headers() -> None:
     request = HTTPRequest(
-        "POST", "https://api.example/v1", operation="create",
-        headers={"Authorization": "Bearer sk-secret"}, body=b"{}",
+        "POST",
+        "https://api.example/v1",
+        operation="create",
+        headers={"Authorization": "Bearer sk-secret"},
+        body=b"{}",
     )
     assert "sk-secret" not in repr(request) and "create" in repr(request)
     assert repr(HTTPResponse(200, {}, b"abc")) == "HTTPResponse(status=200, 3 bytes)"

@@ -273,7 +273,10 @@ def error_cases(tmp_path: Path) -> dict[str, tuple[str, Any, dict[str, Any], str
         "not an image": ("aimlapi", str(text), INLINE["aimlapi"], "not a PNG, JPEG, WebP or GIF"),
         "empty file": ("aimlapi", str(empty), INLINE["aimlapi"], "not a PNG, JPEG, WebP or GIF"),
         "file too big": (
-            "piapi", str(big), {**INLINE["piapi"], "limits": small}, "max_upload_bytes"
+            "piapi",
+            str(big),
+            {**INLINE["piapi"], "limits": small},
+            "max_upload_bytes",
         ),
         "data URL too big": (
             "aimlapi",
@@ -282,7 +285,10 @@ def error_cases(tmp_path: Path) -> dict[str, tuple[str, Any, dict[str, Any], str
             "max_upload_bytes",
         ),
         "data URL not base64": (
-            "aimlapi", "data:image/png;base64,@@@@", INLINE["aimlapi"], "valid base64"
+            "aimlapi",
+            "data:image/png;base64,@@@@",
+            INLINE["aimlapi"],
+            "valid base64",
         ),
         "data URL not an image": (
             "aimlapi",
@@ -293,21 +299,35 @@ def error_cases(tmp_path: Path) -> dict[str, tuple[str, Any, dict[str, Any], str
         "other scheme": ("piapi", "ftp://example.com/a.png", INLINE["piapi"], "ftp: URLs are not"),
         "no uploader": ("shortapi", str(text), {}, "uploader="),
         "uploader fails": (
-            "shortapi", "data:image/png;base64," + base64.b64encode(PNG).decode(),
-            {"uploader": failing_upload}, "bucket is down",
+            "shortapi",
+            "data:image/png;base64," + base64.b64encode(PNG).decode(),
+            {"uploader": failing_upload},
+            "bucket is down",
         ),
         "uploader returns no URL": (
-            "shortapi", "data:image/png;base64," + base64.b64encode(PNG).decode(),
-            {"uploader": non_url_upload}, "s3://bucket/key.png",
+            "shortapi",
+            "data:image/png;base64," + base64.b64encode(PNG).decode(),
+            {"uploader": non_url_upload},
+            "s3://bucket/key.png",
         ),
         "model takes no image": ("aimlapi", str(text), {"model": "schnell"}, "no image for"),
     }
 
 
 CASES = [
-    "missing file", "directory", "not an image", "empty file", "file too big",
-    "data URL too big", "data URL not base64", "data URL not an image", "other scheme",
-    "no uploader", "uploader fails", "uploader returns no URL", "model takes no image",
+    "missing file",
+    "directory",
+    "not an image",
+    "empty file",
+    "file too big",
+    "data URL too big",
+    "data URL not base64",
+    "data URL not an image",
+    "other scheme",
+    "no uploader",
+    "uploader fails",
+    "uploader returns no URL",
+    "model takes no image",
 ]
 
 
@@ -421,8 +441,15 @@ def test_image_url_text_turns_bytes_and_paths_into_strings(png_file: Path) -> No
 
 @pytest.mark.parametrize(
     ("data", "expected"),
-    [(PNG, "image/png"), (JPEG, "image/jpeg"), (WEBP, "image/webp"), (GIF, "image/gif"),
-     (b"RIFF\x00\x00\x00\x00WAVE", None), (b"\x89PNG", None), (b"", None)],
+    [
+        (PNG, "image/png"),
+        (JPEG, "image/jpeg"),
+        (WEBP, "image/webp"),
+        (GIF, "image/gif"),
+        (b"RIFF\x00\x00\x00\x00WAVE", None),
+        (b"\x89PNG", None),
+        (b"", None),
+    ],
 )
 def test_sniff_image_type(data: bytes, expected: str | None) -> None:
     assert sniff_image_type(data) == expected

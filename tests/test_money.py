@@ -27,7 +27,11 @@ BIG = Limits(max_jobs_in_flight=64, max_connections=64, polls_per_second=10_000)
 
 def client(provider: object) -> FluxClient:
     return FluxClient(
-        provider, poll=FAST_POLL, retry=FAST_RETRY, limits=BIG, seed=0  # type: ignore[arg-type]
+        provider,
+        poll=FAST_POLL,
+        retry=FAST_RETRY,
+        limits=BIG,
+        seed=0,  # type: ignore[arg-type]
     )
 
 
@@ -46,7 +50,8 @@ async def test_piapi_budget_bounds_spending_from_the_first_wave() -> None:
             assert price is not None and price > 0
             budget = price * 3
             outcomes = [
-                o async for o in c.generate_many(
+                o
+                async for o in c.generate_many(
                     ({"prompt": f"p{i}", "model": "schnell"} for i in range(40)),
                     concurrency=20,
                     budget=budget,
@@ -66,7 +71,8 @@ async def test_aimlapi_budget_of_three_credits_spends_at_most_three() -> None:
     async with FakeProvider(latency=0.01) as fake:
         async with client(AIMLAPI("k", base_url=fake.url)) as c:
             outcomes = [
-                o async for o in c.generate_many(
+                o
+                async for o in c.generate_many(
                     (f"a{i}" for i in range(25)), concurrency=25, budget=3
                 )
             ]
@@ -82,7 +88,8 @@ async def test_price_per_job_is_used_before_any_charge_is_known() -> None:
     async with FakeProvider(latency=0.01) as fake:
         async with client(AIMLAPI("k", base_url=fake.url)) as c:
             outcomes = [
-                o async for o in c.generate_many(
+                o
+                async for o in c.generate_many(
                     (f"b{i}" for i in range(10)),
                     concurrency=10,
                     budget="4",
@@ -107,7 +114,8 @@ async def test_refunded_jobs_cost_nothing() -> None:
     async with FakeProvider(latency=0.01) as fake:
         async with client(ShortAPI("k", base_url=fake.url)) as c:
             outcomes = [
-                o async for o in c.generate_many(
+                o
+                async for o in c.generate_many(
                     ["[fault:fail] one", "[fault:fail] two", "ok three"], concurrency=1
                 )
             ]
@@ -129,9 +137,6 @@ async def test_refunded_jobs_do_not_use_up_the_budget() -> None:
             price = c.provider.estimate_cost(c.provider.prepare(GenerationRequest(prompt="x")))
             assert price is not None
             inputs = ["[fault:fail] r1", "[fault:fail] r2", "[fault:fail] r3", "s1", "s2"]
-            outcomes = [
-                o async for o in c.generate_many(inputs, concurrency=1, budget=price * 2)
-            ]
+            outcomes = [o async for o in c.generate_many(inputs, concurrency=1, budget=price * 2)]
     assert [o.status for o in outcomes] == ["failed"] * 3 + ["succeeded"] * 2
     assert sum(fake.creates_per_prompt.values()) == 5
-

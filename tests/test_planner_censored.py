@@ -176,7 +176,9 @@ def test_the_first_wave_of_a_long_tail_batch_is_not_polled_more_than_the_loop_po
     learned = replay_batch(PollPlanner(LatencyEstimate(8.0)), latencies, 200, random.Random(1))
     loop = replay_batch(interval, latencies, 200)
     first = sum(job.polls for job in learned[:200])
-    assert first <= 1.02 * sum(job.polls for job in loop[:200])  # before: 1.45x
+    # before: 1.45x. The margin is the coalescing grid's: 1 s waits come up to 1/8 early to
+    # share wake-ups (1.018x with a grid of 1/16, 1.040x with 1/8).
+    assert first <= 1.05 * sum(job.polls for job in loop[:200])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 6])

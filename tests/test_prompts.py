@@ -39,7 +39,8 @@ def test_text_lines_are_stripped_and_comments_and_blanks_skipped(tmp_path: Path)
         assert prompts.format == "text" and prompts.count == 2
         assert list(prompts) == ["a red fox", "fox #2"]
         assert list(prompts.lines()) == [
-            PromptLine(2, "a red fox", "a red fox"), PromptLine(6, "fox #2", "fox #2"),
+            PromptLine(2, "a red fox", "a red fox"),
+            PromptLine(6, "fox #2", "fox #2"),
         ]
         # It can be read again.
         assert list(prompts) == ["a red fox", "fox #2"]

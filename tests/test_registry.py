@@ -68,8 +68,9 @@ class RegistryMachine(RuleBasedStateMachine):
     def apply(self, entry: Entry, status: JobStatus, refunded: bool) -> None:
         """A provider update, as a poll, a callback or a create's answer brings it."""
         before = entry.status
-        self.registry.apply(entry, Update(status=status, error="the model said no",
-                                          refunded=refunded))
+        self.registry.apply(
+            entry, Update(status=status, error="the model said no", refunded=refunded)
+        )
         if before.is_terminal:
             assert entry.status is before
         elif status is JobStatus.FAILED and entry.status is JobStatus.FAILED:
@@ -83,8 +84,7 @@ class RegistryMachine(RuleBasedStateMachine):
     def finish(self, entry: Entry) -> None:
         """A deadline or a cancel ends the job from the client's side."""
         was_open = not entry.status.is_terminal
-        assert self.registry.finish(entry, JobStatus.TIMED_OUT, JobTimeoutError("late")) \
-            is was_open
+        assert self.registry.finish(entry, JobStatus.TIMED_OUT, JobTimeoutError("late")) is was_open
         if was_open:
             assert entry.status is JobStatus.TIMED_OUT
             assert isinstance(entry.error, JobTimeoutError) and entry.error.job is not None

@@ -47,8 +47,9 @@ def provider_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def client_for(name: str, fake: FakeProvider, webhooks: Webhooks | None = None,
-               **kwargs: Any) -> FluxClient:
+def client_for(
+    name: str, fake: FakeProvider, webhooks: Webhooks | None = None, **kwargs: Any
+) -> FluxClient:
     return FluxClient(
         PROVIDERS[name](fake.url),
         webhooks=webhooks or Webhooks(grace=10),
@@ -149,8 +150,12 @@ async def test_orphan_that_never_calls_home_ends_unknown(provider_name: str) -> 
 
 
 async def test_duplicate_late_and_out_of_order_callbacks(provider_name: str) -> None:
-    faults = Faults(callback_duplicate=0.5, callback_out_of_order=0.5, callback_late=0.3,
-                    callback_late_delay=0.1)
+    faults = Faults(
+        callback_duplicate=0.5,
+        callback_out_of_order=0.5,
+        callback_late=0.3,
+        callback_late_delay=0.1,
+    )
     events: list[Event] = []
     async with FakeProvider(latency=(0.01, 0.05), faults=faults, seed=7) as fake:
         async with client_for(provider_name, fake) as client:
@@ -167,11 +172,13 @@ async def test_duplicate_late_and_out_of_order_callbacks(provider_name: str) -> 
 async def test_exactly_once_when_polling_and_callbacks_race(provider_name: str) -> None:
     events: list[Event] = []
     poll = PollPolicy(wait_first=0.01, wait_initial=0.01, wait_max=0.02, timeout=20)
-    async with FakeProvider(latency=(0.01, 0.08), seed=8,
-                            faults=Faults(callback_duplicate=0.5)) as fake:
+    async with FakeProvider(
+        latency=(0.01, 0.08), seed=8, faults=Faults(callback_duplicate=0.5)
+    ) as fake:
         webhooks = Webhooks(grace=0.01)
-        async with client_for(provider_name, fake, webhooks, poll=poll,
-                              limits=Limits(polls_per_second=5000)) as client:
+        async with client_for(
+            provider_name, fake, webhooks, poll=poll, limits=Limits(polls_per_second=5000)
+        ) as client:
             client.subscribe(events.append)
             outcomes = [o async for o in client.generate_many(f"r{i}" for i in range(80))]
             await fake.wait_callbacks_idle()
@@ -205,8 +212,7 @@ def _callback_url(fake: FakeProvider, job_id: str | None) -> str:
     return url
 
 
-async def _post(url: str, body: bytes, headers: dict[str, str] | None = None
-                ) -> tuple[int, str]:
+async def _post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, str]:
     async with aiohttp.ClientSession() as session:
         async with session.post(url, data=body, headers=headers or {}) as response:
             return response.status, await response.text()
@@ -214,10 +220,18 @@ async def _post(url: str, body: bytes, headers: dict[str, str] | None = None
 
 def _terminal_body(provider: str, job_id: str, image: str) -> bytes:
     if provider == "shortapi":
-        return json.dumps({"code": 0, "data": {"job_id": job_id, "status": 2,
-                                               "result": {"images": [{"url": image}]}}}).encode()
-    return json.dumps({"timestamp": 1, "data": {
-        "task_id": job_id, "status": "completed", "output": {"image_url": image}}}).encode()
+        return json.dumps(
+            {
+                "code": 0,
+                "data": {"job_id": job_id, "status": 2, "result": {"images": [{"url": image}]}},
+            }
+        ).encode()
+    return json.dumps(
+        {
+            "timestamp": 1,
+            "data": {"task_id": job_id, "status": "completed", "output": {"image_url": image}},
+        }
+    ).encode()
 
 
 async def test_forged_tokens_get_a_uniform_404_and_change_nothing(
@@ -228,9 +242,12 @@ async def test_forged_tokens_get_a_uniform_404_and_change_nothing(
     base, token = url.rsplit("/", 1)
     body = _terminal_body(provider_name, job.id, "https://evil.example/x.png")
     answers = set()
-    for forged in (base + "/" + "A" * len(token), base + "/x",
-                   base.rsplit("/", 1)[0] + "/0000000000000000/" + token,
-                   url.replace(f"/{provider_name}/", "/other/")):
+    for forged in (
+        base + "/" + "A" * len(token),
+        base + "/x",
+        base.rsplit("/", 1)[0] + "/0000000000000000/" + token,
+        url.replace(f"/{provider_name}/", "/other/"),
+    ):
         status, text = await _post(forged, body)
         answers.add((status, text))
     assert answers == {(404, "not found\n")}
@@ -261,7 +278,8 @@ async def test_attacker_image_url_is_never_used(provider_name: str) -> None:
             if provider_name == "piapi":
                 headers["x-webhook-secret"] = fake.jobs[job.id].callback_secret or ""
             status, _ = await _post(
-                url, _terminal_body(provider_name, job.id, "https://evil.example/x.png"),
+                url,
+                _terminal_body(provider_name, job.id, "https://evil.example/x.png"),
                 headers,
             )
             assert status == 200
@@ -271,8 +289,9 @@ async def test_attacker_image_url_is_never_used(provider_name: str) -> None:
 
 
 @pytest.mark.parametrize("provider_name", ["piapi"])  # only PiAPI sends a per-job secret
-async def test_piapi_secret_is_checked(slow_job: tuple[FluxClient, FakeProvider, Any],
-                                       provider_name: str) -> None:
+async def test_piapi_secret_is_checked(
+    slow_job: tuple[FluxClient, FakeProvider, Any], provider_name: str
+) -> None:
     _client, fake, job = slow_job
     url = _callback_url(fake, job.id)
     body = _terminal_body("piapi", job.id, "https://evil.example/x.png")
@@ -282,17 +301,25 @@ async def test_piapi_secret_is_checked(slow_job: tuple[FluxClient, FakeProvider,
     assert not job.done()
 
 
-async def test_hostile_bodies_get_4xx(slow_job: tuple[FluxClient, FakeProvider, Any],
-                                      provider_name: str) -> None:
+async def test_hostile_bodies_get_4xx(
+    slow_job: tuple[FluxClient, FakeProvider, Any], provider_name: str
+) -> None:
     _client, fake, job = slow_job
     url = _callback_url(fake, job.id)
     headers = {}
     if provider_name == "piapi":
         headers["x-webhook-secret"] = fake.jobs[job.id].callback_secret or ""
-    for body in (b"", b"{not json", b"[1,2]", b'{"data": 5}', b'{"data": {"status": []}}',
-                 b'{"data": {"status": 2, "result": {"images": "x"}}}',
-                 b'{"code": 0, "data": {"status": 1e999999}}',
-                 b'{"data":' * 3000, b"\xff\xfe\x00"):
+    for body in (
+        b"",
+        b"{not json",
+        b"[1,2]",
+        b'{"data": 5}',
+        b'{"data": {"status": []}}',
+        b'{"data": {"status": 2, "result": {"images": "x"}}}',
+        b'{"code": 0, "data": {"status": 1e999999}}',
+        b'{"data":' * 3000,
+        b"\xff\xfe\x00",
+    ):
         status, _ = await _post(url, body, headers)
         assert 400 <= status < 500, body[:30]
     status, _ = await _post(url, b"x" * (300 * 1024), headers)
@@ -305,17 +332,20 @@ async def test_non_terminal_piapi_delivery_updates_status_only() -> None:
         async with client_for("piapi", fake, Webhooks(grace=30)) as client:
             job = await client.submit("progress")
             url = _callback_url(fake, job.id)
-            body = json.dumps({"timestamp": 1, "data": {"task_id": job.id,
-                                                        "status": "processing"}}).encode()
-            status, _ = await _post(url, body,
-                                    {"x-webhook-secret": fake.jobs[job.id].callback_secret or ""})
+            body = json.dumps(
+                {"timestamp": 1, "data": {"task_id": job.id, "status": "processing"}}
+            ).encode()
+            status, _ = await _post(
+                url, body, {"x-webhook-secret": fake.jobs[job.id].callback_secret or ""}
+            )
             assert status == 200
             assert job.status is JobStatus.RUNNING and not job.done()
     assert queries(fake) == 0
 
 
-async def test_access_log_hides_tokens_and_secrets(caplog: pytest.LogCaptureFixture,
-                                                   provider_name: str) -> None:
+async def test_access_log_hides_tokens_and_secrets(
+    caplog: pytest.LogCaptureFixture, provider_name: str
+) -> None:
     caplog.set_level(logging.DEBUG)
     async with FakeProvider(latency=0.02, seed=12) as fake:
         async with client_for(provider_name, fake) as client:
@@ -395,8 +425,9 @@ async def test_routes_added_to_an_existing_app_under_their_own_prefix() -> None:
                 await runner.cleanup()
     assert len(generations) == 3
     assert [c.http_status for c in fake.callbacks_sent] == [200, 200, 200]
-    assert all(c.url.startswith(f"http://127.0.0.1:{port}/custom/shortapi/")
-               for c in fake.callbacks_sent)
+    assert all(
+        c.url.startswith(f"http://127.0.0.1:{port}/custom/shortapi/") for c in fake.callbacks_sent
+    )
     assert set(fake.polls_per_job.values()) == {1}  # one verifying query each, no polls
 
 
@@ -420,8 +451,7 @@ def test_configuration_errors() -> None:
 _text = st.text(max_size=40)
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | _text,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(_text, children, max_size=4),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(_text, children, max_size=4),
     max_leaves=20,
 )
 
@@ -437,23 +467,37 @@ async def test_handle_webhook_survives_anything(provider_name: str) -> None:
             secret = fake.jobs[job.id or ""].callback_secret or ""
             results: list[tuple[str, str, dict[str, str], bytes]] = []
 
-            @settings(max_examples=150, deadline=None,
-                      suppress_health_check=[HealthCheck.function_scoped_fixture])
+            @settings(
+                max_examples=150,
+                deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture],
+            )
             @given(
                 method=st.sampled_from(["POST", "GET", "post", "", "DELETE"]),
                 use_path=st.sampled_from(["good", "junk", "prefix"]),
                 junk=st.text(max_size=60),
-                headers=st.dictionaries(st.text(max_size=20), st.text(max_size=40),
-                                        max_size=4),
+                headers=st.dictionaries(st.text(max_size=20), st.text(max_size=40), max_size=4),
                 with_secret=st.booleans(),
-                body=st.one_of(st.binary(max_size=200),
-                               _json_values.map(lambda v: json.dumps(v).encode()),
-                               st.builds(lambda s, i: json.dumps(
-                                   {"data": {"task_id": s, "job_id": s, "status": i}}).encode(),
-                                   _text, st.integers() | _text)),
+                body=st.one_of(
+                    st.binary(max_size=200),
+                    _json_values.map(lambda v: json.dumps(v).encode()),
+                    st.builds(
+                        lambda s, i: json.dumps(
+                            {"data": {"task_id": s, "job_id": s, "status": i}}
+                        ).encode(),
+                        _text,
+                        st.integers() | _text,
+                    ),
+                ),
             )
-            def check(method: str, use_path: str, junk: str, headers: dict[str, str],
-                      with_secret: bool, body: bytes) -> None:
+            def check(
+                method: str,
+                use_path: str,
+                junk: str,
+                headers: dict[str, str],
+                with_secret: bool,
+                body: bytes,
+            ) -> None:
                 chosen = {"good": path, "junk": junk, "prefix": path + "/" + junk}[use_path]
                 if with_secret:
                     headers = {**headers, "X-Webhook-Secret": secret}

@@ -15,7 +15,15 @@ FAST = ["--provider", "fake", "--fake-latency", "0.01,0.05"]
 # Polling for a FakeProvider reached as a real provider (whose polling waits seconds).
 QUICK_POLL = ["--first-poll", "0.05", "--poll-interval", "0.05"]
 MANIFEST_KEYS = [
-    "index", "line", "prompt", "status", "job_id", "image_urls", "files", "cost", "error",
+    "index",
+    "line",
+    "prompt",
+    "status",
+    "job_id",
+    "image_urls",
+    "files",
+    "cost",
+    "error",
 ]
 
 
@@ -35,8 +43,6 @@ def example_prompts() -> dict[int, str]:
         for number, text in enumerate(lines, 1)
         if text.strip() and not text.startswith("#")
     }
-
-
 
 
 def against(fake: FakeProvider, *, key: str = "k") -> list[str]:

@@ -64,8 +64,13 @@ def test_a_manifest_that_cannot_be_written_sends_nothing(
     source.write_text("a fox\n", encoding="utf-8")
     (tmp_path / "file").write_text("")
     status, _, stderr = run(
-        "batch", str(source), *against(fake), "--out", str(tmp_path / "out"),
-        "--manifest", str(tmp_path / "file" / "manifest.jsonl"),
+        "batch",
+        str(source),
+        *against(fake),
+        "--out",
+        str(tmp_path / "out"),
+        "--manifest",
+        str(tmp_path / "file" / "manifest.jsonl"),
     )
     assert status == 2
     assert stderr.startswith("flux-async: cannot write ") and len(stderr.splitlines()) == 1
@@ -120,8 +125,15 @@ def test_webhooks_with_the_fake(tmp_path: Path, run: Run) -> None:
     source = tmp_path / "prompts.txt"
     source.write_text("".join(f"fox {i}\n" for i in range(5)), encoding="utf-8")
     status, _, stderr = run(
-        "batch", str(source), *FAST, "--out", str(tmp_path / "out"), "--webhook-port", "0",
-        "--timeout", "20",
+        "batch",
+        str(source),
+        *FAST,
+        "--out",
+        str(tmp_path / "out"),
+        "--webhook-port",
+        "0",
+        "--timeout",
+        "20",
     )
     assert status == 0, stderr
 
@@ -169,8 +181,7 @@ def test_unexpected_errors_are_one_line(monkeypatch: pytest.MonkeyPatch, run: Ru
     status, _, stderr = run("generate", "a fox", *FAST)
     assert status == 1
     assert stderr == (
-        "flux-async: unexpected error: RuntimeError: boom second line "
-        "(run with -v for details)\n"
+        "flux-async: unexpected error: RuntimeError: boom second line (run with -v for details)\n"
     )
     status, _, stderr = run("generate", "a fox", *FAST, "-v")
     assert status == 1

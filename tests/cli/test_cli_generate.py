@@ -14,8 +14,17 @@ from flux_async.testing import FakeProvider
 
 def test_generate_prints_urls_and_saves(tmp_path: Path, run: Run) -> None:
     status, stdout, stderr = run(
-        "generate", "a red fox", *FAST, "--aspect-ratio", "16:9", "--num-images", "2",
-        "--model", "schnell", "--out", str(tmp_path / "new" / "dir"),
+        "generate",
+        "a red fox",
+        *FAST,
+        "--aspect-ratio",
+        "16:9",
+        "--num-images",
+        "2",
+        "--model",
+        "schnell",
+        "--out",
+        str(tmp_path / "new" / "dir"),
     )
     assert status == 0, stderr
     urls, paths = stdout.splitlines()[:2], stdout.splitlines()[2:]
@@ -39,18 +48,14 @@ def test_generate_with_the_fake_as_another_provider(fake_as: str, run: Run) -> N
     assert stdout.strip().endswith(".png")
 
 
-def test_generate_checks_out_before_paying(
-    tmp_path: Path, run: Run, fake: FakeProvider
-) -> None:
+def test_generate_checks_out_before_paying(tmp_path: Path, run: Run, fake: FakeProvider) -> None:
     taken = tmp_path / "taken"
     taken.write_text("a file, not a directory")
     status, stdout, stderr = run("generate", "a fox", *against(fake), "--out", str(taken))
     assert status == 2
     assert stdout == ""
     assert stderr == f"flux-async: cannot write {taken}: File exists\n"
-    status, _, stderr = run(
-        "generate", "a fox", *against(fake), "--out", str(taken / "below")
-    )
+    status, _, stderr = run("generate", "a fox", *against(fake), "--out", str(taken / "below"))
     assert status == 2
     assert stderr.startswith("flux-async: cannot write ") and len(stderr.splitlines()) == 1
     assert fake.create_attempts == 0
@@ -77,8 +82,16 @@ def test_the_key_comes_from_the_providers_own_variable(
 ) -> None:
     monkeypatch.setenv("SHORTAPI_KEY", "sk-from-the-environment")
     status, _, stderr = run(
-        "generate", "a fox", "--provider", "shortapi", "--base-url", fake.url,
-        "--first-poll", "0.05", "--poll-interval", "0.05",
+        "generate",
+        "a fox",
+        "--provider",
+        "shortapi",
+        "--base-url",
+        fake.url,
+        "--first-poll",
+        "0.05",
+        "--poll-interval",
+        "0.05",
     )
     assert status == 0, stderr
     assert fake.create_attempts == 1

@@ -44,8 +44,17 @@ def test_ctrl_c_records_every_line_and_the_counts_agree(tmp_path: Path) -> None:
     manifest = out / "manifest.jsonl"
     process = subprocess.Popen(
         [
-            *COMMAND, "batch", str(source), "--provider", "fake", "--fake-latency", "0.3,2.5",
-            "--concurrency", "40", "--out", str(out),
+            *COMMAND,
+            "batch",
+            str(source),
+            "--provider",
+            "fake",
+            "--fake-latency",
+            "0.3,2.5",
+            "--concurrency",
+            "40",
+            "--out",
+            str(out),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

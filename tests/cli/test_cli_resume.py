@@ -92,8 +92,16 @@ def test_kill_9_then_resume_pays_nothing_twice(
     tmp_path: Path, slow_fake: FakeProvider, run: Run
 ) -> None:
     source, out = _prompts(tmp_path), tmp_path / "out"
-    argv = ["batch", str(source), "--out", str(out), "--concurrency", "6", "-q",
-            *against(slow_fake)]
+    argv = [
+        "batch",
+        str(source),
+        "--out",
+        str(out),
+        "--concurrency",
+        "6",
+        "-q",
+        *against(slow_fake),
+    ]
     process = _start(argv)
     try:
         _wait_for_creates(process, slow_fake, 9)
@@ -139,8 +147,16 @@ def test_ctrl_c_prints_the_command_that_resumes(
     tmp_path: Path, slow_fake: FakeProvider, run: Run
 ) -> None:
     source, out = _prompts(tmp_path), tmp_path / "out"
-    argv = ["batch", str(source), "--out", str(out), "--concurrency", "6", "-q",
-            *against(slow_fake, key="secret-key-123")]
+    argv = [
+        "batch",
+        str(source),
+        "--out",
+        str(out),
+        "--concurrency",
+        "6",
+        "-q",
+        *against(slow_fake, key="secret-key-123"),
+    ]
     process = _start(argv)
     try:
         _wait_for_creates(process, slow_fake, 8)
@@ -167,8 +183,9 @@ def test_ctrl_c_prints_the_command_that_resumes(
     _check_resumed(out, slow_fake)
 
 
-def test_another_input_is_refused_naming_the_line(tmp_path: Path, fake: FakeProvider,
-                                                  run: Run) -> None:
+def test_another_input_is_refused_naming_the_line(
+    tmp_path: Path, fake: FakeProvider, run: Run
+) -> None:
     source, out = _prompts(tmp_path, 5), tmp_path / "out"
     argv = ["batch", str(source), "--out", str(out), "-q", *against(fake)]
     assert run(*argv)[0] == 0
@@ -200,8 +217,7 @@ def test_another_input_is_refused_naming_the_line(tmp_path: Path, fake: FakeProv
     assert fake.create_attempts == attempts + 5
 
 
-def test_a_corrupt_journal_is_one_clear_line(tmp_path: Path, fake: FakeProvider,
-                                              run: Run) -> None:
+def test_a_corrupt_journal_is_one_clear_line(tmp_path: Path, fake: FakeProvider, run: Run) -> None:
     source, out = _prompts(tmp_path, 3), tmp_path / "out"
     out.mkdir()
     (out / "journal.sqlite").write_bytes(b"this is not a database" * 100)

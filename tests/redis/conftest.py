@@ -45,10 +45,23 @@ class RedisServer:
         assert self.process is None or self.process.poll() is not None
         self.process = subprocess.Popen(
             [
-                self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.workdir), "--save", "", "--appendonly", "yes",
-                "--appendfsync", "everysec", "--protected-mode", "yes",
-                "--logfile", str(self.workdir / "redis.log"),
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.workdir),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--protected-mode",
+                "yes",
+                "--logfile",
+                str(self.workdir / "redis.log"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -83,10 +96,13 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A running redis-server of this test's own (data in ``tmp_path``)."""
     if REDIS_SERVER is None:
         if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed, and CI must run the Redis tests "
-                        "(.ci/run installs the Debian package redis-server)")
-        pytest.skip("redis-server is not installed (apt-get install redis-server); "
-                    "CI runs these tests")
+            pytest.fail(
+                "redis-server is not installed, and CI must run the Redis tests "
+                "(.ci/run installs the Debian package redis-server)"
+            )
+        pytest.skip(
+            "redis-server is not installed (apt-get install redis-server); CI runs these tests"
+        )
     workdir = tmp_path / "redis"
     workdir.mkdir()
     server = RedisServer(REDIS_SERVER, workdir)

@@ -68,15 +68,29 @@ async def test_two_replicas_in_two_processes(redis_server: RedisServer, namespac
     b_url = f"http://127.0.0.1:{port}/flux-webhooks"
     async with FakeProvider(latency=(0.2, 0.6), seed=8, api_key=API_KEY) as fake:
         store_b = RedisStore(redis_server.url, namespace=namespace, replica="replica-b")
-        async with store_b, FluxClient(
-            ShortAPI(API_KEY, base_url=fake.url), store=store_b,
-            webhooks=Webhooks(port=port, grace=60),
-        ) as replica_b:
-            options = {"redis": redis_server.url, "ns": namespace, "key": API_KEY,
-                       "fake": fake.url, "b": b_url, "jobs": JOBS}
+        async with (
+            store_b,
+            FluxClient(
+                ShortAPI(API_KEY, base_url=fake.url),
+                store=store_b,
+                webhooks=Webhooks(port=port, grace=60),
+            ) as replica_b,
+        ):
+            options = {
+                "redis": redis_server.url,
+                "ns": namespace,
+                "key": API_KEY,
+                "fake": fake.url,
+                "b": b_url,
+                "jobs": JOBS,
+            }
             child = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", REPLICA_A, json.dumps(options),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                sys.executable,
+                "-c",
+                REPLICA_A,
+                json.dumps(options),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
                 env={**os.environ, "PYTHONWARNINGS": "error"},
             )
             out, err = await asyncio.wait_for(child.communicate(), 45)
@@ -105,10 +119,13 @@ async def test_a_batch_outlives_a_redis_restart(redis_server: RedisServer, names
     prompts = [f"a field of poppies, take {i}" for i in range(150)]
     async with FakeProvider(latency=(0.2, 0.6), seed=9, api_key=API_KEY) as fake:
         store = RedisStore(redis_server.url, namespace=namespace, retry_for=30)
-        async with store, FluxClient(
-            ShortAPI(API_KEY, base_url=fake.url),
-            poll=PollPolicy(wait_first=0.1, wait_initial=0.05, wait_max=0.2, timeout=60),
-        ) as client:
+        async with (
+            store,
+            FluxClient(
+                ShortAPI(API_KEY, base_url=fake.url),
+                poll=PollPolicy(wait_first=0.1, wait_initial=0.05, wait_max=0.2, timeout=60),
+            ) as client,
+        ):
             outcomes = []
             restarted = asyncio.Event()
             at_kill: list[int] = []

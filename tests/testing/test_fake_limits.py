@@ -226,9 +226,7 @@ async def test_fake_slows_down_after_n_jobs(http: aiohttp.ClientSession) -> None
     async with FakeProvider(latency=latency, seed=4) as fake:
         for index in range(5):
             assert (await sa_create(http, fake, prompt=f"p{index}"))[0] == 200
-        taken = [
-            (job.ready_at or math.inf) - job.created_at for job in fake.jobs.values()
-        ]
+        taken = [(job.ready_at or math.inf) - job.created_at for job in fake.jobs.values()]
         assert all(x < 1 for x in taken[:3]) and all(x > 1 for x in taken[3:])
     async with FakeProvider(latency=latency, seed=4) as again:
         for index in range(5):

@@ -67,9 +67,7 @@ async def test_jobs_outlive_the_client_that_created_them() -> None:
             task_id = await pi_create(first, fake, pi_body())
             args = {"prompt": "x", "aspect_ratio": "1:1"}
             body = {"model": "shortapi/flux-1.0/text-to-image", "args": args}
-            async with first.post(
-                f"{fake.url}/api/v1/job/create", json=body, headers=BEARER
-            ) as r:
+            async with first.post(f"{fake.url}/api/v1/job/create", json=body, headers=BEARER) as r:
                 job_id = (await r.json())["data"]["job_id"]
         await anyio.sleep(0.1)
         # A new process would open a new session; the fake keeps every job by id.
