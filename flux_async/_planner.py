@@ -91,7 +91,7 @@ class PollPlanner:
     on, waits are shortened by up to `LATER_JITTER`, a margin on the p99 lag. No check
     comes later than planned, so the lag bound holds (full jitter, ``U(0, wait)``, would
     halve the waits and double the requests; on top of this, the scheduler moves polls up
-    to 1/16 of their wait earlier to share wake-ups: see `replay_batch`). A share ``probe``
+    to 1/16 or 1/8 of their wait earlier to share wake-ups: see `coalesced_due`). A share ``probe``
     of jobs get their first check at 30-70 % of the planned time: they keep a provider that
     sped up from hiding behind a first check that finds everything done, and they tell
     where the jobs that first check finds ready ended (`probed`, `_low_end`).
