@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from ._latency import BUCKETS, LOW, LatencyEstimate, bucket_position, bucket_seconds
-from ._scheduler import coalesced_due
+from ._scheduler import PollScheduler, coalesced_due
 
 #: The jobs still running, for censoring: for each, its creation time (on the clock of the
 #: ``now`` given to the estimate's ``observe*``) and its age at the last poll that found it
@@ -671,7 +671,8 @@ def replay_batch(
     that have ended, as a client does: its first samples are the batch's fastest jobs. The
     replay takes `PollLane`'s decisions (a `ModelPlan` over the planner's estimate: scouts,
     first polls moved earlier, the jobs still running as censored observations) and its
-    scheduler's (polls a little early, to share wake-ups: `coalesced_due`).
+    scheduler's (polls a little early, to share wake-ups: `coalesced_due`; a first poll
+    due within `PollScheduler.FIRST_EXACT_WAIT` at its planned age).
     ``planner`` a float: the hand-written loop's interval. Simulated time; deterministic
     for a seeded ``rng``.
 
@@ -713,7 +714,9 @@ def replay_batch(
             wait, scout = model.first_wait(len(running), rng)
         job = [0.0, now, latency, 0.0, 0.0, 1.0 if scout else 0.0, wait]
         running[created] = job
-        push(created, job, now + wait if model is None else coalesced_due(now, wait))
+        # As `PollScheduler.add`: a short first wait is not moved onto the grid.
+        exact = model is None or wait < PollScheduler.FIRST_EXACT_WAIT
+        push(created, job, now + wait if exact else coalesced_due(now, wait))
 
     for _ in range(concurrency):
         create()

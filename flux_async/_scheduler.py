@@ -146,6 +146,12 @@ class PollScheduler:
         self._heap.clear()
         self._held = None
 
+    #: A first poll due sooner than this is not moved onto the coalescing grid: for jobs
+    #: done in a fraction of a second the first check is where the plan's lag and requests
+    #: are decided (up to 1/16 of its wait early: ~4 ms on a 0.2 s check, ~1 % more polls),
+    #: and first polls that fall due together still share a wake-up within `EARLY`.
+    FIRST_EXACT_WAIT = 0.5
+
     def add(self, entry: Entry, *, first_wait: float | None = None, slow: bool = False) -> None:
         """Start tracking a submitted job: set its deadline and its first poll.
 
@@ -160,7 +166,10 @@ class PollScheduler:
             # A little jitter on the first check keeps a burst of creates from becoming a
             # burst of polls.
             wait *= self._rng.uniform(0.9, 1.1)
-        self._push(entry, self._due(now, wait))
+        if wait < self.FIRST_EXACT_WAIT:
+            self._push(entry, now + wait)
+        else:
+            self._push(entry, self._due(now, wait))
 
     def schedule_next(self, entry: Entry, *, at_least: float = 0.0) -> None:
         """Schedule the next poll of a job that is still running, by its backoff."""

@@ -1,0 +1,85 @@
+"""A learned schedule's first poll: due at its planned age, not moved onto the scheduler's
+coalescing grid, when the wait is short (jobs done in a fraction of a second); long waits
+keep the grid. The scheduler and the replay (`_planner.replay_batch`) take the same decision.
+
+No wall-clock assertions: due times are read from the heap, the replay runs in simulated time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import pytest
+
+from flux_async import PollPolicy
+from flux_async._latency import LatencyEstimate
+from flux_async._planner import PollPlanner, replay_batch
+from flux_async._registry import Entry, Registry
+from flux_async._scheduler import COALESCE_MAX, PollScheduler
+
+
+def coalescing_scheduler() -> PollScheduler:
+    return PollScheduler(
+        policy=PollPolicy(timeout=300.0),
+        first_wait=8.0,
+        acquire_slot=asyncio.Semaphore(1).acquire,
+        release_slot=lambda: None,
+        poll=lambda entry: asyncio.sleep(0),
+        on_deadline=lambda entry: None,
+        rng=None,
+        coalesce=True,
+    )
+
+
+def accepted(count: int) -> list[Entry]:
+    registry = Registry(clock=time.time)
+    entries = []
+    for n in range(count):
+        entry = registry.allocate("shortapi", "flux")
+        registry.accept(entry, f"job-{n}")
+        entries.append(entry)
+    return entries
+
+
+@pytest.mark.anyio
+async def test_a_short_learned_first_wait_is_due_at_its_planned_age() -> None:
+    """Before, a 0.2 s first wait was floored onto a 1/128 s grid: up to 7.8 ms (~4 % of the
+    wait) early, which on 0.1-0.3 s jobs is ~1 % more polls; first polls that fall due
+    together still share a wake-up (the scheduler's `EARLY` window)."""
+    scheduler = coalescing_scheduler()
+    for k, entry in enumerate(accepted(20)):
+        wait = 0.2 + 0.0007 * k
+        scheduler.add(entry, first_wait=wait)
+        assert entry.next_poll is not None
+        assert entry.next_poll - scheduler.started(entry) == pytest.approx(wait, abs=1e-9)
+
+
+@pytest.mark.anyio
+async def test_a_long_learned_first_wait_stays_on_the_coalescing_grid() -> None:
+    scheduler = coalescing_scheduler()
+    for entry in accepted(5):
+        scheduler.add(entry, first_wait=5.0)
+        assert entry.next_poll is not None
+        started = scheduler.started(entry)
+        assert started + 5.0 - COALESCE_MAX <= entry.next_poll <= started + 5.0
+        grid_steps = entry.next_poll / COALESCE_MAX
+        assert grid_steps == pytest.approx(round(grid_steps), abs=1e-6)
+
+
+def test_the_replay_polls_first_at_the_planned_age_as_the_scheduler_does() -> None:
+    """Jobs that end 1 ms before the planned first check are found by it: one poll each.
+    With the first poll floored onto the grid (before), each took two."""
+    rng = random.Random(2)
+    estimate = LatencyEstimate(None)
+    for _ in range(400):
+        estimate.observe(rng.uniform(0.1, 0.3))
+    planner = PollPlanner(estimate)
+    first = planner.first_check
+    assert 0.15 < first < 0.5  # a short first wait
+    # All created at once, before any ends: every first poll is planned from this plan;
+    # no rng, so no jitter and no probes.
+    jobs = replay_batch(planner, [first - 0.001] * 50, 50, None)
+    assert [job.polls for job in jobs] == [1] * 50
+    assert max(job.lag for job in jobs) == pytest.approx(0.001, abs=1e-9)
