@@ -15,7 +15,7 @@ import pytest
 
 from flux_async import PollPolicy
 from flux_async._latency import LatencyEstimate
-from flux_async._planner import PollPlanner, replay_batch
+from flux_async._planner import SCOUTS, ModelPlan, PollPlanner, replay_batch
 from flux_async._registry import Entry, Registry
 from flux_async._scheduler import COALESCE_MAX, PollScheduler
 
@@ -83,3 +83,24 @@ def test_the_replay_polls_first_at_the_planned_age_as_the_scheduler_does() -> No
     jobs = replay_batch(planner, [first - 0.001] * 50, 50, None)
     assert [job.polls for job in jobs] == [1] * 50
     assert max(job.lag for job in jobs) == pytest.approx(0.001, abs=1e-9)
+
+
+def test_scouts_polled_before_the_model_learned_move_to_the_plans_next_check() -> None:
+    """A scout polled before any job ended waits twice its age; once the model learns, its
+    next poll moves to a lag target after its last one. Before, the scouts checked at
+    0.15-0.19 s were next checked at 0.30-0.38 s, finding 0.2 s jobs up to 178 ms late."""
+    jobs = replay_batch(PollPlanner(LatencyEstimate(8.0)), [0.2] * 40, 40, None)
+    scouts = jobs[:SCOUTS]
+    lag_target = 0.1  # the planner's floor, for 0.2 s jobs
+    assert max(job.lag for job in scouts) <= lag_target + 1e-9
+    assert max(job.polls for job in scouts) <= 2
+
+
+def test_a_scouts_moved_poll_is_never_in_the_past() -> None:
+    estimate = LatencyEstimate(None)
+    for _ in range(50):
+        estimate.observe(0.2)
+    model = ModelPlan(estimate, 15.0)
+    gap = model.planner.lag_target
+    assert model.moved_scout(10.0, 0.15, 10.2) == pytest.approx(10.15 + gap)
+    assert model.moved_scout(10.0, 0.15, 10.4) == 10.4
