@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from ._latency import BUCKETS, LOW, LatencyEstimate, bucket_position, bucket_seconds
-from ._scheduler import coalesced_due
+from ._scheduler import COALESCE_LONG_WAIT, coalesced_due, grid_step, on_grid
 
 #: The jobs still running, for censoring: for each, its creation time (on the clock of the
 #: ``now`` given to the estimate's ``observe*``) and its age at the last poll that found it
@@ -44,7 +44,8 @@ __all__ = [
 SCOUTS = 12
 SCOUT_FIRST = 0.15
 
-#: The share by which waits from a job's third poll on may come early (see `delay`).
+#: The share by which waits from a job's third poll on may come early (see `delay`): any
+#: amount up to it for a short wait, a whole grid step with the same mean for a long one.
 LATER_JITTER = 0.05
 
 #: A probe's first check, as a share of the planned first check's age (see `PollPlanner`).
@@ -88,10 +89,17 @@ class PollPlanner:
     ``cap``. The first is shortened by up to ``jitter`` (a fraction; of the lag target at
     most once the start is fitted to the probes): jobs created together are checked apart,
     and stay apart, as their later waits depend on their ages only. From the third poll
-    on, waits are shortened by up to `LATER_JITTER`, a margin on the p99 lag. No check
-    comes later than planned, so the lag bound holds (full jitter, ``U(0, wait)``, would
-    halve the waits and double the requests; on top of this, the scheduler moves polls up
-    to 1/16 or 1/8 of their wait earlier to share wake-ups: see `coalesced_due`). A share ``probe``
+    on, waits come early by half of `LATER_JITTER` on average, a margin on the p99 lag:
+    short ones by up to that share, long ones (half a second or more) by a whole grid step
+    of the scheduler now and then. No check comes later than planned, so the lag bound holds
+    (full jitter, ``U(0, wait)``, would halve the waits and double the requests). Long
+    waits, ``D`` among them, are whole numbers of the scheduler's grid steps (`on_grid`:
+    rounded by at most a ninth), which moves polls up to 1/16 of a short wait or 1/4 of a
+    long one earlier to share wake-ups (`coalesced_due`): a job polled every ``D`` stays on
+    one grid slot, a few wake-ups a second for the whole batch. Without the random step,
+    jobs polled at the same ages forever teach an estimate that cannot tell where in
+    between they ended (a provider that slowed down was then found up to 7 s late in the
+    replays). A share ``probe``
     of jobs get their first check at 30-70 % of the planned time: they keep a provider that
     sped up from hiding behind a first check that finds everything done, and they tell
     where the jobs that first check finds ready ended (`probed`, `_low_end`).
@@ -229,7 +237,9 @@ class PollPlanner:
         first = start + gap
         if end - first > gap * self.max_body_polls:
             gap = (end - first) / self.max_body_polls
-        self._gap = gap = min(gap, self.cap)
+        # A whole number of the scheduler's grid steps (the nearest): a job polled every
+        # ``gap`` stays on one grid slot and shares its wake-ups (see `on_grid`).
+        self._gap = gap = on_grid(min(gap, self.cap))
         self._first = min(first, self.cap)
         self._body_end = end
         # The lag target of a job still running at an age: at least ``running_ratio`` of
@@ -251,7 +261,7 @@ class PollPlanner:
             count = counts[j]
             fraction = (target - cumulative[j]) / count if count > 0.0 else 0.0
             running_median = bucket_seconds(j + min(fraction, 1.0))
-            gaps[i] = min(self.cap, max(gap, ratio * running_median))
+            gaps[i] = on_grid(min(self.cap, max(gap, ratio * running_median)))
 
     def probed(self, age: float, ready: bool) -> None:
         """Learn a job's first poll: at ``age`` seconds it found the job ``ready`` or not.
@@ -497,7 +507,14 @@ class PollPlanner:
             # From the third poll on, up to `LATER_JITTER` earlier: a margin on the lag
             # target where the loop polls at the same interval (a tie at its p99 otherwise);
             # not the second, which a fast job's first check leaves at the end of its range.
-            wait *= 1.0 - LATER_JITTER * rng.random()
+            if wait < COALESCE_LONG_WAIT:
+                wait *= 1.0 - LATER_JITTER * rng.random()
+            else:
+                # A long wait keeps its job on the scheduler's grid (see `on_grid`): the
+                # same mean, as a whole grid step early now and then.
+                step = grid_step(wait)
+                if rng.random() * step < 0.5 * LATER_JITTER * wait:
+                    wait -= step
         return wait if wait > self.min_gap else self.min_gap
 
 

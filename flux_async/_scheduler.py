@@ -23,7 +23,7 @@ from ._config import PollPolicy
 from ._registry import Entry
 from ._retry import TokenBucket, jittered, wait_table
 
-__all__ = ["PollScheduler", "coalesced_due"]
+__all__ = ["PollScheduler", "coalesced_due", "grid_step", "on_grid"]
 
 logger = logging.getLogger("flux_async")
 
@@ -37,13 +37,23 @@ EARLY = 0.003
 #: grid, so polls that fall due close together share one wake-up. A wake-up is what a
 #: spread-out schedule pays for: on a 2-core VM, the same 200 requests a second cost a
 #: client ~640 µs each sent one at a time and ~250 µs each sent 25 at a time (the fake
-#: ~415 vs ~170). Waits of `COALESCE_LONG_WAIT` or more take an eighth (~2 % more polls
-#: for about half the wake-ups); shorter ones, where a few ms early is a wasted request
-#: (jobs done in a fraction of a second), take a sixteenth.
+#: ~415 vs ~170). Waits of `COALESCE_LONG_WAIT` or more take a quarter, at most 250 ms:
+#: four wake-ups a second at most. Such a wait counts from when the poll before it was
+#: sent, which lies on the grid, and the planner rounds its lag target to a whole number
+#: of grid steps (`on_grid`), so a job stays on one grid slot from poll to poll and the
+#: rounding down costs nothing after its first poll. Shorter waits, where a few ms early
+#: is a wasted request (jobs done in a fraction of a second), take a sixteenth.
 COALESCE_SHARE = 1.0 / 16.0
-COALESCE_LONG_SHARE = 1.0 / 8.0
+COALESCE_LONG_SHARE = 1.0 / 4.0
 COALESCE_LONG_WAIT = 0.5
-COALESCE_MAX = 0.125
+COALESCE_MAX = 0.25
+
+
+def grid_step(wait: float) -> float:
+    """The grid a poll ``wait`` seconds away is rounded down onto (see `coalesced_due`):
+    a power of two, so that polls with similar waits land on the same grid."""
+    share = wait * (COALESCE_LONG_SHARE if wait >= COALESCE_LONG_WAIT else COALESCE_SHARE)
+    return math.ldexp(1.0, math.frexp(share if share < COALESCE_MAX else COALESCE_MAX)[1] - 1)
 
 
 def coalesced_due(now: float, wait: float) -> float:
@@ -51,12 +61,26 @@ def coalesced_due(now: float, wait: float) -> float:
     onto a power-of-two grid of at most a share of the wait (see `COALESCE_SHARE`), so that
     polls due close together share one wake-up. Shared by `PollScheduler` and the replay."""
     due = now + wait
-    grid = wait * (COALESCE_LONG_SHARE if wait >= COALESCE_LONG_WAIT else COALESCE_SHARE)
-    if grid < EARLY or due == math.inf:
+    if wait * COALESCE_SHARE < EARLY or due == math.inf:
         return due
-    # A power of two, so polls with similar waits land on the same grid.
-    grid = math.ldexp(1.0, math.frexp(grid if grid < COALESCE_MAX else COALESCE_MAX)[1] - 1)
+    grid = grid_step(wait)
     return math.floor(due / grid) * grid
+
+
+def on_grid(wait: float) -> float:
+    """``wait`` rounded to the nearest whole number of its own grid steps (`grid_step`),
+    for waits of `COALESCE_LONG_WAIT` or more (shorter ones as they are).
+
+    A poll that waits a whole number of grid steps after one sent on the grid is due on
+    the grid: `coalesced_due` does not move it, and jobs polled at the same interval share
+    wake-ups for good. Rounding moves the wait by at most a ninth (0.99 s -> 1 s, 1.1 s ->
+    1 s, 1.2 s -> 1.25 s).
+    """
+    if not COALESCE_LONG_WAIT <= wait < math.inf:
+        return wait
+    grid = grid_step(wait)
+    rounded = max(COALESCE_LONG_WAIT, round(wait / grid) * grid)
+    return rounded
 
 
 #: The heap is rebuilt without its stale items (jobs finished or rescheduled since they were
@@ -168,9 +192,17 @@ class PollScheduler:
         entry.attempt += 1
         self._push(entry, self._now() + wait)
 
-    def schedule_in(self, entry: Entry, wait: float) -> None:
-        """Schedule the next poll of a job ``wait`` seconds from now (a learned schedule)."""
-        self._push(entry, self._due(self._now(), wait))
+    def schedule_in(self, entry: Entry, wait: float, *, sent: float | None = None) -> None:
+        """Schedule the next poll of a job ``wait`` seconds from now (a learned schedule).
+
+        ``sent``: when the poll just answered was sent. A wait of `COALESCE_LONG_WAIT` or
+        more counts from then rather than from now: the job keeps the grid slot it was
+        polled on (see `on_grid`), and its polls are ``wait`` apart as sent, which is what
+        the plan's lag target means, rather than ``wait`` plus a round trip.
+        """
+        now = self._now()
+        start = sent if sent is not None and wait >= COALESCE_LONG_WAIT and sent <= now else now
+        self._push(entry, self._due(start, wait))
 
     def replan(self, entry: Entry, due: float) -> None:
         """Move a job's next poll earlier, to ``due`` (the old heap item becomes stale)."""
