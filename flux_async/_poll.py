@@ -123,7 +123,7 @@ class PollLane:
                     entry.attempt = _UNPLANNED  # its first poll is no probe of the plan
                 return
             wait, scout = self._first_wait(entry)
-            self.scheduler.add(entry, first_wait=wait)
+            self.scheduler.add(entry, first_wait=wait, step=self._model(entry.model).planner.grid)
             if scout:
                 entry.attempt = _SCOUT
             return
@@ -249,7 +249,7 @@ class PollLane:
         model.planner.censored = model.estimate.samples < len(scheduler)
         wait = model.next_wait(age, entry.polls, entry.attempt == _SCOUT, self._rng)
         if wait > at_least:
-            scheduler.schedule_in(entry, wait, sent=sent)
+            scheduler.schedule_in(entry, wait, sent=sent, step=model.planner.grid)
         else:
             scheduler.schedule_in(entry, at_least)
 

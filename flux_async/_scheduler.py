@@ -56,15 +56,19 @@ def grid_step(wait: float) -> float:
     return math.ldexp(1.0, math.frexp(share if share < COALESCE_MAX else COALESCE_MAX)[1] - 1)
 
 
-def coalesced_due(now: float, wait: float) -> float:
+def coalesced_due(now: float, wait: float, step: float = 0.0) -> float:
     """The due time of a learned schedule's poll ``wait`` seconds from ``now``: rounded down
-    onto a power-of-two grid of at most a share of the wait (see `COALESCE_SHARE`), so that
-    polls due close together share one wake-up. Shared by `PollScheduler` and the replay."""
+    onto a grid of at most a share of the wait (see `COALESCE_SHARE`), so that polls due
+    close together share one wake-up. The grid is ``step`` (a model's: `PollPlanner.grid`)
+    where that is at most `COALESCE_LONG_SHARE` of the wait, else a power of two
+    (`grid_step`). Shared by `PollScheduler` and the replay."""
     due = now + wait
     if wait * COALESCE_SHARE < EARLY or due == math.inf:
         return due
-    grid = grid_step(wait)
-    return math.floor(due / grid) * grid
+    grid = step if 0.0 < step <= wait * COALESCE_LONG_SHARE else grid_step(wait)
+    # A hair over, so that a due time already on the grid plus whole steps stays there
+    # whatever the float rounding of the division.
+    return math.floor(due / grid + 1e-9) * grid
 
 
 def on_grid(wait: float) -> float:
@@ -170,11 +174,19 @@ class PollScheduler:
         self._heap.clear()
         self._held = None
 
-    def add(self, entry: Entry, *, first_wait: float | None = None, slow: bool = False) -> None:
+    def add(
+        self,
+        entry: Entry,
+        *,
+        first_wait: float | None = None,
+        slow: bool = False,
+        step: float = 0.0,
+    ) -> None:
         """Start tracking a submitted job: set its deadline and its first poll.
 
         ``slow``: after the first poll, wait the longest backoff step each time (the
-        safety net behind webhooks).
+        safety net behind webhooks). ``step``: the grid of the job's model (see
+        `schedule_in`), so that its first poll already falls on it.
         """
         now = self._now()
         entry.deadline = now + self._policy.timeout
@@ -184,7 +196,7 @@ class PollScheduler:
             # A little jitter on the first check keeps a burst of creates from becoming a
             # burst of polls.
             wait *= self._rng.uniform(0.9, 1.1)
-        self._push(entry, self._due(now, wait))
+        self._push(entry, self._due(now, wait, step))
 
     def schedule_next(self, entry: Entry, *, at_least: float = 0.0) -> None:
         """Schedule the next poll of a job that is still running, by its backoff."""
@@ -192,17 +204,20 @@ class PollScheduler:
         entry.attempt += 1
         self._push(entry, self._now() + wait)
 
-    def schedule_in(self, entry: Entry, wait: float, *, sent: float | None = None) -> None:
+    def schedule_in(
+        self, entry: Entry, wait: float, *, sent: float | None = None, step: float = 0.0
+    ) -> None:
         """Schedule the next poll of a job ``wait`` seconds from now (a learned schedule).
 
         ``sent``: when the poll just answered was sent. A wait of `COALESCE_LONG_WAIT` or
         more counts from then rather than from now: the job keeps the grid slot it was
-        polled on (see `on_grid`), and its polls are ``wait`` apart as sent, which is what
-        the plan's lag target means, rather than ``wait`` plus a round trip.
+        polled on (``step``, its model's grid: `PollPlanner.grid`), and its polls are
+        ``wait`` apart as sent, which is what the plan's lag target means, rather than
+        ``wait`` plus a round trip.
         """
         now = self._now()
         start = sent if sent is not None and wait >= COALESCE_LONG_WAIT and sent <= now else now
-        self._push(entry, self._due(start, wait))
+        self._push(entry, self._due(start, wait, step))
 
     def replan(self, entry: Entry, due: float) -> None:
         """Move a job's next poll earlier, to ``due`` (the old heap item becomes stale)."""
@@ -225,9 +240,9 @@ class PollScheduler:
         loop = self._loop or asyncio.get_running_loop()
         return loop.time()
 
-    def _due(self, now: float, wait: float) -> float:
+    def _due(self, now: float, wait: float, step: float = 0.0) -> float:
         """The due time of a poll ``wait`` seconds from ``now`` (see ``coalesce``)."""
-        return coalesced_due(now, wait) if self._coalesce else now + wait
+        return coalesced_due(now, wait, step) if self._coalesce else now + wait
 
     def _push(self, entry: Entry, due: float) -> None:
         if entry.status.is_terminal:
