@@ -116,6 +116,8 @@ class PollLane:
         """
         if entry.status.is_terminal:
             return
+        # A first wait given: attached by id or again after a restart (see `learn`).
+        entry.attached = first_wait is not None
         if self._webhooks is None or not callbacks:
             if first_wait is not None or not self._learned:
                 self.scheduler.add(entry, first_wait=first_wait)
@@ -259,6 +261,8 @@ class PollLane:
             return
         if entry.deadline == float("inf"):
             return  # never tracked here (e.g. finished before its create was answered)
+        if entry.attached:
+            return  # its age here is the time since it was attached, not its latency
         model = self._model(entry.model)
         now = self.scheduler.now()
         if entry is self._answering:
