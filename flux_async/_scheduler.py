@@ -47,6 +47,10 @@ COALESCE_SHARE = 1.0 / 16.0
 COALESCE_LONG_SHARE = 1.0 / 4.0
 COALESCE_LONG_WAIT = 0.5
 COALESCE_MAX = 0.25
+#: A model's own grid (`PollPlanner.grid`: a quarter to a seventh of its lag target) is used
+#: for waits of three of its steps or more: a lag target shortened by one step, now and
+#: then, stays on it.
+COALESCE_STEP_SHARE = 1.0 / 3.0
 
 
 def grid_step(wait: float) -> float:
@@ -60,12 +64,14 @@ def coalesced_due(now: float, wait: float, step: float = 0.0) -> float:
     """The due time of a learned schedule's poll ``wait`` seconds from ``now``: rounded down
     onto a grid of at most a share of the wait (see `COALESCE_SHARE`), so that polls due
     close together share one wake-up. The grid is ``step`` (a model's: `PollPlanner.grid`)
-    where that is at most `COALESCE_LONG_SHARE` of the wait, else a power of two
-    (`grid_step`). Shared by `PollScheduler` and the replay."""
+    where the wait is three steps or more, else a power of two (`grid_step`). A wait of
+    whole steps from a poll on the grid is not moved at all. Shared by `PollScheduler` and
+    the replay."""
     due = now + wait
     if wait * COALESCE_SHARE < EARLY or due == math.inf:
         return due
-    grid = step if 0.0 < step <= wait * COALESCE_LONG_SHARE else grid_step(wait)
+    # (Whole steps computed in floats: a wait of exactly three steps may be a hair under.)
+    grid = step if 0.0 < step <= wait * COALESCE_STEP_SHARE * (1.0 + 1e-9) else grid_step(wait)
     # A hair over, so that a due time already on the grid plus whole steps stays there
     # whatever the float rounding of the division.
     return math.floor(due / grid + 1e-9) * grid

@@ -193,16 +193,17 @@ def test_a_models_own_grid_keeps_its_jobs_on_it() -> None:
     """A model's lag target, shortened by its margin, is no power of two: its grid is a
     whole share of it (`PollPlanner.grid`), and a poll waiting whole steps from a slot of
     that grid is due on a slot of it, the first poll too; a grid coarser than a quarter
-    of a wait is not used for it (it could come too early)."""
+    of a third of a wait is not used for it (it could come too early)."""
     for step in (0.121875, 0.24375, 0.2, 0.3046875):
         for n in range(1, 2000, 37):
             slot = n * step
-            for steps in (4, 5, 7, 13):
+            for steps in (3, 4, 5, 7, 13):
                 due = _scheduler.coalesced_due(slot + 0.3 * step, steps * step, step)
                 assert due == pytest.approx(slot + steps * step, abs=1e-9)
             first = 2.7 + n * 0.001
             due = _scheduler.coalesced_due(0.0, first, step)
             assert first - step <= due <= first
             assert due / step == pytest.approx(round(due / step), abs=1e-6)
-    # A 0.6 s wait with a 0.24 s grid would come 40 % early: the power-of-two grid instead.
-    assert _scheduler.coalesced_due(100.0, 0.6, 0.24375) == _scheduler.coalesced_due(100.0, 0.6)
+    # A 0.6 s wait with a 0.24 s grid could come 40 % early: the power-of-two grid instead.
+    assert _scheduler.coalesced_due(100.1, 0.6, 0.24375) == _scheduler.coalesced_due(100.1, 0.6)
+    assert _scheduler.coalesced_due(100.1, 0.6, 0.24375) >= 100.1 + 0.6 - 0.6 / 4
