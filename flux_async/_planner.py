@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from ._latency import BUCKETS, LOW, LatencyEstimate, bucket_position, bucket_seconds
-from ._scheduler import PollScheduler, coalesced_due
+from ._scheduler import COALESCE_LONG_WAIT, PollScheduler, coalesced_due, grid_step, on_grid
 
 #: The jobs still running, for censoring: for each, its creation time (on the clock of the
 #: ``now`` given to the estimate's ``observe*``) and its age at the last poll that found it
@@ -44,8 +44,15 @@ __all__ = [
 SCOUTS = 12
 SCOUT_FIRST = 0.15
 
-#: The share by which waits from a job's third poll on may come early (see `delay`).
+#: The share by which waits from a job's third poll on may come early (see `delay`): any
+#: amount up to it for a short wait, a whole grid step with the same mean for a long one.
 LATER_JITTER = 0.05
+
+#: Long waits (half a second or more): the lag target is shortened by this share (a margin
+#: on the p99 lag where a loop polls at the same interval), and a wait comes a whole grid
+#: step early with this probability (see `delay`).
+LONG_MARGIN = 0.025
+LONG_STEP_EARLY = 0.05
 
 #: A probe's first check, as a share of the planned first check's age (see `PollPlanner`).
 PROBE_START, PROBE_END = 0.3, 0.7
@@ -88,10 +95,17 @@ class PollPlanner:
     ``cap``. The first is shortened by up to ``jitter`` (a fraction; of the lag target at
     most once the start is fitted to the probes): jobs created together are checked apart,
     and stay apart, as their later waits depend on their ages only. From the third poll
-    on, waits are shortened by up to `LATER_JITTER`, a margin on the p99 lag. No check
-    comes later than planned, so the lag bound holds (full jitter, ``U(0, wait)``, would
-    halve the waits and double the requests; on top of this, the scheduler moves polls up
-    to 1/16 or 1/8 of their wait earlier to share wake-ups: see `coalesced_due`). A share ``probe``
+    on, waits come early by half of `LATER_JITTER` on average, a margin on the p99 lag:
+    short ones by up to that share, long ones (half a second or more) by a whole grid step
+    of the scheduler now and then. No check comes later than planned, so the lag bound holds
+    (full jitter, ``U(0, wait)``, would halve the waits and double the requests). Long
+    waits, ``D`` among them, are whole numbers of the scheduler's grid steps (`on_grid`:
+    rounded by at most a ninth), which moves polls up to 1/16 of a short wait or 1/4 of a
+    long one earlier to share wake-ups (`coalesced_due`): a job polled every ``D`` stays on
+    one grid slot, a few wake-ups a second for the whole batch. Without the random step,
+    jobs polled at the same ages forever teach an estimate that cannot tell where in
+    between they ended (a provider that slowed down was then found up to 7 s late in the
+    replays). A share ``probe``
     of jobs get their first check at 30-70 % of the planned time: they keep a provider that
     sped up from hiding behind a first check that finds everything done, and they tell
     where the jobs that first check finds ready ended (`probed`, `_low_end`).
@@ -124,6 +138,7 @@ class PollPlanner:
         "_probe_ready",
         "_probe_weight",
         "_probes",
+        "_step",
         "cap",
         "censored",
         "early",
@@ -191,7 +206,7 @@ class PollPlanner:
         self._censored_created = [0.0] * BUCKETS  # census scratch: their creation times' sums
         self._body_gaps = [0.0] * BUCKETS
         self._due = -1  # the estimate's version at which the plan is computed again
-        self._first = self._gap = self._body_end = 0.0
+        self._first = self._gap = self._body_end = self._step = 0.0
         # Probes (first polls well before the first check: see `probed`), binned by age:
         # weight, weight found ready, weighted age sum; a new probe weighs `_probe_gain`.
         self._probe_weight = [0.0] * _PROBE_BINS
@@ -206,6 +221,7 @@ class PollPlanner:
         estimate = self.estimate
         warm = estimate.samples >= self.WARM
         self._due = estimate.version + (self.REFRESH_EVERY if warm else 1)
+        self._step = 0.0
         if estimate.weight <= 0.0:  # nothing known: exponential growth from the start
             self._first = self._body_end = 0.0
             self._gap = max(self.min_gap, self.lag_floor)
@@ -229,7 +245,18 @@ class PollPlanner:
         first = start + gap
         if end - first > gap * self.max_body_polls:
             gap = (end - first) / self.max_body_polls
-        self._gap = gap = min(gap, self.cap)
+        gap = min(gap, self.cap)
+        if gap >= COALESCE_LONG_WAIT:
+            # A whole number of grid steps: a job polled every ``gap`` stays on one grid
+            # slot and shares its wake-ups. The lag target is rounded onto a coarse ladder
+            # (`on_grid`), so it moves in whole steps as the estimate does, then shortened
+            # by `LONG_MARGIN`, and the grid is a whole share of it (a quarter to a
+            # seventh): jobs of a model share four to seven wake-ups per lag target.
+            ladder = on_grid(gap)
+            steps = round(ladder / grid_step(ladder))
+            gap = ladder * (1.0 - LONG_MARGIN)
+            self._step = gap / steps
+        self._gap = gap
         self._first = min(first, self.cap)
         self._body_end = end
         # The lag target of a job still running at an age: at least ``running_ratio`` of
@@ -251,7 +278,7 @@ class PollPlanner:
             count = counts[j]
             fraction = (target - cumulative[j]) / count if count > 0.0 else 0.0
             running_median = bucket_seconds(j + min(fraction, 1.0))
-            gaps[i] = min(self.cap, max(gap, ratio * running_median))
+            gaps[i] = self._on_step(min(self.cap, max(gap, ratio * running_median)))
 
     def probed(self, age: float, ready: bool) -> None:
         """Learn a job's first poll: at ``age`` seconds it found the job ``ready`` or not.
@@ -430,6 +457,22 @@ class PollPlanner:
         return self._gap
 
     @property
+    def grid(self) -> float:
+        """The grid step the scheduler rounds this plan's long waits down onto (0: none),
+        in seconds: a whole share of the lag target when that is half a second or more."""
+        if self.estimate.version >= self._due:
+            self._refresh()
+        return self._step
+
+    def _on_step(self, wait: float) -> float:
+        """``wait`` rounded to a whole number of grid steps (at least one), if there is a grid."""
+        step = self._step
+        if step <= 0.0:
+            return wait
+        steps = round(wait / step)
+        return (steps if steps > 1 else 1) * step
+
+    @property
     def first_check(self) -> float:
         """The planned age of the first check (before jitter and probes), in seconds."""
         if self.estimate.version >= self._due:
@@ -497,7 +540,14 @@ class PollPlanner:
             # From the third poll on, up to `LATER_JITTER` earlier: a margin on the lag
             # target where the loop polls at the same interval (a tie at its p99 otherwise);
             # not the second, which a fast job's first check leaves at the end of its range.
-            wait *= 1.0 - LATER_JITTER * rng.random()
+            if wait < COALESCE_LONG_WAIT:
+                wait *= 1.0 - LATER_JITTER * rng.random()
+            else:
+                # A long wait keeps its job on the scheduler's grid (see `on_grid`): the
+                # same mean, as a whole grid step early now and then.
+                step = self._step if self._step > 0.0 else grid_step(wait)
+                if wait > step and rng.random() < LONG_STEP_EARLY:
+                    wait -= step
         return wait if wait > self.min_gap else self.min_gap
 
 
@@ -726,8 +776,11 @@ def replay_batch(
         job = [0.0, now, latency, 0.0, 0.0, 1.0 if scout else 0.0, wait]
         running[created] = job
         # As `PollScheduler.add`: a short first wait is not moved onto the grid.
-        exact = model is None or wait < PollScheduler.FIRST_EXACT_WAIT
-        push(created, job, now + wait if exact else coalesced_due(now, wait))
+        if model is None or wait < PollScheduler.FIRST_EXACT_WAIT:
+            due = now + wait
+        else:
+            due = coalesced_due(now, wait, model.planner.grid)
+        push(created, job, due)
 
     for _ in range(concurrency):
         create()
@@ -768,5 +821,6 @@ def replay_batch(
         if wait > job[6]:
             job[6] = wait
         job[4] = age
-        push(number, job, now + wait if model is None else coalesced_due(now, wait))
+        due = now + wait if model is None else coalesced_due(now, wait, model.planner.grid)
+        push(number, job, due)
     return [ended[number] for number in sorted(ended)]

@@ -116,6 +116,8 @@ class PollLane:
         """
         if entry.status.is_terminal:
             return
+        # A first wait given: attached by id or again after a restart (see `learn`).
+        entry.attached = first_wait is not None
         if self._webhooks is None or not callbacks:
             if first_wait is not None or not self._learned:
                 self.scheduler.add(entry, first_wait=first_wait)
@@ -123,7 +125,7 @@ class PollLane:
                     entry.attempt = _UNPLANNED  # its first poll is no probe of the plan
                 return
             wait, scout = self._first_wait(entry)
-            self.scheduler.add(entry, first_wait=wait)
+            self.scheduler.add(entry, first_wait=wait, step=self._model(entry.model).planner.grid)
             if scout:
                 entry.attempt = _SCOUT
             return
@@ -208,7 +210,7 @@ class PollLane:
                 )
             if not entry.status.is_terminal:
                 entry.running_age = self._answer_age
-                self._schedule_next(entry, 0.0)
+                self._schedule_next(entry, 0.0, sent)
             return
         self._registry.apply(entry, update)
         if not entry.status.is_terminal:
@@ -237,7 +239,9 @@ class PollLane:
         entry.running_age = 0.0
         return self._model(entry.model).first_wait(len(self.scheduler), self._rng)
 
-    def _schedule_next(self, entry: Entry, at_least: float) -> None:
+    def _schedule_next(self, entry: Entry, at_least: float, sent: float | None = None) -> None:
+        """Schedule a running job's next poll; ``sent``: when the poll that found it running
+        was sent (``None`` after a failed one: the wait counts from now)."""
         if not self._learned or entry.attempt > 0:  # a fixed schedule, a safety net
             self.scheduler.schedule_next(entry, at_least=at_least)
             return
@@ -246,7 +250,10 @@ class PollLane:
         model = self._model(entry.model)
         model.planner.censored = model.estimate.samples < len(scheduler)
         wait = model.next_wait(age, entry.polls, entry.attempt == _SCOUT, self._rng)
-        scheduler.schedule_in(entry, wait if wait > at_least else at_least)
+        if wait > at_least:
+            scheduler.schedule_in(entry, wait, sent=sent, step=model.planner.grid)
+        else:
+            scheduler.schedule_in(entry, at_least)
 
     def learn(self, entry: Entry) -> None:
         """Learn from a job that ended (the client calls this for every finished job)."""
@@ -254,6 +261,8 @@ class PollLane:
             return
         if entry.deadline == float("inf"):
             return  # never tracked here (e.g. finished before its create was answered)
+        if entry.attached:
+            return  # its age here is the time since it was attached, not its latency
         model = self._model(entry.model)
         now = self.scheduler.now()
         if entry is self._answering:

@@ -34,7 +34,9 @@ class Entry:
       ``accepted`` (the future an orphaned create waits on; `Registry.accept` wakes it);
     - the poll lane and its scheduler (loop-clock seconds): ``deadline``, ``next_poll``,
       ``attempt``, ``polls``, ``running_age`` (seconds from the start of polling to the
-      last poll that found the job running: the learned schedule's censoring bound);
+      last poll that found the job running: the learned schedule's censoring bound),
+      ``attached`` (polling started long after the create: attached by id, or again after
+      a restart, so the job's age there is not its latency);
     - the callback side: ``hinted`` (a callback came before the create's answer) and
       ``verifying`` (a verifying query is in flight);
     - `Job` handles: ``waiter``, created by the first one that waits;
@@ -44,6 +46,7 @@ class Entry:
 
     __slots__ = (
         "accepted",
+        "attached",
         "attempt",
         "cost",
         "created_at",
@@ -101,6 +104,7 @@ class Entry:
         self.attempt = 0
         self.polls = 0
         self.running_age = 0.0
+        self.attached = False
         # The job store holding this job's record (None: no durable record) and the
         # component that can cancel it (the create lane).
         self.store: JobStore | None = None

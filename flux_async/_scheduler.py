@@ -23,7 +23,7 @@ from ._config import PollPolicy
 from ._registry import Entry
 from ._retry import TokenBucket, jittered, wait_table
 
-__all__ = ["PollScheduler", "coalesced_due"]
+__all__ = ["PollScheduler", "coalesced_due", "grid_step", "on_grid"]
 
 logger = logging.getLogger("flux_async")
 
@@ -37,26 +37,60 @@ EARLY = 0.003
 #: grid, so polls that fall due close together share one wake-up. A wake-up is what a
 #: spread-out schedule pays for: on a 2-core VM, the same 200 requests a second cost a
 #: client ~640 µs each sent one at a time and ~250 µs each sent 25 at a time (the fake
-#: ~415 vs ~170). Waits of `COALESCE_LONG_WAIT` or more take an eighth (~2 % more polls
-#: for about half the wake-ups); shorter ones, where a few ms early is a wasted request
-#: (jobs done in a fraction of a second), take a sixteenth.
+#: ~415 vs ~170). Waits of `COALESCE_LONG_WAIT` or more take a quarter, at most 250 ms:
+#: four wake-ups a second at most. Such a wait counts from when the poll before it was
+#: sent, which lies on the grid, and the planner rounds its lag target to a whole number
+#: of grid steps (`on_grid`), so a job stays on one grid slot from poll to poll and the
+#: rounding down costs nothing after its first poll. Shorter waits, where a few ms early
+#: is a wasted request (jobs done in a fraction of a second), take a sixteenth.
 COALESCE_SHARE = 1.0 / 16.0
-COALESCE_LONG_SHARE = 1.0 / 8.0
+COALESCE_LONG_SHARE = 1.0 / 4.0
 COALESCE_LONG_WAIT = 0.5
-COALESCE_MAX = 0.125
+COALESCE_MAX = 0.25
+#: A model's own grid (`PollPlanner.grid`: a quarter to a seventh of its lag target) is used
+#: for waits of three of its steps or more: a lag target shortened by one step, now and
+#: then, stays on it.
+COALESCE_STEP_SHARE = 1.0 / 3.0
 
 
-def coalesced_due(now: float, wait: float) -> float:
+def grid_step(wait: float) -> float:
+    """The grid a poll ``wait`` seconds away is rounded down onto (see `coalesced_due`):
+    a power of two, so that polls with similar waits land on the same grid."""
+    share = wait * (COALESCE_LONG_SHARE if wait >= COALESCE_LONG_WAIT else COALESCE_SHARE)
+    return math.ldexp(1.0, math.frexp(share if share < COALESCE_MAX else COALESCE_MAX)[1] - 1)
+
+
+def coalesced_due(now: float, wait: float, step: float = 0.0) -> float:
     """The due time of a learned schedule's poll ``wait`` seconds from ``now``: rounded down
-    onto a power-of-two grid of at most a share of the wait (see `COALESCE_SHARE`), so that
-    polls due close together share one wake-up. Shared by `PollScheduler` and the replay."""
+    onto a grid of at most a share of the wait (see `COALESCE_SHARE`), so that polls due
+    close together share one wake-up. The grid is ``step`` (a model's: `PollPlanner.grid`)
+    where the wait is three steps or more, else a power of two (`grid_step`). A wait of
+    whole steps from a poll on the grid is not moved at all. Shared by `PollScheduler` and
+    the replay."""
     due = now + wait
-    grid = wait * (COALESCE_LONG_SHARE if wait >= COALESCE_LONG_WAIT else COALESCE_SHARE)
-    if grid < EARLY or due == math.inf:
+    if wait * COALESCE_SHARE < EARLY or due == math.inf:
         return due
-    # A power of two, so polls with similar waits land on the same grid.
-    grid = math.ldexp(1.0, math.frexp(grid if grid < COALESCE_MAX else COALESCE_MAX)[1] - 1)
-    return math.floor(due / grid) * grid
+    # (Whole steps computed in floats: a wait of exactly three steps may be a hair under.)
+    grid = step if 0.0 < step <= wait * COALESCE_STEP_SHARE * (1.0 + 1e-9) else grid_step(wait)
+    # A hair over, so that a due time already on the grid plus whole steps stays there
+    # whatever the float rounding of the division.
+    return math.floor(due / grid + 1e-9) * grid
+
+
+def on_grid(wait: float) -> float:
+    """``wait`` rounded to the nearest whole number of its own grid steps (`grid_step`),
+    for waits of `COALESCE_LONG_WAIT` or more (shorter ones as they are).
+
+    A poll that waits a whole number of grid steps after one sent on the grid is due on
+    the grid: `coalesced_due` does not move it, and jobs polled at the same interval share
+    wake-ups for good. Rounding moves the wait by at most a ninth (0.99 s -> 1 s, 1.1 s ->
+    1 s, 1.2 s -> 1.25 s).
+    """
+    if not COALESCE_LONG_WAIT <= wait < math.inf:
+        return wait
+    grid = grid_step(wait)
+    rounded = max(COALESCE_LONG_WAIT, round(wait / grid) * grid)
+    return rounded
 
 
 #: The heap is rebuilt without its stale items (jobs finished or rescheduled since they were
@@ -149,14 +183,23 @@ class PollScheduler:
     #: A first poll due sooner than this is not moved onto the coalescing grid: for jobs
     #: done in a fraction of a second the first check is where the plan's lag and requests
     #: are decided (up to 1/16 of its wait early: ~4 ms on a 0.2 s check, ~1 % more polls),
-    #: and first polls that fall due together still share a wake-up within `EARLY`.
-    FIRST_EXACT_WAIT = 0.5
+    #: and first polls that fall due together still share a wake-up within `EARLY`. Longer
+    #: first waits stay on the grid (a model's own, with ``step``).
+    FIRST_EXACT_WAIT = COALESCE_LONG_WAIT
 
-    def add(self, entry: Entry, *, first_wait: float | None = None, slow: bool = False) -> None:
+    def add(
+        self,
+        entry: Entry,
+        *,
+        first_wait: float | None = None,
+        slow: bool = False,
+        step: float = 0.0,
+    ) -> None:
         """Start tracking a submitted job: set its deadline and its first poll.
 
         ``slow``: after the first poll, wait the longest backoff step each time (the
-        safety net behind webhooks).
+        safety net behind webhooks). ``step``: the grid of the job's model (see
+        `schedule_in`), so that its first poll already falls on it.
         """
         now = self._now()
         entry.deadline = now + self._policy.timeout
@@ -169,7 +212,7 @@ class PollScheduler:
         if wait < self.FIRST_EXACT_WAIT:
             self._push(entry, now + wait)
         else:
-            self._push(entry, self._due(now, wait))
+            self._push(entry, self._due(now, wait, step))
 
     def schedule_next(self, entry: Entry, *, at_least: float = 0.0) -> None:
         """Schedule the next poll of a job that is still running, by its backoff."""
@@ -177,9 +220,20 @@ class PollScheduler:
         entry.attempt += 1
         self._push(entry, self._now() + wait)
 
-    def schedule_in(self, entry: Entry, wait: float) -> None:
-        """Schedule the next poll of a job ``wait`` seconds from now (a learned schedule)."""
-        self._push(entry, self._due(self._now(), wait))
+    def schedule_in(
+        self, entry: Entry, wait: float, *, sent: float | None = None, step: float = 0.0
+    ) -> None:
+        """Schedule the next poll of a job ``wait`` seconds from now (a learned schedule).
+
+        ``sent``: when the poll just answered was sent. A wait of `COALESCE_LONG_WAIT` or
+        more counts from then rather than from now: the job keeps the grid slot it was
+        polled on (``step``, its model's grid: `PollPlanner.grid`), and its polls are
+        ``wait`` apart as sent, which is what the plan's lag target means, rather than
+        ``wait`` plus a round trip.
+        """
+        now = self._now()
+        start = sent if sent is not None and wait >= COALESCE_LONG_WAIT and sent <= now else now
+        self._push(entry, self._due(start, wait, step))
 
     def replan(self, entry: Entry, due: float) -> None:
         """Move a job's next poll earlier, to ``due`` (the old heap item becomes stale)."""
@@ -202,9 +256,9 @@ class PollScheduler:
         loop = self._loop or asyncio.get_running_loop()
         return loop.time()
 
-    def _due(self, now: float, wait: float) -> float:
+    def _due(self, now: float, wait: float, step: float = 0.0) -> float:
         """The due time of a poll ``wait`` seconds from ``now`` (see ``coalesce``)."""
-        return coalesced_due(now, wait) if self._coalesce else now + wait
+        return coalesced_due(now, wait, step) if self._coalesce else now + wait
 
     def _push(self, entry: Entry, due: float) -> None:
         if entry.status.is_terminal:

@@ -145,7 +145,7 @@ class _URLs:
 #: The watchdog's checks fall on multiples of this many seconds (the poll scheduler's
 #: coarsest grid), so that a check shares the event loop's wake-up with the polls due then
 #: instead of waking the process on its own.
-_TICK_GRID = 0.125
+_TICK_GRID = 0.25
 
 
 class _Watchdog:

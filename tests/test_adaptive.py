@@ -232,7 +232,8 @@ class ReadyAnswers:
 
 async def test_planned_first_polls_are_probes_and_an_attached_jobs_first_poll_is_not() -> None:
     """A job attached by id is first polled at once, whatever its real age: what that poll
-    finds says nothing about when jobs end, so it must not teach the plan's low end."""
+    finds says nothing about when jobs end, so it must not teach the plan's low end, nor
+    the latency estimate."""
     registry = Registry(clock=time.time)
     lane = Lane(provider="shortapi", limits=Limits(), retry=RetryPolicy(), transport=ReadyAnswers())
     poll_lane = PollLane(
@@ -251,10 +252,16 @@ async def test_planned_first_polls_are_probes_and_an_attached_jobs_first_poll_is
     await poll_lane.poll(attached)
     assert attached.status is JobStatus.SUCCEEDED
     assert planner._probes == 0.0
+    # Nor its latency: its age here is the time since it was attached (a job created an
+    # hour ago and found ready at once must not teach "ready in a few milliseconds").
+    poll_lane.learn(attached)
+    assert planner.estimate.samples == 0.0
     planned = tracked(poll_lane, registry, "planned")  # a scout, polled early on purpose
     await poll_lane.poll(planned)
     assert planned.status is JobStatus.SUCCEEDED
     assert planner._probes == 1.0
+    poll_lane.learn(planned)
+    assert planner.estimate.samples == pytest.approx(1.0)
     await poll_lane.aclose()
 
 

@@ -13,7 +13,15 @@ import pytest
 
 from flux_async._aimd import AdaptiveRate, AIMDLimit
 from flux_async._latency import LatencyEstimate
-from flux_async._planner import LATER_JITTER, PollPlanner, simulate_batch, simulate_polling
+from flux_async._planner import (
+    LATER_JITTER,
+    LONG_MARGIN,
+    LONG_STEP_EARLY,
+    PollPlanner,
+    simulate_batch,
+    simulate_polling,
+)
+from flux_async._scheduler import COALESCE_LONG_WAIT, on_grid
 
 Sampler = Callable[[random.Random], float]
 
@@ -334,11 +342,28 @@ def test_jitter_never_delays_a_check_and_spreads_a_burst() -> None:
     # shortened; from the third on, by up to `LATER_JITTER` (a margin on the p99 lag).
     second = planner.delay(5.5, 1, None)
     assert {planner.delay(5.5, 1, rng) for _ in range(100)} == {second}
+    # A long wait keeps its job on its model's grid: a whole number of grid steps, a
+    # little shorter than the lag target's rung on the ladder (the margin), and now and
+    # then a whole step early.
     later = planner.delay(6.0, 2, None)
-    waits = [planner.delay(6.0, 2, rng) for _ in range(1000)]
-    assert max(waits) <= later
-    assert min(waits) >= (1 - LATER_JITTER) * later
-    assert min(waits) < (1 - 0.9 * LATER_JITTER) * later
+    step = planner.grid
+    assert later >= COALESCE_LONG_WAIT and step > 0.0
+    assert later / step == pytest.approx(round(later / step))
+    assert later == pytest.approx(
+        (1 - LONG_MARGIN) * on_grid(planner.lag_target / (1 - LONG_MARGIN))
+    )
+    waits = [planner.delay(6.0, 2, rng) for _ in range(4000)]
+    assert set(waits) == {later, later - step}
+    assert waits.count(later - step) / len(waits) == pytest.approx(LONG_STEP_EARLY, abs=0.015)
+    # A short one (jobs done in a fraction of a second) by any amount up to LATER_JITTER.
+    fast = learned_planner(FAST)
+    short = fast.delay(0.5, 2, None)
+    assert short < COALESCE_LONG_WAIT
+    waits = [fast.delay(0.5, 2, rng) for _ in range(1000)]
+    assert max(waits) <= short
+    assert min(waits) >= (1 - LATER_JITTER) * short
+    assert min(waits) < (1 - 0.9 * LATER_JITTER) * short
+    assert len(set(waits)) > 500
 
 
 def test_planner_caches_between_observations() -> None:
