@@ -275,14 +275,21 @@ class PollLane:
             self._replan(entry.model, model)
 
     def _replan(self, name: str, model: ModelPlan) -> None:
-        """Move the first polls of jobs waiting for one planned with a slower estimate."""
+        """Move the first polls of jobs waiting for one planned with a slower estimate, and
+        the next polls of scouts polled before anything was learned (off their doubling
+        wait: `ModelPlan.moved_scout`)."""
         scheduler = self.scheduler
         now = scheduler.now()
         rng = self._rng
         for entry in scheduler.waiting():
-            if entry.model != name or entry.polls or entry.attempt > 0:
+            if entry.model != name:
                 continue
-            scheduler.replan(entry, model.moved_first(scheduler.started(entry), now, rng))
+            if entry.polls == 0 and entry.attempt <= 0:
+                scheduler.replan(entry, model.moved_first(scheduler.started(entry), now, rng))
+            elif entry.attempt == _SCOUT:
+                scheduler.replan(
+                    entry, model.moved_scout(scheduler.started(entry), entry.running_age, now)
+                )
 
     def latency_state(self) -> dict[str, bytes]:
         """Every model's latency estimate, saved (`latency_key` -> `LatencyEstimate.to_bytes`)."""

@@ -1,6 +1,8 @@
-"""A learned schedule's first poll: due at its planned age, not moved onto the scheduler's
-coalescing grid, when the wait is short (jobs done in a fraction of a second); long waits
-keep the grid. The scheduler and the replay (`_planner.replay_batch`) take the same decision.
+"""The start of a learned schedule. A job's first poll is due at its planned age, not moved
+onto the scheduler's coalescing grid, when the wait is short (jobs done in a fraction of a
+second); long waits keep the grid. Scouts polled before the model learned anything move to
+the plan's next check once it has. The lane, its scheduler and the replay
+(`_planner.replay_batch`) take the same decisions.
 
 No wall-clock assertions: due times are read from the heap, the replay runs in simulated time.
 """
@@ -13,11 +15,15 @@ import time
 
 import pytest
 
-from flux_async import PollPolicy
+from flux_async import JobStatus, Limits, PollPolicy, RetryPolicy
+from flux_async._http import HTTPRequest, HTTPResponse
+from flux_async._lane import Lane, Tasks
 from flux_async._latency import LatencyEstimate
 from flux_async._planner import SCOUTS, ModelPlan, PollPlanner, replay_batch
+from flux_async._poll import PollLane
 from flux_async._registry import Entry, Registry
 from flux_async._scheduler import COALESCE_MAX, PollScheduler
+from flux_async.providers import ShortAPI
 
 
 def coalescing_scheduler() -> PollScheduler:
@@ -104,3 +110,45 @@ def test_a_scouts_moved_poll_is_never_in_the_past() -> None:
     gap = model.planner.lag_target
     assert model.moved_scout(10.0, 0.15, 10.2) == pytest.approx(10.15 + gap)
     assert model.moved_scout(10.0, 0.15, 10.4) == 10.4
+
+
+class RunningAnswers:
+    """A ShortAPI that answers every query "running", at once."""
+
+    async def send(self, request: HTTPRequest, *, provider: str, long_read: bool) -> HTTPResponse:
+        return HTTPResponse(200, {}, b'{"code": 0, "data": {"status": 1}}')
+
+
+@pytest.mark.anyio
+async def test_the_lane_moves_a_scout_polled_before_it_learned_to_the_plans_next_check() -> None:
+    registry = Registry(clock=time.time)
+    lane = Lane(
+        provider="shortapi", limits=Limits(), retry=RetryPolicy(), transport=RunningAnswers()
+    )
+    poll_lane = PollLane(
+        provider=ShortAPI("sk-test"),
+        lane=lane,
+        registry=registry,
+        policy=PollPolicy(),
+        webhooks=None,
+        tasks=Tasks(),
+        rng=None,
+    )
+    scout = registry.allocate("shortapi", "flux")
+    registry.accept(scout, "scout")
+    poll_lane.track(scout)
+    scheduler = poll_lane.scheduler
+    scout.deadline -= 0.16  # created 0.16 s ago
+    await poll_lane.poll(scout)  # still running at 0.16 s: next at twice its age
+    started = scheduler.started(scout)
+    assert scout.next_poll is not None and scout.next_poll > started + 0.3
+    other = registry.allocate("shortapi", "flux")
+    registry.accept(other, "other")
+    poll_lane.track(other)
+    poll_lane._answering = other
+    poll_lane._answer_age = 0.17
+    registry.advance(other, JobStatus.SUCCEEDED)
+    poll_lane.learn(other)  # the first job ends: the model learns, the scout moves
+    gap = poll_lane._model("flux").planner.lag_target
+    assert scout.next_poll - started == pytest.approx(scout.running_age + gap, abs=1e-6)
+    await poll_lane.aclose()
