@@ -316,7 +316,7 @@ class CreateLane(Cancelling, Reattaching):
             self._registry.accept(entry, accepted.job_id, accepted.cost)
             if accepted.update is not None:
                 self._registry.apply(entry, accepted.update)
-            self._poll.track(entry)
+            self._poll.track(entry, sent_at=response.sent_at)
             return
 
     async def _await_orphan(self, entry: Entry, error: RequestError) -> None:

@@ -42,14 +42,17 @@ class HTTPRequest:
 
 
 class HTTPResponse:
-    """A complete response: status, headers (case-insensitive mapping) and body bytes."""
+    """A complete response: status, headers (case-insensitive mapping) and body bytes;
+    ``sent_at``: when its request went out, on the event loop's clock (set by the lane for
+    creates: a job's age counts from then)."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "headers", "sent_at", "status")
 
     def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
         self.status = status
         self.headers = headers
         self.body = body
+        self.sent_at: float | None = None
 
     def __repr__(self) -> str:
         return f"HTTPResponse(status={self.status}, {len(self.body)} bytes)"

@@ -176,6 +176,7 @@ class Lane:
             )
         finally:
             slots.release()
+        response.sent_at = sent_at
         if response.status in _THROTTLED:
             self._throttled(response, sent_at, create=True)
         else:

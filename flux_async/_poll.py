@@ -106,9 +106,17 @@ class PollLane:
         await self.scheduler.stop()
 
     def track(
-        self, entry: Entry, *, first_wait: float | None = None, callbacks: bool = True
+        self,
+        entry: Entry,
+        *,
+        first_wait: float | None = None,
+        callbacks: bool = True,
+        sent_at: float | None = None,
     ) -> None:
         """Start polling an accepted job (only as a safety net when callbacks will come).
+
+        ``sent_at``: when its create was sent (loop clock): its age counts from then, not
+        from the create's answer, which comes up to tens of ms later in a burst of creates.
 
         ``first_wait``: seconds to the first poll (default: the provider's typical latency,
         or the callback grace); ``callbacks=False``: no callback will come for this job
@@ -120,17 +128,22 @@ class PollLane:
         entry.attached = first_wait is not None
         if self._webhooks is None or not callbacks:
             if first_wait is not None or not self._learned:
-                self.scheduler.add(entry, first_wait=first_wait)
+                self.scheduler.add(entry, first_wait=first_wait, started=sent_at)
                 if self._learned:
                     entry.attempt = _UNPLANNED  # its first poll is no probe of the plan
                 return
             wait, scout = self._first_wait(entry)
-            self.scheduler.add(entry, first_wait=wait, step=self._model(entry.model).planner.grid)
+            self.scheduler.add(
+                entry, first_wait=wait, step=self._model(entry.model).planner.grid, started=sent_at
+            )
             if scout:
                 entry.attempt = _SCOUT
             return
         self.scheduler.add(
-            entry, first_wait=self.grace() if first_wait is None else first_wait, slow=True
+            entry,
+            first_wait=self.grace() if first_wait is None else first_wait,
+            slow=True,
+            started=sent_at,
         )
         if entry.hinted and not entry.verifying:
             # A callback beat the create response but named no job: check now.

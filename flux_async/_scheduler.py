@@ -194,14 +194,19 @@ class PollScheduler:
         first_wait: float | None = None,
         slow: bool = False,
         step: float = 0.0,
+        started: float | None = None,
     ) -> None:
         """Start tracking a submitted job: set its deadline and its first poll.
 
         ``slow``: after the first poll, wait the longest backoff step each time (the
         safety net behind webhooks). ``step``: the grid of the job's model (see
-        `schedule_in`), so that its first poll already falls on it.
+        `schedule_in`), so that its first poll already falls on it. ``started``: when its
+        create was sent (loop clock; default now): its ages, deadline and first poll count
+        from then.
         """
         now = self._now()
+        if started is not None and now - self._policy.timeout < started < now:
+            now = started
         entry.deadline = now + self._policy.timeout
         entry.attempt = len(self._table) - 1 if slow else 0
         wait = self._first_wait if first_wait is None else first_wait

@@ -505,3 +505,25 @@ async def test_scattered_503s_leave_jobs_in_flight_and_connections_alone() -> No
     await drive_creates(lane, clock, 10.0, offered=200.0)
     assert lane.throttled > 100
     assert lane.job_slots.capacity >= jobs and lane.http_slots.capacity >= connections
+
+
+async def test_a_jobs_age_counts_from_when_its_create_was_sent() -> None:
+    """In a burst of creates the answers come tens of ms after the jobs were made: a job's
+    ages (its first check, its learned latency, its deadline) count from the create's send,
+    so its first check is not late by that much. Real loopback HTTP: the fake holds each
+    create's answer 0.3 s after making the job."""
+    from flux_async import FluxClient
+    from flux_async.testing import FakeProvider, Faults
+
+    async with FakeProvider(latency=5.0, faults=Faults(create_delay=0.3), seed=2) as fake:
+        provider = ShortAPI("sk-test", base_url=fake.url)
+        async with FluxClient(provider, poll=PollPolicy(timeout=60.0)) as client:
+            sent = asyncio.get_running_loop().time()
+            job = await client.submit("held")
+            answered = asyncio.get_running_loop().time()
+            assert answered - sent >= 0.3
+            scheduler = client._parts.poll_lane.scheduler  # type: ignore[union-attr]
+            started = scheduler.started(job._entry)
+            assert sent <= started <= sent + 0.1  # not the answer's time
+            assert job._entry.deadline == pytest.approx(started + 60.0)
+            await job.cancel()
