@@ -39,9 +39,10 @@ EARLY = 0.003
 #: client ~640 µs each sent one at a time and ~250 µs each sent 25 at a time (the fake
 #: ~415 vs ~170). Waits of `COALESCE_LONG_WAIT` or more take a quarter, at most 250 ms:
 #: four wake-ups a second at most. Such a wait counts from when the poll before it was
-#: sent, which lies on the grid, and the planner rounds its lag target to a whole number
-#: of grid steps (`on_grid`), so a job stays on one grid slot from poll to poll and the
-#: rounding down costs nothing after its first poll. Shorter waits, where a few ms early
+#: sent, which lies on the grid, and the planner makes its lag target a whole number of
+#: steps of the model's own grid (`PollPlanner.grid`, from the ladder of `on_grid`), so a
+#: job stays on one grid slot from poll to poll and the rounding down costs nothing after
+#: its first poll. Shorter waits, where a few ms early
 #: is a wasted request (jobs done in a fraction of a second), take a sixteenth.
 COALESCE_SHARE = 1.0 / 16.0
 COALESCE_LONG_SHARE = 1.0 / 4.0
